@@ -1,0 +1,121 @@
+"""Activation functions g and their derivatives, for numpy arrays and torch tensors alike.
+
+A learning rule is written once in terms of ``g`` and ``g'``; the same code then runs on numpy
+arrays (numerical expectations) and on torch tensors (simulations). Dispatch is on the type of
+the argument, so ``theory`` never has to import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+import scipy.special
+
+__all__ = ["Activation", "activation", "ACTIVATIONS"]
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _is_torch(z) -> bool:
+    return type(z).__module__.startswith("torch")
+
+
+def _erf(z):
+    if _is_torch(z):
+        import torch
+
+        return torch.special.erf(z)
+    return scipy.special.erf(z)
+
+
+def _exp(z):
+    if _is_torch(z):
+        return z.exp()
+    return np.exp(z)
+
+
+def _tanh(z):
+    if _is_torch(z):
+        return z.tanh()
+    return np.tanh(z)
+
+
+def _relu(z):
+    if _is_torch(z):
+        return z.clamp(min=0)
+    return np.maximum(z, 0.0)
+
+
+def _heaviside(z):
+    if _is_torch(z):
+        return (z > 0).to(z.dtype)
+    return (np.asarray(z) > 0).astype(np.result_type(z, np.float64))
+
+
+# --- closed-form I2(C11, C12, C22) = E[g(a) g(b)] where one exists -----------------------------
+
+
+def _i2_erf(c11, c12, c22):
+    return (2.0 / np.pi) * np.arcsin(c12 / np.sqrt((1.0 + c11) * (1.0 + c22)))
+
+
+def _i2_linear(c11, c12, c22):
+    return np.asarray(c12, dtype=float) + 0.0 * (c11 + c22)
+
+
+def _i2_relu(c11, c12, c22):
+    # Arc-cosine kernel of order one (Cho & Saul 2009).
+    norm = np.sqrt(c11 * c22)
+    cos = np.clip(np.divide(c12, norm, out=np.zeros(np.broadcast(c11, c12, c22).shape), where=norm > 0), -1.0, 1.0)
+    theta = np.arccos(cos)
+    return norm / (2.0 * np.pi) * (np.sin(theta) + (np.pi - theta) * cos)
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An activation g with its derivative g'.
+
+    ``g`` and ``dg`` accept numpy arrays or torch tensors and return the same kind.
+    ``i2`` is the closed form of I2 = E[g(a) g(b)] over a centred Gaussian with covariance
+    [[C11, C12], [C12, C22]] when one is known, else None (numerical quadrature then applies).
+    ``closed_forms`` says whether the erf committee-machine integrals I3, I4, J2 apply.
+    """
+
+    name: str
+    g: Callable
+    dg: Callable
+    i2: Callable | None = None
+    closed_forms: bool = False
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name!r})"
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "erf": Activation(
+        "erf",
+        g=lambda z: _erf(z / _SQRT2),
+        dg=lambda z: _SQRT_2_OVER_PI * _exp(-0.5 * z * z),
+        i2=_i2_erf,
+        closed_forms=True,
+    ),
+    "linear": Activation("linear", g=lambda z: z, dg=lambda z: 1.0 + 0.0 * z, i2=_i2_linear),
+    "relu": Activation("relu", g=_relu, dg=_heaviside, i2=_i2_relu),
+    "tanh": Activation("tanh", g=_tanh, dg=lambda z: 1.0 - _tanh(z) ** 2),
+}
+
+
+def activation(g: str | Activation) -> Activation:
+    """Look up an activation by name ("erf", "relu", "tanh", "linear"), or pass one through."""
+    if isinstance(g, Activation):
+        return g
+    try:
+        return ACTIVATIONS[g]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"activation: unknown activation {g!r}; expected one of {sorted(ACTIVATIONS)}"
+        ) from None

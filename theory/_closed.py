@@ -1,0 +1,96 @@
+"""Closed-form ODE right-hand sides of bp, fa and afa for erf (THEORY.md section 4).
+
+For these rules delta_k = c_k g'(lambda_k) e with c = v (bp), b (fa) or sigma_F S (afa), and
+e = sum_j a_j g(z_j) - sigma zeta over the fields z = (lambda, nu), a = (v, -v_star). Then
+
+    X_ku  = E[delta_k xi_u] = c_k ( sum_j a_j I3(k, u, j)  -  sigma_F Ov_u E[g'(lambda_k) e^2] [modulated] )
+    E[g'(lambda_k) e^2]     = sum_jj' a_j a_j' E[g'(lambda_k) g(z_j) g(z_j')] + sigma^2 E[g'(lambda_k)]
+    E[delta_k delta_l]      = c_k c_l ( sum_jj' a_j a_j' I4(k, l, j, j') + sigma^2 J2(k, l) )
+
+where u runs over (lambda_l, nu_n, phi), Ov_u = (S_l, U_n, P) is the overlap of u's vector with f,
+and the presynaptic overlaps are xi_u = z_u - sigma_F Ov_u e for the modulated input. Then
+
+    dQ_kl/dt = -eta (X_kl + X_lk) + eta^2 E[delta_k delta_l] - 2 eta kappa Q_kl
+    dR_kn/dt = -eta X_k,nu_n - eta kappa R_kn
+    dS_k/dt  = -eta X_k,phi  - eta kappa S_k
+    dv_k/dt  = -eta_v E[e g(lambda_k)] = -eta_v sum_j a_j I2(k, j)
+
+Everything is vectorised over leading batch dimensions of the order parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._integrals import I2_matrix, I3_tensor, I4_tensor, J2_matrix, dg_mean, dgg_tensor
+from ._state import field_covariance
+
+__all__ = ["closed_form_rhs", "closed_form_terms"]
+
+
+def _feedback(rule, v, S, b, sigma_F):
+    if rule.name == "bp":
+        return v
+    if rule.name == "fa":
+        if b is None:
+            raise ValueError("rule 'fa' needs the feedback vector b (OrderParams.b)")
+        return b
+    if rule.name == "afa":
+        return sigma_F * S
+    raise ValueError(f"closed forms: rule {rule.name!r} has no closed form; use the numerical engine")
+
+
+def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0):
+    """The expectations the ODE is built from, for bp, fa and afa with erf.
+
+    Returns X (..., K, K+M+1) = E[delta_k xi_u], DD (..., K, K) = E[delta_k delta_l] and
+    EH (..., K) = E[e_out h_k].
+    """
+    K, M = np.shape(R)[-2:]
+    om = field_covariance(Q, R, T, S, U, P)  # (..., K+M+1, K+M+1)
+    n = K + M
+    C = om[..., :n, :n]
+    a = np.concatenate([np.broadcast_to(v, om.shape[:-2] + (K,)), -np.broadcast_to(v_star, om.shape[:-2] + (M,))], axis=-1)
+    c = _feedback(rule, v, S, b, sigma_F)
+    A = np.arange(K)
+    fields = np.arange(n)
+    # E[g'(lambda_k) z_u e] = sum_j a_j I3(k, u, j), u over all K+M+1 fields, j over the K+M.
+    I3 = I3_tensor(om, A, fields)  # (..., K, n+1, n)
+    X = np.einsum("...kuj,...j->...ku", I3, a)
+    if rule.modulated:
+        dgg = dgg_tensor(C, A)  # (..., K, n, n)
+        Ege2 = np.einsum("...kij,...i,...j->...k", dgg, a, a) + sigma**2 * dg_mean(np.diagonal(Q, axis1=-2, axis2=-1))
+        Ov = om[..., :, -1]  # (..., n+1): (S, U, P)
+        X = X - sigma_F * Ov[..., None, :] * Ege2[..., :, None]
+    X = c[..., :, None] * X
+    I4 = I4_tensor(C, A)  # (..., K, K, n, n)
+    DD = np.einsum("...klij,...i,...j->...kl", I4, a, a) + sigma**2 * J2_matrix(Q)
+    DD = c[..., :, None] * c[..., None, :] * DD
+    EH = np.einsum("...kj,...j->...k", I2_matrix(C)[..., :K, :], a)
+    return X, DD, EH
+
+
+def closed_form_rhs(rule, Q, R, T, S, U, P, v, v_star, b=None, *, eta, eta_v, sigma=0.0, sigma_F=1.0, weight_decay=0.0, train_second_layer=True):
+    """dQ, dR, dS, dv of bp, fa or afa (erf) at the given order parameters (batched)."""
+    X, DD, EH = closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F)
+    return assemble(X, DD, EH, Q, R, S, v, eta=eta, eta_v=eta_v, weight_decay=weight_decay, train_second_layer=train_second_layer)
+
+
+def assemble(X, DD, EH, Q, R, S, v, *, eta, eta_v, weight_decay=0.0, train_second_layer=True):
+    """Turn the expectations X, DD, EH into (dQ, dR, dS, dv) (THEORY.md section 4).
+
+    eta, eta_v and weight_decay may be arrays broadcasting against the batch dimensions.
+    """
+    K = np.shape(Q)[-1]
+    M = np.shape(R)[-1]
+    eta = np.asarray(eta, dtype=float)[..., None, None]
+    kappa = np.asarray(weight_decay, dtype=float)[..., None, None]
+    XQ = X[..., :K]
+    dQ = -eta * (XQ + np.swapaxes(XQ, -1, -2)) + eta**2 * DD - 2 * eta * kappa * Q
+    dR = -eta * X[..., K : K + M] - eta * kappa * R
+    dS = -eta[..., 0] * X[..., -1] - eta[..., 0] * kappa[..., 0] * S
+    if train_second_layer:
+        dv = -np.asarray(eta_v, dtype=float)[..., None] * EH
+    else:
+        dv = np.zeros(np.broadcast_shapes(np.shape(v), np.shape(EH)))
+    return dQ, dR, dS, dv

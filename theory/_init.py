@@ -1,0 +1,50 @@
+"""Initial conditions: the order parameters of randomly drawn finite-D weights.
+
+The draw, shared with :mod:`simulate` (which draws the same distribution in torch):
+
+    teacher  w*_m ~ N(0, I_D),        v*_m = v_star (default 1)
+    student  w_k  ~ N(0, w_std^2 I_D), v_k  ~ N(0, v_std^2)
+    f ~ N(0, I_D) (top-down projection direction), b_k ~ N(0, 1) (FA feedback)
+
+and the state holds their measured overlaps (Q = W W^T / D etc.), so that finite-D initial
+overlaps such as S_k(0) ~ 1/sqrt D are part of the initial condition (THEORY.md section 6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._state import OrderParams
+
+__all__ = ["random_state", "state_from_weights"]
+
+
+def state_from_weights(W, W_star, v, v_star, f=None, b=None) -> OrderParams:
+    """Measure the order parameters of weights W (K, D), W_star (M, D), f (D,) (numpy arrays)."""
+    W, W_star = np.asarray(W, dtype=float), np.asarray(W_star, dtype=float)
+    if W.ndim != 2 or W_star.ndim != 2 or W.shape[1] != W_star.shape[1]:
+        raise ValueError(f"state_from_weights: W (K, D) and W_star (M, D) must share D, got {W.shape} and {W_star.shape}")
+    D = W.shape[1]
+    f = np.zeros(D) if f is None else np.asarray(f, dtype=float)
+    return OrderParams(
+        Q=W @ W.T / D, R=W @ W_star.T / D, T=W_star @ W_star.T / D, v=v, v_star=v_star,
+        S=W @ f / D, U=W_star @ f / D, P=f @ f / D, b=b,
+    )
+
+
+def random_state(K: int = 2, M: int = 2, *, D: int = 1000, seed: int = 0, w_std: float = 1.0, v_std: float = 1.0,
+                 v_star: float | np.ndarray = 1.0) -> OrderParams:
+    """The measured order parameters of random weights at dimension D (see module docstring)."""
+    for name, val in (("K", K), ("M", M), ("D", D)):
+        if int(val) != val or val < 1:
+            raise ValueError(f"random_state: {name} must be a positive integer, got {val}")
+    if w_std < 0 or v_std < 0:
+        raise ValueError(f"random_state: w_std and v_std must be >= 0, got {w_std}, {v_std}")
+    rng = np.random.default_rng(seed)
+    W_star = rng.standard_normal((M, D))
+    W = w_std * rng.standard_normal((K, D))
+    f = rng.standard_normal(D)
+    v = v_std * rng.standard_normal(K)
+    b = rng.standard_normal(K)
+    vs = np.broadcast_to(np.asarray(v_star, dtype=float), (M,)).copy()
+    return state_from_weights(W, W_star, v, vs, f, b)

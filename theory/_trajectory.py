@@ -1,0 +1,146 @@
+"""The result of an ODE integration: times, order parameters, observables, parameters and status."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._observables import alignment_angles, generalisation_error, specialisation
+from ._state import OrderParams
+
+__all__ = ["Trajectory", "DivergenceError", "STATUS"]
+
+#: status codes, as in scipy's solve_ivp: 0 reached the last time, negative a failure.
+STATUS = {0: "finished", 1: "interrupted", -1: "diverged", -2: "step size too small / solver failure"}
+
+
+class DivergenceError(RuntimeError):
+    """The integration diverged. ``.trajectory`` holds what was computed up to then."""
+
+    def __init__(self, message: str, trajectory: "Trajectory"):
+        super().__init__(message)
+        self.trajectory = trajectory
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Order parameters over time, as integrated by :func:`theory.integrate`.
+
+    Time is in units of steps / D. Arrays are stacked along the first axis (one row per time):
+    Q (n, K, K), R (n, K, M), S (n, K), v (n, K); the constants T, U, P, v_star and b are those
+    of ``state0``. ``eg`` (n,) is the generalisation error and ``angles`` the named alignment
+    angles in degrees (see :func:`theory.alignment_angles`). ``status`` is 0 when the last
+    requested time was reached, 1 when interrupted, -1 on divergence, -2 on solver failure;
+    ``message`` says why. ``params`` holds every parameter of the run.
+    """
+
+    t: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    S: np.ndarray
+    v: np.ndarray
+    state0: OrderParams
+    params: dict[str, Any]
+    status: int = 0
+    message: str = "finished"
+    nfev: int = 0
+
+    # constants, for observables that read them like attributes of a state
+    @property
+    def T(self):
+        return self.state0.T
+
+    @property
+    def U(self):
+        return self.state0.U
+
+    @property
+    def P(self):
+        return self.state0.P
+
+    @property
+    def v_star(self):
+        return self.state0.v_star
+
+    @property
+    def b(self):
+        return self.state0.b
+
+    @property
+    def K(self) -> int:
+        return self.state0.K
+
+    @property
+    def M(self) -> int:
+        return self.state0.M
+
+    @property
+    def success(self) -> bool:
+        return self.status == 0
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def eg(self) -> np.ndarray:
+        """Generalisation error at each time."""
+        return generalisation_error(self, self.params.get("activation", "erf"))
+
+    @property
+    def angles(self) -> dict[str, np.ndarray]:
+        """Alignment angles (degrees) at each time."""
+        return alignment_angles(self, self.params["rule"], self.params.get("sigma_F", 1.0))
+
+    @property
+    def specialisation(self) -> np.ndarray:
+        """R_kn / sqrt(Q_kk T_nn), shape (n, K, M)."""
+        return specialisation(self)
+
+    def state(self, i: int = -1) -> OrderParams:
+        """The order parameters at the i-th recorded time."""
+        return self.state0.replace(Q=self.Q[i], R=self.R[i], S=self.S[i], v=self.v[i])
+
+    def __repr__(self) -> str:
+        return (
+            f"Trajectory(rule={self.params.get('rule_label', self.params.get('rule'))}, K={self.K}, M={self.M}, "
+            f"t=[{self.t[0]:g}..{self.t[-1]:g}] ({len(self.t)} points), eg[-1]={self.eg[-1]:.4g}, "
+            f"status={self.status} ({self.message!r}), nfev={self.nfev})"
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Save to an .npz holding the arrays, the initial state and the parameters (as JSON)."""
+        path = Path(path)
+        s0 = self.state0
+        meta = dict(params=self.params, status=self.status, message=self.message, nfev=self.nfev, units={"t": "steps / D"})
+        arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg)
+        for k, val in s0.as_dict().items():
+            if val is not None:
+                arrays[f"state0_{k}"] = np.asarray(val)
+        for k, val in self.angles.items():
+            arrays[f"angle_{k}"] = val
+        np.savez_compressed(path, __meta__=np.array(json.dumps(meta, default=_json_default)), **arrays)
+        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+
+    @classmethod
+    def load(cls, path) -> "Trajectory":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            s0 = {k[len("state0_"):]: z[k] for k in z.files if k.startswith("state0_")}
+            s0["P"] = float(s0["P"])
+            return cls(
+                t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0),
+                params=meta["params"], status=meta["status"], message=meta["message"], nfev=meta["nfev"],
+            )
+
+
+def _json_default(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)
