@@ -117,6 +117,11 @@ def rhs(state: OrderParams, rule, **params) -> dict[str, np.ndarray]:
     return dict(zip(("Q", "R", "S", "v"), dyn.derivatives(state.Q, state.R, state.S, state.v)))
 
 
+class _NonFinite(Exception):
+    def __init__(self, t, y):
+        self.t, self.y = t, y
+
+
 def _diagnose(y, K, M, omega_of: Callable | None = None) -> str | None:
     if not np.all(np.isfinite(y)):
         return "non-finite order parameters"
@@ -206,8 +211,11 @@ def integrate(
     nfev = 0
     fail_t = None
 
-    def fun(_t, y):
-        return dyn.rhs(y)
+    def fun(t_, y):
+        dy = dyn.rhs(y)
+        if not np.all(np.isfinite(dy)):
+            raise _NonFinite(t_, y)
+        return dy
 
     bar = None
     if progress:
@@ -243,6 +251,9 @@ def integrate(
                     if bar is not None:
                         bar.n = float(solver.t - t[0])
                         bar.refresh()
+        except _NonFinite as exc:
+            why = _diagnose(exc.y, K, M) or "non-finite right-hand side"
+            status, message, fail_t = -1, f"diverged at t = {exc.t:.6g} (steps/D): {why}", exc.t
         except KeyboardInterrupt:
             status, message = 1, f"interrupted at t = {solver.t:.6g}"
         finally:
@@ -254,5 +265,5 @@ def integrate(
     Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
     traj = Trajectory(t=t[: len(out)], Q=Q, R=R, S=S, v=v, state0=state0, params=params, status=status, message=message, nfev=nfev)
     if status < 0 and throw:
-        raise DivergenceError(f"integrate: {message}; last recorded time {traj.t[-1]:.6g}" + ("" if fail_t is None else ""), traj)
+        raise DivergenceError(f"integrate: {message}; last recorded time {traj.t[-1]:.6g}" , traj)
     return traj
