@@ -65,7 +65,7 @@ def test_linear_limit_of_small_fields():
 
 
 def test_price_theorem_for_I4_numerically():
-    """Price: d I4(a,b,c,d)/d C_cd = E[g'(a) g'(b) g'(c) g'(d)] = d I4(c,d,a,b)/d C_cd (now the first pair).
+    """Price: d I4(a,b,c,d)/d C_cd = E[g'(a) g'(b) g'(c) g'(d)] = d I4(c,d,a,b)/d C_ab.
 
     Both derivatives (central differences of the closed form) must agree, and agree with Monte Carlo.
     """
@@ -86,7 +86,7 @@ def test_price_theorem_for_I4_numerically():
 
     perm = [2, 3, 0, 1]
     lhs = d_dC(C, 2, 3)
-    rhs = d_dC(C[np.ix_(perm, perm)], 0, 1)
+    rhs = d_dC(C[np.ix_(perm, perm)], 2, 3)  # C_ab in the order (c, d, a, b)
     assert lhs == pytest.approx(rhs, rel=1e-6)
     z = rng.standard_normal((400_000, 4)) @ np.linalg.cholesky(C).T
     dg = np.sqrt(2 / np.pi) * np.exp(-z**2 / 2)
