@@ -155,3 +155,21 @@ def test_afa_with_sigma_F_S_equal_v_is_bp_on_the_clean_input(rng):
     rb = theory.rhs(st, "afa", eta=0.6, sigma_F=sigma_F, presynaptic="clean")
     for k in ("Q", "R", "v"):
         np.testing.assert_allclose(ra[k], rb[k], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name,presynaptic", CASES)
+@pytest.mark.parametrize("K,M", [(2, 2), (3, 1), (1, 3)])
+def test_compiled_rhs_equals_numpy_reference(name, presynaptic, K, M, rng):
+    """The numba single-state right-hand side is the batched numpy one, entry by entry."""
+    from theory._closed_jit import HAVE_NUMBA
+
+    if not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    st = random_state(rng, K, M)
+    kw = dict(presynaptic=presynaptic, eta=0.7, eta_v=0.3, sigma=0.2, sigma_F=-0.8, weight_decay=0.05)
+    jit = theory.make_dynamics(st, name, **kw)
+    ref = theory.make_dynamics(st, name, **kw)
+    object.__setattr__(ref, "use_jit", False)
+    assert jit._jit_args is not None and ref._jit_args is None
+    y = st.to_vector()
+    np.testing.assert_allclose(jit.rhs(y), ref.rhs(y), rtol=1e-12, atol=1e-14)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -11,6 +12,7 @@ import scipy.integrate
 
 from ._activations import Activation, activation
 from ._closed import assemble, closed_form_terms
+from ._closed_jit import HAVE_NUMBA, closed_form_rhs_flat
 from ._rules import Rule, make_rule
 from ._state import OrderParams, pack, unpack
 from ._trajectory import DivergenceError, Trajectory
@@ -60,6 +62,7 @@ class Dynamics:
     train_second_layer: bool = True
     g: Activation = dataclasses.field(default_factory=lambda: activation("erf"))
     quadrature: Any = None
+    use_jit: bool = True
 
     @property
     def closed_form(self) -> bool:
@@ -83,8 +86,28 @@ class Dynamics:
         )
 
     def rhs(self, y):
+        if self._jit_args is not None and np.ndim(y) == 1:
+            return closed_form_rhs_flat(np.ascontiguousarray(y, dtype=np.float64), *self._jit_args)
         Q, R, S, v = unpack(y, self.K, self.M)
         return pack(*self.derivatives(Q, R, S, v))
+
+    @functools.cached_property
+    def _jit_args(self):
+        """Arguments of the compiled single-state right-hand side, or None where it does not apply."""
+        if not (HAVE_NUMBA and self.closed_form and self.use_jit):
+            return None
+        scalars = [np.ndim(x) == 0 for x in (self.eta, self.eta_v, self.weight_decay, self.P)]
+        consts = [np.ndim(self.T) == 2, np.ndim(self.U) == 1, np.ndim(self.v_star) == 1]
+        if not all(scalars + consts):
+            return None
+        b = np.zeros(self.K) if self.b is None else np.ascontiguousarray(self.b, dtype=float)
+        c_kind = {"bp": 0, "fa": 1, "afa": 2}[self.rule.name]
+        return (
+            self.K, self.M, np.ascontiguousarray(self.T, dtype=float), np.ascontiguousarray(self.U, dtype=float),
+            float(self.P), np.ascontiguousarray(self.v_star, dtype=float), c_kind, b, float(self.eta),
+            float(self.eta_v), float(self.sigma), float(self.sigma_F), float(self.weight_decay), self.rule.modulated,
+            bool(self.train_second_layer),
+        )
 
 
 def make_dynamics(state0: OrderParams, rule, *, eta, eta_v=None, sigma=0.0, sigma_F=1.0, weight_decay=0.0,

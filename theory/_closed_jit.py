@@ -1,0 +1,152 @@
+"""Compiled (numba) version of theory._closed for one unbatched state.
+
+The numpy version in :mod:`theory._closed` is the reference (and handles batches); this one
+evaluates the same formulas with explicit loops, which removes numpy's per-call overhead for
+the small arrays of a single learning curve (~60x faster at K = M = 2). Tests hold the two
+against each other. Used automatically by :class:`theory.Dynamics` when numba is importable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency, but stay importable without it
+    numba = None
+    HAVE_NUMBA = False
+
+__all__ = ["HAVE_NUMBA", "closed_form_rhs_flat"]
+
+_2_PI = 2.0 / math.pi
+_4_PI2 = 4.0 / math.pi**2
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+
+
+def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, kappa, modulated, train_v):
+    """dy/dt for the flat state y = (Q, R, S, v) (see theory._state.pack).
+
+    c_kind: 0 bp (c = v), 1 fa (c = b), 2 afa (c = sigma_F S).
+    """
+    n = K + M
+    N1 = n + 1
+    om = np.empty((N1, N1))
+    i = 0
+    for k in range(K):
+        for l in range(K):
+            om[k, l] = y[i]
+            i += 1
+    for k in range(K):
+        for m in range(M):
+            om[k, K + m] = y[i]
+            om[K + m, k] = y[i]
+            i += 1
+    for k in range(K):
+        om[k, n] = y[i]
+        om[n, k] = y[i]
+        i += 1
+    v = y[i : i + K]
+    for m in range(M):
+        for p in range(M):
+            om[K + m, K + p] = T[m, p]
+        om[K + m, n] = U[m]
+        om[n, K + m] = U[m]
+    om[n, n] = P
+    a = np.empty(n)
+    for k in range(K):
+        a[k] = v[k]
+    for m in range(M):
+        a[K + m] = -v_star[m]
+    c = np.empty(K)
+    for k in range(K):
+        if c_kind == 0:
+            c[k] = v[k]
+        elif c_kind == 1:
+            c[k] = b[k]
+        else:
+            c[k] = sigma_F * om[k, n]
+    d1 = np.empty(N1)
+    for p in range(N1):
+        d1[p] = 1.0 + om[p, p]
+
+    # X[k, u] = sum_j a_j I3(k, u, j)
+    X = np.zeros((K, N1))
+    for k in range(K):
+        c11 = om[k, k]
+        for j in range(n):
+            c13 = om[k, j]
+            L3 = d1[k] * d1[j] - c13 * c13
+            pref = _2_PI * a[j] / (d1[k] * math.sqrt(L3))
+            for u in range(N1):
+                X[k, u] += pref * (om[u, j] * d1[k] - om[k, u] * c13)
+    if modulated:
+        for k in range(K):
+            caa = om[k, k]
+            dgm = _SQRT_2_PI / math.sqrt(1.0 + caa)
+            s = 0.0
+            for i1 in range(n):
+                ci = om[i1, k]
+                ti = om[i1, i1] - ci * ci / (1.0 + caa)
+                for i2 in range(n):
+                    cj = om[i2, k]
+                    tj = om[i2, i2] - cj * cj / (1.0 + caa)
+                    tij = om[i1, i2] - ci * cj / (1.0 + caa)
+                    s += a[i1] * a[i2] * _2_PI * math.asin(tij / math.sqrt((1.0 + ti) * (1.0 + tj)))
+            ege2 = dgm * s + sigma * sigma * dgm
+            for u in range(N1):
+                X[k, u] -= sigma_F * om[u, n] * ege2
+    for k in range(K):
+        for u in range(N1):
+            X[k, u] *= c[k]
+
+    # DD[k, l] = c_k c_l (sum_ij a_i a_j I4(k, l, i, j) + sigma^2 J2(k, l))
+    DD = np.empty((K, K))
+    for k in range(K):
+        for l in range(k, K):
+            a1, a2 = d1[k], d1[l]
+            c12 = om[k, l]
+            L4 = a1 * a2 - c12 * c12
+            s = 0.0
+            for i1 in range(n):
+                c13, c23, c33 = om[k, i1], om[l, i1], om[i1, i1]
+                L1 = L4 * (1.0 + c33) - c23 * c23 * a1 - c13 * c13 * a2 + 2.0 * c12 * c13 * c23
+                for i2 in range(n):
+                    c14, c24, c44, c34 = om[k, i2], om[l, i2], om[i2, i2], om[i1, i2]
+                    L0 = L4 * c34 - c23 * c24 * a1 - c13 * c14 * a2 + c12 * c13 * c24 + c12 * c14 * c23
+                    L2 = L4 * (1.0 + c44) - c24 * c24 * a1 - c14 * c14 * a2 + 2.0 * c12 * c14 * c24
+                    s += a[i1] * a[i2] * math.asin(L0 / math.sqrt(L1 * L2))
+            val = _4_PI2 / math.sqrt(L4) * s + sigma * sigma * _2_PI / math.sqrt(L4)
+            DD[k, l] = c[k] * c[l] * val
+            DD[l, k] = DD[k, l]
+
+    out = np.empty_like(y)
+    i = 0
+    for k in range(K):
+        for l in range(K):
+            out[i] = -eta * (X[k, l] + X[l, k]) + eta * eta * DD[k, l] - 2.0 * eta * kappa * om[k, l]
+            i += 1
+    for k in range(K):
+        for m in range(M):
+            out[i] = -eta * X[k, K + m] - eta * kappa * om[k, K + m]
+            i += 1
+    for k in range(K):
+        out[i] = -eta * X[k, n] - eta * kappa * om[k, n]
+        i += 1
+    for k in range(K):
+        eh = 0.0
+        if train_v:
+            for j in range(n):
+                eh += a[j] * _2_PI * math.asin(om[k, j] / math.sqrt(d1[k] * d1[j]))
+        out[i] = -eta_v * eh
+        i += 1
+    return out
+
+
+if HAVE_NUMBA:
+    closed_form_rhs_flat = numba.njit(cache=True, fastmath=False)(_rhs_flat)
+else:  # pragma: no cover
+    closed_form_rhs_flat = _rhs_flat
