@@ -76,23 +76,32 @@ class GaussHermite:
     """Tensor-product Gauss-Hermite rule for N(0, I_d): n nodes per dimension, n^d in all.
 
     Exact for polynomials of degree <= 2n - 1 in each variable. ``n_noise`` sets the node count of
-    the noise dimension (default n).
+    the noise dimension (default n). Nodes whose product weight is below ``prune`` times the
+    largest are dropped (the "corners" of the grid: for prune = 1e-14 they carry a total
+    probability of ~2e-13 and E[|u|^4] ~ 1e-9, and they are 40 to 70 % of the nodes for d = 4).
     """
 
-    n: int = 16
+    n: int = 24
     n_noise: int | None = None
+    prune: float = 1e-14
 
     def __post_init__(self):
         for name in ("n", "n_noise"):
             val = getattr(self, name)
             if val is None and name == "n_noise":
                 continue
-            if int(val) != val or val < 1:
+            if not isinstance(val, (int, np.integer)) or val < 1:
                 raise ValueError(f"GaussHermite: {name} must be a positive integer, got {val!r}")
+        if not (0.0 <= self.prune < 1.0):
+            raise ValueError(f"GaussHermite: prune must be in [0, 1), got {self.prune!r}")
 
     def nodes(self, d: int, noise: bool):
         sizes = (self.n,) * d + (((self.n_noise or self.n),) if noise else ())
-        return _tensor_gh(sizes)
+        x, w, _ = _tensor_gh(sizes)
+        if self.prune > 0:
+            keep = w > self.prune * w.max()
+            x, w = x[keep], w[keep]
+        return x, w, None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +116,7 @@ class SparseGrid:
     level: int = 5
 
     def __post_init__(self):
-        if int(self.level) != self.level or self.level < 1:
+        if not isinstance(self.level, (int, np.integer)) or self.level < 1:
             raise ValueError(f"SparseGrid: level must be a positive integer, got {self.level!r}")
 
     def nodes(self, d: int, noise: bool):
@@ -129,9 +138,9 @@ class QMC:
     seed: int = 0
 
     def __post_init__(self):
-        if int(self.n) != self.n or self.n < 2 or (int(self.n) & (int(self.n) - 1)):
+        if not isinstance(self.n, (int, np.integer)) or self.n < 2 or (int(self.n) & (int(self.n) - 1)):
             raise ValueError(f"QMC: n must be a power of 2 >= 2, got {self.n!r}")
-        if int(self.scrambles) != self.scrambles or self.scrambles < 2:
+        if not isinstance(self.scrambles, (int, np.integer)) or self.scrambles < 2:
             raise ValueError(f"QMC: scrambles must be an integer >= 2 (for the error estimate), got {self.scrambles!r}")
 
     def nodes(self, d: int, noise: bool):
@@ -139,16 +148,16 @@ class QMC:
 
 
 def default_quadrature(d: int, g: str | Activation = "erf"):
-    """The default rule for d = K + M fields (plus the noise dimension, if any).
+    """The default rule for d = K + M fields plus the noise dimension (when sigma > 0).
 
-    d <= 4: GaussHermite(16) (GaussHermite(24) for relu); 5 <= d <= 9: SparseGrid(5) for smooth
-    activations, QMC(2^14, 8 scrambles) for relu; larger d: QMC.
+    d <= 4: GaussHermite(20), or GaussHermite(32) for relu (slower, algebraic convergence);
+    d = 5 with a smooth g: GaussHermite(12); otherwise QMC(2^14 points x 8 scrambles).
     """
     g = activation(g)
     if d <= 4:
-        return GaussHermite(24 if g.name == "relu" else 16)
-    if d <= 9 and g.name != "relu":
-        return SparseGrid(5)
+        return GaussHermite(32 if g.name == "relu" else 20)
+    if d == 5 and g.name != "relu":
+        return GaussHermite(12)
     return QMC()
 
 
@@ -228,6 +237,35 @@ def _qmc(d: int, n: int, scrambles: int, seed: int):
     return _freeze(nodes, weights, groups)
 
 
+@functools.lru_cache(maxsize=32)
+def _is_odd(g: Activation) -> bool:
+    """g odd and g' even, checked on probe points (then every rule's integrand is even in (u, zeta))."""
+    x = np.linspace(0.1, 4.0, 17) + 0.0123
+    with np.errstate(all="ignore"):
+        return bool(np.allclose(g.g(-x), -g.g(x), rtol=1e-13, atol=1e-15) and np.allclose(g.dg(-x), g.dg(x), rtol=1e-13, atol=1e-15))
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared(quad, n: int, noise: bool, odd: bool):
+    """The rule's nodes (N, d), weights (N,) and scramble groups; for odd g and a symmetric rule,
+    folded onto the half-space "first non-zero coordinate > 0" with doubled weights.
+
+    Folding is exact: for odd g (erf, tanh, linear) every rule's delta, alpha, e_out and h are odd
+    in (y, zeta) (e is odd, g(lambda - sigma_F S e) is odd, g' is even), so every integrand of X, DD
+    and EH is even, and a symmetric rule gives it equal values at p and -p.
+    """
+    nodes, weights, groups = quad.nodes(n, noise)
+    if odd and groups is None:
+        tol = 1e-12
+        nz = np.abs(nodes) > tol
+        first = np.where(nz.any(1), nz.argmax(1), 0)
+        lead = nodes[np.arange(len(nodes)), first]
+        pos, zero = lead > tol, ~nz.any(1)
+        nodes = np.concatenate([nodes[pos], nodes[zero]])
+        weights = np.concatenate([2.0 * weights[pos], weights[zero]])
+    return _freeze(np.ascontiguousarray(nodes), np.ascontiguousarray(weights)) + (groups,)
+
+
 # ------------------------------------------------------------------------------------ expectations
 
 
@@ -264,7 +302,7 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     n = K + M
     noise = bool(sigma != 0)
     quad = quadrature_rule(quadrature, n + int(noise), g)
-    nodes, weights, groups = quad.nodes(n, noise)
+    nodes, weights, groups = _prepared(quad, n, noise, _is_odd(g))
 
     om = field_covariance(Q, R, T, S, U, P)  # (..., n+1, n+1)
     B = _whiten(om, n)
