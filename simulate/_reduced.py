@@ -1,0 +1,376 @@
+"""The exact finite-D sampler in order-parameter space (the "reduced" engine).
+
+Why it is exact
+---------------
+One online step touches the weights only through the projections of the input x ~ N(0, I_D) on
+the r = K + M + 1 vectors (w_1..w_K, w*_1..w*_M, f) and through |x|^2. Let G (r x r) be their
+Gram matrix divided by D (G = Omega of THEORY.md section 2: [[Q, R, S], [R^T, T, U], [S^T, U^T, P]])
+and let A (r x r) be any square root, A A^T = G. Pick an r-dimensional subspace containing the
+span of the r vectors (possible whenever D >= r) and let eps in R^r be the coordinates of x in an
+orthonormal basis of it: eps ~ N(0, I_r), and the rest of x is independent of eps with squared
+norm chi^2_{D-r}. Then (for a suitable choice of basis; any two square roots differ by an
+orthogonal matrix, under which eps is invariant in law)
+
+    z = (lambda, nu, phi) = A eps ~ N(0, G),      |x|^2 = |eps|^2 + chi^2_{D-r},
+
+jointly and exactly, whatever the rank of G (e.g. w = 0 at the start). This is the brief's
+"z^T G^+ z + chi^2_{D - rank G}" written with a square root that needs no pseudo-inverse.
+
+The rule's one-sample update (THEORY.md section 3, :meth:`theory.Rule.local_update`, the single
+definition of every rule) gives (delta, alpha, e_out, h) from (lambda, nu, zeta, v, S). With
+xp = x + alpha f / sqrt D and c = eta kappa / D (kappa = weight_decay),
+
+    w_k' = (1 - c) w_k - (eta / sqrt D) delta_k xp,        v_k' = v_k - (eta_v / D) e_out h_k.
+
+Writing xi_u = xp . u / sqrt D = z_u + alpha G[u, f] for u = w_l, w*_n, f, and
+|xp|^2 = |x|^2 + 2 alpha phi + alpha^2 P, and taking dot products (derivation checked by hand
+and by tests/test_reduced.py against an explicit D-dimensional step with the same draws):
+
+    Q'_kl = (1-c)^2 Q_kl - (1-c)(eta/D)(delta_k xi_l + delta_l xi_k) + (eta^2/D) delta_k delta_l |xp|^2/D
+    R'_kn = (1-c) R_kn - (eta/D) delta_k xi*_n
+    S'_k  = (1-c) S_k  - (eta/D) delta_k xi_f
+    v'_k  = v_k - (eta_v/D) e_out h_k          (v frozen when the second layer is not trained)
+
+T, U, P (and v_star, b) never change. So G evolves as a Markov chain with the law of the full
+simulation's order parameters at any D, and a step costs O(r^3), independent of D.
+
+The square root
+---------------
+The (M+1) x (M+1) teacher/f block G11 = [[T, U], [U^T, P]] is fixed: its square root
+A11 = V sqrt(Lambda) (eigendecomposition, singular blocks allowed, e.g. P = 0) is computed once.
+A is block lower triangular, [[A11, 0], [L21, L22]], with L21 = [R, S] V Lambda^{-1/2} (the
+columns of a PSD matrix's off-diagonal block lie in the range of its diagonal block) and L22 the
+Cholesky factor of the Schur complement Q - L21 L21^T, computed column by column with zero
+columns where a pivot vanishes (exact for PSD matrices; handles w = 0). In the code the fields
+are ordered (nu, phi, lambda); nothing else depends on that order.
+
+Random draws, per step and replica: r standard normals, one Gamma((D - r)/2) (chi^2 = 2 Gamma),
+one standard normal zeta; all from one seeded ``torch.Generator`` on the run's device, drawn in
+blocks of steps, so the same seed gives the same result on the same device and dtype.
+float64 by default: the increments are O(1/D).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from theory import OrderParams, activation, make_rule
+
+__all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg"]
+
+#: |Q_kk|, |v_k| or |S_k| above this counts as divergence (as theory.integrate).
+BLOWUP = 1e8
+_PIVOT_TOL = 1e-13
+
+
+def _psd_cholesky(C: torch.Tensor) -> torch.Tensor:
+    """Lower factor L with L L^T = C for batched PSD C (..., K, K); zero columns at vanishing pivots."""
+    K = C.shape[-1]
+    L = torch.zeros_like(C)
+    scale = C.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    for j in range(K):
+        col = C[..., j:, j]
+        if j:
+            col = col - (L[..., j:, :j] * L[..., j : j + 1, :j]).sum(-1)
+        d = col[..., :1]
+        ok = d > _PIVOT_TOL * scale
+        ljj = torch.sqrt(torch.where(ok, d, torch.ones_like(d)))
+        L[..., j:, j] = torch.where(ok, col / ljj, torch.zeros_like(col))
+    return L
+
+
+class ReducedStep:
+    """One step of the order-parameter Markov chain for a fixed rule and fixed constants.
+
+    Holds the fixed square root of the teacher/f block and the run's parameters; ``__call__``
+    maps (Q, R, S, v) with a leading replica axis and one step's draws to the next (Q, R, S, v).
+    """
+
+    def __init__(self, rule, *, D, T, U, P, v_star, b, eta, eta_v, sigma, sigma_F, weight_decay,
+                 train_second_layer, g, device, dtype):
+        self.rule, self.g = rule, activation(g)
+        self.D = int(D)
+        self.M = T.shape[-1]
+        tt = lambda a: None if a is None else torch.as_tensor(np.array(a, dtype=np.float64)).to(device=device, dtype=dtype)  # noqa: E731
+        # fixed block G11 = [[T, U], [U^T, P]], possibly batched over replicas
+        T, U, P = (np.asarray(a, dtype=np.float64) for a in (T, U, P))
+        lead = np.broadcast_shapes(T.shape[:-2], U.shape[:-1], P.shape)
+        M = self.M
+        G11 = np.empty(lead + (M + 1, M + 1))
+        G11[..., :M, :M] = T
+        G11[..., :M, M] = U
+        G11[..., M, :M] = U
+        G11[..., M, M] = P
+        lam, V = np.linalg.eigh(G11)
+        tol = 1e-12 * np.maximum(1.0, np.abs(lam).max(-1, keepdims=True))
+        pos = lam > tol
+        A11 = V * np.sqrt(np.where(pos, lam, 0.0))[..., None, :]
+        Binv = V * np.where(pos, 1.0 / np.sqrt(np.where(pos, lam, 1.0)), 0.0)[..., None, :]
+        self.A11T = tt(np.swapaxes(A11, -1, -2))  # y = eps1 @ A11^T
+        self.Binv = tt(Binv)  # L21 = [R, S] @ Binv
+        self.U, self.P = tt(U), tt(P)
+        self.v_star, self.b = tt(v_star), tt(b)
+        self.eta, self.eta_v = float(eta), float(eta_v)
+        self.sigma, self.sigma_F = float(sigma), float(sigma_F)
+        self.c = float(eta) * float(weight_decay) / self.D
+        self.train_second_layer = bool(train_second_layer)
+
+    def fields(self, Q, R, S, eps):
+        """(lam, nu, phi) = A eps and |eps|^2 for eps (..., r) ordered (nu, phi, lambda)."""
+        M = self.M
+        e1, e2 = eps[..., : M + 1], eps[..., M + 1 :]
+        y = (e1[..., None, :] * self.A11T.transpose(-1, -2)).sum(-1) if self.A11T.ndim > 2 else e1 @ self.A11T
+        L21 = torch.cat([R, S[..., None]], -1) @ self.Binv
+        L22 = _psd_cholesky(Q - L21 @ L21.transpose(-1, -2))
+        lam = (L21 @ e1[..., None]).squeeze(-1) + (L22 @ e2[..., None]).squeeze(-1)
+        return lam, y[..., :M], y[..., M]
+
+    def __call__(self, Q, R, S, v, eps, chi2, zeta):
+        D, eta = self.D, self.eta
+        lam, nu, phi = self.fields(Q, R, S, eps)
+        up = self.rule.local_update(lam, nu, zeta, v=v, v_star=self.v_star, S=S, b=self.b,
+                                    sigma=self.sigma, sigma_F=self.sigma_F, g=self.g)
+        alpha, delta = up.alpha, up.delta
+        if not torch.is_tensor(alpha):
+            alpha = torch.zeros_like(phi)
+        a = alpha[..., None]
+        xi_lam = lam + a * S
+        xi_nu = nu + a * self.U
+        xi_phi = phi + alpha * self.P
+        xp2 = (eps * eps).sum(-1) + chi2 + 2.0 * alpha * phi + alpha * alpha * self.P  # |xp|^2
+        k = 1.0 - self.c
+        dxi = delta[..., :, None] * xi_lam[..., None, :]
+        Q = (k * k) * Q - (k * eta / D) * (dxi + dxi.transpose(-1, -2)) \
+            + (eta * eta / D**2) * xp2[..., None, None] * delta[..., :, None] * delta[..., None, :]
+        R = k * R - (eta / D) * delta[..., :, None] * xi_nu[..., None, :]
+        S = k * S - (eta / D) * delta * xi_phi[..., None]
+        if self.train_second_layer:
+            v = v - (self.eta_v / D) * up.e_out[..., None] * up.h
+        return Q, R, S, v
+
+
+def _broadcast_state(state, replicas, device, dtype):
+    """Q (R_, K, K), R (R_, K, M), S (R_, K), v (R_, K) tensors from a state (shared or per replica)."""
+    out = []
+    for name, nd in (("Q", 2), ("R", 2), ("S", 1), ("v", 1)):
+        a = np.asarray(getattr(state, name), dtype=np.float64)
+        if a.ndim == nd + 1 and a.shape[0] != replicas:
+            raise ValueError(f"reduced: initial {name} has {a.shape[0]} replicas, expected replicas={replicas}")
+        a = np.broadcast_to(a, (replicas,) + a.shape[-nd:]).copy()
+        out.append(torch.as_tensor(a).to(device=device, dtype=dtype))
+    return out
+
+
+def _check_times(t, D):
+    t = np.asarray(t, dtype=float).ravel()
+    if t.size < 1 or not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("t: must be a non-empty, finite, strictly increasing array of times >= 0 (steps / D)")
+    steps = np.round(t * D).astype(np.int64)
+    if np.any(np.diff(steps) <= 0):
+        raise ValueError(f"t: two requested times round to the same step at D={D} (steps = round(t D)); space them by more than 1/D")
+    return t, steps
+
+
+def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = None, sigma: float = 0.0,
+                  sigma_F: float = 1.0, weight_decay: float = 0.0, train_second_layer: bool = True,
+                  presynaptic: str | None = None, error: str | None = None, g="erf", replicas: int = 1,
+                  device=None, dtype=torch.float64, seed: int = 0, block: int = 256, progress: bool = False):
+    """Run the exact order-parameter chain; return raw records (numpy, float64).
+
+    ``state0`` is a :class:`theory.OrderParams` or any object with Q, R, S, v, T, U, P, v_star, b
+    (Q, R, S, v may carry a leading replica axis: per-replica initial conditions). ``t`` are the
+    recording times in steps / D (steps = round(t D)); the chain starts at step round(t[0] D)
+    from state0. Returns a dict with t, steps, Q (R_, n, K, K), R, S, v, status, message,
+    wall_s and replica_steps.
+    """
+    rule = make_rule(rule, presynaptic=presynaptic, error=error)
+    if isinstance(D, bool) or int(D) != D:
+        raise ValueError(f"D: must be an integer, got {D!r}")
+    D = int(D)
+    K, M = np.shape(state0.R)[-2:]
+    r = K + M + 1
+    if D < r:
+        raise ValueError(f"D: must be >= K + M + 1 = {r} (the number of vectors whose Gram matrix is tracked), got {D}")
+    if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
+        raise ValueError(f"replicas: must be a positive integer, got {replicas!r}")
+    replicas = int(replicas)
+    for name, val in (("eta", eta), ("sigma", sigma), ("weight_decay", weight_decay)) + ((("eta_v", eta_v),) if eta_v is not None else ()):
+        if not np.isfinite(val) or val < 0:
+            raise ValueError(f"{name}: must be finite and >= 0, got {val!r}")
+    if not np.isfinite(sigma_F):
+        raise ValueError(f"sigma_F: must be finite, got {sigma_F!r}")
+    if rule.name == "fa" and getattr(state0, "b", None) is None:
+        raise ValueError("rule 'fa' needs the feedback vector b in the initial state")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype: must be torch.float32 or torch.float64, got {dtype!r}")
+    from ._init import resolve_device
+
+    device = resolve_device(device)
+    t, steps = _check_times(t, D)
+    eta_v = eta if eta_v is None else eta_v
+
+    step = ReducedStep(rule, D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star,
+                       b=getattr(state0, "b", None), eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F,
+                       weight_decay=weight_decay, train_second_layer=train_second_layer, g=g,
+                       device=device, dtype=dtype)
+    Q, R, S, v = _broadcast_state(state0, replicas, device, dtype)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    conc = torch.full((block, replicas), 0.5 * (D - r), device=device, dtype=dtype)
+
+    rec = {k: [] for k in "QRSv"}
+
+    def record(Q, R, S, v):
+        for k, a in zip("QRSv", (Q, R, S, v)):
+            rec[k].append(a.detach().to("cpu", torch.float64).numpy())
+
+    record(Q, R, S, v)
+    status, message = 0, "finished"
+    bar = None
+    total = int(steps[-1] - steps[0])
+    if progress and total > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"reduced {rule.label} D={D}", unit="step", unit_scale=True, leave=False)
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        for i in range(1, len(steps)):
+            todo = int(steps[i] - steps[i - 1])
+            while todo > 0:
+                n = min(block, todo)
+                eps = torch.randn((n, replicas, r), generator=gen, device=device, dtype=dtype)
+                zeta = torch.randn((n, replicas), generator=gen, device=device, dtype=dtype)
+                if D > r:
+                    chi2 = 2.0 * torch._standard_gamma(conc[:n], generator=gen)
+                else:
+                    chi2 = torch.zeros((n, replicas), device=device, dtype=dtype)
+                for j in range(n):
+                    Q, R, S, v = step(Q, R, S, v, eps[j], chi2[j], zeta[j])
+                todo -= n
+                done += n
+                if bar is not None:
+                    bar.update(n)
+            why = _diagnose(Q, S, v)
+            if why is not None:
+                status, message = -1, f"diverged between t = {t[i - 1]:.6g} and t = {t[i]:.6g} (steps/D): {why}"
+                break
+            record(Q, R, S, v)
+    except KeyboardInterrupt:
+        status, message = 1, f"interrupted after t = {t[len(rec['Q']) - 1]:.6g} (steps/D)"
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    n = len(rec["Q"])
+    out = {k: np.stack(rec[k], axis=1) for k in "QRSv"}
+    out["Q"] = 0.5 * (out["Q"] + np.swapaxes(out["Q"], -1, -2))
+    return dict(t=t[:n], steps=steps[:n], status=status, message=message, wall_s=wall,
+                replica_steps=done * replicas, rule=rule, D=D, **out)
+
+
+def _diagnose(Q, S, v):
+    big = torch.cat([Q.diagonal(dim1=-2, dim2=-1).abs(), S.abs(), v.abs()], -1)
+    bad = ~torch.isfinite(big).all(-1)
+    if bool(bad.any()):
+        return f"non-finite order parameters in {int(bad.sum())} replica(s)"
+    m = float(big.max())
+    if m > BLOWUP:
+        return f"order parameters exploded (max |Q_kk|, |S_k|, |v_k| = {m:.3g} > {BLOWUP:g})"
+    return None
+
+
+def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.random.Generator):
+    """1/2 mean over n_test fresh fields z ~ N(0, Omega) of (yhat - sum_m v*_m g(nu_m))^2.
+
+    Q (..., K, K), R (..., K, M), v (..., K) with T, v_star broadcasting. This is the reduced
+    engine's eg_test: an independent Monte Carlo estimate from the recorded order parameters
+    (fresh fields for every record, not a fixed held-out input set, which does not exist in
+    order-parameter space). It checks the closed-form eg, with statistical error of order
+    eg / sqrt(n_test).
+    """
+    g = activation(g)
+    Q, R, T, v, v_star = (np.asarray(a, dtype=np.float64) for a in (Q, R, T, v, v_star))
+    K, M = R.shape[-2:]
+    lead = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2], v.shape[:-1])
+    C = np.empty(lead + (K + M, K + M))
+    C[..., :K, :K] = Q
+    C[..., :K, K:] = R
+    C[..., K:, :K] = np.swapaxes(R, -1, -2)
+    C[..., K:, K:] = T
+    w, V = np.linalg.eigh(C)
+    A = V * np.sqrt(np.clip(w, 0.0, None))[..., None, :]
+    z = np.einsum("...ij,...sj->...si", A, rng.standard_normal(lead + (n_test, K + M)))
+    yhat = (np.broadcast_to(v, lead + (K,))[..., None, :] * g.g(z[..., :K])).sum(-1)
+    y = (np.broadcast_to(v_star, lead + (M,))[..., None, :] * g.g(z[..., K:])).sum(-1)
+    return 0.5 * ((yhat - y) ** 2).mean(-1)
+
+
+def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma: float = 0.0,
+                sigma_F: float = 1.0, weight_decay: float = 0.0, train_second_layer: bool = True,
+                presynaptic: str | None = None, error: str | None = None, g="erf", replicas: int = 1,
+                independent_init: bool = False, device=None, dtype=torch.float64, seed: int = 0,
+                n_test: int = 1000, D: int | None = None, progress: bool = False, throw: bool = False,
+                **ignored: Any):
+    """Simulate with the exact order-parameter sampler; returns a :class:`simulate.SimulationResult`.
+
+    ``init`` is a :class:`simulate.Initialisation` (its measured initial order parameters are
+    used, as the full simulation's; with ``independent_init`` each replica gets its own student)
+    or a :class:`theory.OrderParams` together with ``D``. Same fields as the full simulation:
+    eg from the closed form of the recorded order parameters, angles, and ``eg_test`` the
+    Monte Carlo estimate of :func:`empirical_eg` over ``n_test`` fresh fields per record
+    (n_test=0 gives nan). Default dtype float64 (increments are O(1/D)).
+    """
+    from ._result import SimulationResult
+
+    if isinstance(init, OrderParams):
+        if D is None:
+            raise ValueError("D: the dimension is needed when init is an OrderParams")
+        state0 = init
+    else:
+        D = init.D if D is None else D
+        if D != init.D:
+            raise ValueError(f"D: {D} differs from init.D = {init.D}")
+        state0 = _stacked_state(init.order_params(replicas, independent=independent_init)) if independent_init \
+            else init.order_params(replicas)
+    out = reduced_chain(state0, rule, t, D=D, eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F,
+                        weight_decay=weight_decay, train_second_layer=train_second_layer, presynaptic=presynaptic,
+                        error=error, g=g, replicas=replicas, device=device, dtype=dtype, seed=seed,
+                        progress=progress)
+    rule_ = out["rule"]
+    constants = dict(T=np.asarray(state0.T), U=np.asarray(state0.U), P=state0.P, v_star=np.asarray(state0.v_star),
+                     b=None if state0.b is None else np.asarray(state0.b))
+    if n_test and n_test > 0:
+        rng = np.random.default_rng([int(seed), 0x7E57])
+        eg_test = np.stack([empirical_eg(out["Q"][:, i], out["R"][:, i], out["S"][:, i], out["v"][:, i], constants["T"],
+                                         constants["U"], constants["P"], constants["v_star"], n_test=int(n_test), g=g, rng=rng)
+                            for i in range(len(out["t"]))], axis=1)
+    else:
+        eg_test = np.full(out["Q"].shape[:2], np.nan)
+    params = dict(engine="reduced", rule=rule_.name, rule_label=rule_.label, presynaptic=rule_.presynaptic,
+                  error=rule_.error, eta=float(eta), eta_v=float(eta if eta_v is None else eta_v), sigma=float(sigma),
+                  sigma_F=float(sigma_F), weight_decay=float(weight_decay), train_second_layer=bool(train_second_layer),
+                  activation=activation(g).name, K=int(np.shape(state0.R)[-2]), M=int(np.shape(state0.R)[-1]), D=int(D),
+                  replicas=int(replicas), independent_init=bool(independent_init), seed=int(seed),
+                  dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=int(n_test),
+                  eg_test="Monte Carlo over n_test fresh fields z ~ N(0, Omega) per record",
+                  wall_s=out["wall_s"], replica_steps=out["replica_steps"], units={"t": "steps / D"})
+    res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
+                                        status=out["status"], message=out["message"])
+    if throw and out["status"] < 0:
+        raise RuntimeError(f"run (reduced): {out['message']}")
+    return res
+
+
+def _stacked_state(states):
+    """Per-replica initial conditions from a list of OrderParams (shared constants)."""
+    import types
+
+    s0 = states[0]
+    return types.SimpleNamespace(Q=np.stack([s.Q for s in states]), R=np.stack([s.R for s in states]),
+                                 S=np.stack([s.S for s in states]), v=np.stack([s.v for s in states]),
+                                 T=s0.T, U=s0.U, P=s0.P, v_star=s0.v_star, b=s0.b)
