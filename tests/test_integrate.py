@@ -91,14 +91,15 @@ def test_divergence_stops_and_says_why(monkeypatch, how, why):
     else:
         monkeypatch.setattr(theory.Dynamics, "rhs", rhs)
     t = np.linspace(0, 50, 51)
+    # the scipy path (the compiled path never calls Dynamics.rhs after the start)
     with pytest.raises(theory.DivergenceError, match=rf"diverged at t = .*steps/D.*{why}") as info:
-        theory.integrate(st, "bp", t, eta=1.0)
+        theory.integrate(st, "bp", t, eta=1.0, method="RK45")
     partial = info.value.trajectory
     assert partial.status == -1 and 1 <= len(partial) < len(t)
     assert np.all(np.isfinite(partial.Q))
     if how == "nan":
         calls["n"] = 0
-    tr = theory.integrate(st, "bp", t, eta=1.0, throw=False)
+    tr = theory.integrate(st, "bp", t, eta=1.0, throw=False, method="RK45")
     assert tr.status == -1 and re.search(why, tr.message) and not tr.success
     assert tr.t[-1] < 50
 
@@ -115,9 +116,51 @@ def test_interrupt_keeps_what_was_computed(monkeypatch):
         return orig(self, y)
 
     monkeypatch.setattr(theory.Dynamics, "rhs", rhs)
-    tr = theory.integrate(st, "bp", theory.default_times(1000.0, 100), eta=1.0)
+    tr = theory.integrate(st, "bp", theory.default_times(1000.0, 100), eta=1.0, method="RK45")
     assert tr.status == 1 and "interrupted" in tr.message
     assert 1 < len(tr) < 101
+
+
+def test_interrupt_keeps_what_was_computed_compiled(monkeypatch):
+    import theory._jit_integrate as jit
+
+    if jit.dop853_segment is None:
+        pytest.skip("numba not installed")
+    orig, calls = jit.dop853_segment, {"n": 0}
+
+    def segment(*args):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return orig(*args)
+
+    monkeypatch.setattr(jit, "dop853_segment", segment)
+    tr = theory.integrate(theory.random_state(2, 2, D=1000, seed=0), "bp", theory.default_times(1000.0, 100), eta=1.0)
+    assert tr.status == 1 and "interrupted" in tr.message
+    assert len(tr) == 1 + 3 * 8
+
+
+def test_compiled_path_detects_blowup(monkeypatch):
+    """Large eta makes Q grow (erf saturates, so slowly); with a low blow-up threshold the compiled path stops."""
+    import theory._integrate as integ
+
+    monkeypatch.setattr(integ, "BLOWUP", 20.0)
+    st = theory.random_state(2, 2, D=1000, seed=0)
+    tr = theory.integrate(st, "bp", np.linspace(0, 50, 51), eta=50.0, throw=False)
+    assert tr.status == -1 and "exploded" in tr.message and tr.t[-1] < 50
+    assert np.abs(tr.Q).max() <= 20.0
+
+
+@pytest.mark.parametrize("rule,kw", [("bp", {}), ("fa", dict(sigma=0.3)), ("afa", dict(sigma_F=1.5)),
+                                     ("afa", dict(presynaptic="clean", weight_decay=0.01))])
+def test_compiled_integrator_matches_scipy(rule, kw):
+    st = theory.random_state(2, 3, D=1000, seed=2)
+    t = theory.default_times(300.0, 60)
+    a = theory.integrate(st, rule, t, eta=0.8, rtol=1e-10, atol=1e-12, **kw)
+    b = theory.integrate(st, rule, t, eta=0.8, rtol=1e-10, atol=1e-12, method="RK45", **kw)
+    assert a.params["method"] == "DOP853"
+    np.testing.assert_allclose(a.Q, b.Q, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(a.eg, b.eg, rtol=0, atol=1e-7)
 
 
 def test_save_and_load_roundtrip(tmp_path):

@@ -145,6 +145,50 @@ class _NonFinite(Exception):
         self.t, self.y = t, y
 
 
+_SEGMENT = 8  # output times per compiled call: Ctrl-C and the progress bar act between segments
+
+
+def _integrate_compiled(dyn, y0, t, rtol, atol, out, bar):
+    """Compiled DOP853 through the output times t[1:], appending to ``out``; (status, message, fail_t, nfev)."""
+    from ._jit_integrate import COEFFS, dop853_segment, initial_step
+
+    args = dyn._jit_args
+    K, M = dyn.K, dyn.M
+    f0 = dyn.rhs(y0)
+    h = initial_step(dyn.rhs, y0, f0, rtol, atol)
+    y, t_cur, nfev = y0, float(t[0]), 2
+    i = 1
+    try:
+        while i < t.size:
+            seg = np.ascontiguousarray(t[i : i + _SEGMENT])
+            Y, done, t_cur, y, h, n_f, code = dop853_segment(y, t_cur, h, seg, rtol, atol, BLOWUP, 10**7, *COEFFS, args)
+            nfev += n_f
+            for k in range(done):
+                why = _diagnose(Y[k], K, M, dyn_omega(dyn))
+                if why is not None:
+                    return -1, f"diverged at t = {seg[k]:.6g} (steps/D): {why}", seg[k], nfev
+                out.append(Y[k].copy())
+            i += done
+            if bar is not None:
+                bar.n = float(t_cur - t[0])
+                bar.refresh()
+            if code != 0:
+                why = {-1: "non-finite order parameters", -3: f"order parameters exploded (max |entry| > {BLOWUP:g})"}.get(code)
+                if why is not None:
+                    return -1, f"diverged at t = {t_cur:.6g} (steps/D): {why}", t_cur, nfev
+                what = "step size too small" if code == -2 else "too many steps"
+                return -2, f"solver failure at t = {t_cur:.6g}: {what}", t_cur, nfev
+    except KeyboardInterrupt:
+        return 1, f"interrupted at t = {t_cur:.6g}", None, nfev
+    return 0, "finished", None, nfev
+
+
+def dyn_omega(dyn):
+    from ._state import field_covariance
+
+    return lambda Q, R, S: field_covariance(Q, R, dyn.T, S, dyn.U, dyn.P)
+
+
 def _diagnose(y, K, M, omega_of: Callable | None = None) -> str | None:
     if not np.all(np.isfinite(y)):
         return "non-finite order parameters"
@@ -245,7 +289,10 @@ def integrate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=float(t[-1] - t[0]), desc=f"ODE {dyn.rule.label}", unit="t", leave=False)
-    if t.size > 1:
+    use_compiled = t.size > 1 and dyn._jit_args is not None and method == "DOP853"
+    if use_compiled:
+        status, message, fail_t, nfev = _integrate_compiled(dyn, y0, t, rtol, atol, out, bar)
+    elif t.size > 1:
         solver = solver_cls(fun, t[0], y0, t[-1], rtol=rtol, atol=atol)
         i = 1
         try:
@@ -279,10 +326,9 @@ def integrate(
             status, message, fail_t = -1, f"diverged at t = {exc.t:.6g} (steps/D): {why}", exc.t
         except KeyboardInterrupt:
             status, message = 1, f"interrupted at t = {solver.t:.6g}"
-        finally:
-            if bar is not None:
-                bar.close()
         nfev = solver.nfev
+    if bar is not None:
+        bar.close()
     Y = np.stack(out)
     Q, R, S, v = unpack(Y, K, M)
     Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
