@@ -1,0 +1,329 @@
+"""Batched online simulation of the two-layer network in D dimensions (THEORY.md sections 1, 3, 6).
+
+Every replica r sees its own stream of i.i.d. inputs x ~ N(0, I_D) and output noise zeta ~ N(0, 1).
+One step, for all replicas at once, with the rule's one-sample update (delta, alpha, e_out, h)
+taken from :meth:`theory.Rule.local_update` (the single definition of every rule):
+
+    lambda_k = w_k . x / sqrt D,   nu_m = w*_m . x / sqrt D,   S_k = w_k . f / D
+    xp  = x + alpha f / sqrt D                      (alpha = -sigma_F e when modulated, else 0)
+    w_k <- w_k - (eta / sqrt D) delta_k xp  -  (eta kappa / D) w_k
+    v_k <- v_k - (eta_v / D) e_out h_k               (unless the second layer is frozen)
+
+The inputs of a chunk of steps are drawn in one call and pre-scaled by 1/sqrt D, so one step is
+a handful of batched tensor operations. Order parameters are measured in float64 at the
+recorded steps (round(t D)); the empirical test error uses a fixed held-out set of Gaussian inputs.
+
+Engines: ``run(..., engine="full")`` is this simulation. Other engines (for example the reduced
+sampler on the Gram matrix) register themselves in :data:`ENGINES` with :func:`register_engine`
+and receive the same :class:`RunSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from theory import DivergenceError, Rule
+from theory._integrate import BLOWUP, make_dynamics
+
+from ._init import Initialisation, Weights, _check_dtype, resolve_device
+from ._result import SimulationResult
+
+__all__ = ["run", "RunSpec", "Records", "ENGINES", "register_engine", "derived_seed", "simulate_full"]
+
+#: Memory budget (elements) of one chunk of pre-drawn inputs.
+CHUNK_ELEMENTS = 1 << 23
+MAX_CHUNK_STEPS = 2048
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for an independent stream ``stream`` of the run seed ``seed`` (numpy SeedSequence)."""
+    a, b = np.random.SeedSequence(int(seed), spawn_key=(int(stream),)).generate_state(2, np.uint32)
+    return (int(a) << 31) ^ int(b)
+
+
+#: streams derived from the run seed (the initial weights use Initialisation.seed directly)
+STREAM_DATA, STREAM_TEST = 1, 2
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunSpec:
+    """Everything an engine needs: validated parameters of one simulation run.
+
+    weights: initial :class:`Weights` (on ``device`` in ``dtype``); rule: :class:`theory.Rule`;
+    steps: (n,) strictly increasing recording steps (>= 0); seed: run seed (data streams come from
+    :func:`derived_seed`); the rest as in :func:`run`.
+    """
+
+    weights: Weights
+    rule: Rule
+    steps: np.ndarray
+    eta: float
+    eta_v: float
+    sigma: float
+    sigma_F: float
+    weight_decay: float
+    train_second_layer: bool
+    g: Any
+    seed: int
+    n_test: int
+    device: torch.device
+    dtype: torch.dtype
+    progress: bool
+
+    @property
+    def D(self) -> int:
+        return self.weights.D
+
+
+@dataclasses.dataclass
+class Records:
+    """What an engine returns: order parameters (float64 numpy) at steps[:n] and the run status.
+
+    Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K), v (R_, n, K), eg_test (R_, n) or None.
+    """
+
+    steps: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    S: np.ndarray
+    v: np.ndarray
+    eg_test: np.ndarray | None
+    status: int = 0
+    message: str = "finished"
+
+
+ENGINES: dict[str, Callable[[RunSpec], Records]] = {}
+
+
+def register_engine(name: str, fn: Callable[[RunSpec], Records]) -> None:
+    """Make ``run(..., engine=name)`` call ``fn(spec) -> Records``."""
+    ENGINES[name] = fn
+
+
+# --------------------------------------------------------------------------- the full simulation
+def _measure(W, W_star, f, v, D):
+    """Float64 Q, R, S, v of all replicas from the weights."""
+    W64 = W.detach().to(torch.float64)
+    Q = torch.einsum("rkd,rld->rkl", W64, W64) / D
+    R = torch.einsum("rkd,md->rkm", W64, W_star.to(torch.float64)) / D
+    S = W64 @ f.to(torch.float64) / D
+    return Q.cpu().numpy(), R.cpu().numpy(), S.cpu().numpy(), v.detach().to(torch.float64).cpu().numpy()
+
+
+class _TestSet:
+    """Fixed held-out inputs X (n_test, D) and their noise-free teacher outputs."""
+
+    def __init__(self, spec: RunSpec, g):
+        w = spec.weights
+        gen = _generator(spec.device, derived_seed(spec.seed, STREAM_TEST))
+        self.Xs = torch.randn(spec.n_test, w.D, generator=gen, device=spec.device, dtype=spec.dtype).mul_(1.0 / math.sqrt(w.D))
+        self.g = g
+        self.y = (g.g(self.Xs @ w.W_star.T) * w.v_star).sum(-1)  # (n_test,)
+
+    def eg(self, W, v) -> np.ndarray:
+        lam = torch.einsum("rkd,nd->rnk", W, self.Xs)
+        yhat = (self.g.g(lam) * v[:, None, :]).sum(-1)
+        return (0.5 * (yhat - self.y).to(torch.float64).pow(2).mean(-1)).cpu().numpy()
+
+
+def _generator(device, seed):
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _diagnose(W, v, D) -> str | None:
+    """Why the weights count as diverged (non-finite, or |Q_kk|, |v_k| > BLOWUP), else None."""
+    qd = W.pow(2).sum(-1) / D  # (R, K)
+    big = torch.maximum(qd.amax(-1), v.abs().amax(-1))
+    bad = ~torch.isfinite(big) | (big > BLOWUP)
+    if not bool(bad.any()):
+        return None
+    reps = torch.nonzero(bad).flatten().tolist()
+    if not bool(torch.isfinite(big[bad]).all()):
+        return f"non-finite weights in replica(s) {reps[:8]}"
+    return f"weights exploded in replica(s) {reps[:8]} (max Q_kk, |v_k| = {float(big.max()):.3g} > {BLOWUP:g})"
+
+
+def simulate_full(spec: RunSpec) -> Records:
+    """The D-dimensional simulation (see the module docstring)."""
+    w = spec.weights
+    Rn, K, D = w.W.shape
+    M = w.M
+    rule, g = spec.rule, spec.g
+    dev, dt = spec.device, spec.dtype
+    W = w.W.clone()
+    Wt = W.transpose(1, 2)  # a view: (R, D, K)
+    v = w.v.clone()
+    W_star, v_star, f, b = w.W_star, w.v_star, w.f, w.b
+    fD = f / D  # xp / sqrt D = xs + alpha f / D with xs = x / sqrt D
+    eta, eta_v = spec.eta, spec.eta_v
+    decay = 1.0 - eta * spec.weight_decay / D
+    needs_S = rule.name in ("afa", "pepita")
+    modulated = rule.modulated
+    sigma, sigma_F = spec.sigma, spec.sigma_F
+    gen = _generator(dev, derived_seed(spec.seed, STREAM_DATA))
+    test = _TestSet(spec, g) if spec.n_test > 0 else None
+
+    steps = spec.steps
+    recs = {k: [] for k in ("Q", "R", "S", "v", "eg_test")}
+
+    def record():
+        for k, val in zip(("Q", "R", "S", "v"), _measure(W, W_star, f, v, D)):
+            recs[k].append(val)
+        recs["eg_test"].append(test.eg(W, v) if test is not None else np.full(Rn, np.nan))
+
+    chunk_max = int(max(1, min(MAX_CHUNK_STEPS, CHUNK_ELEMENTS // (Rn * D))))
+    zeros = torch.zeros(chunk_max, Rn, device=dev, dtype=dt)
+    status, message = 0, "finished"
+    bar = None
+    if spec.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(steps[-1]), desc=f"sim {rule.label} D={D}", unit="step", unit_scale=True, leave=False)
+    s = 0
+    i = 0
+    try:
+        while i < len(steps):
+            if s == steps[i]:
+                record()
+                i += 1
+                continue
+            n = int(min(chunk_max, steps[i] - s))
+            xs = torch.randn(n, Rn, D, generator=gen, device=dev, dtype=dt).mul_(1.0 / math.sqrt(D))
+            nu = xs @ W_star.T  # (n, R, M): the teacher is fixed, so its fields come in one call
+            zeta = torch.randn(n, Rn, generator=gen, device=dev, dtype=dt) if sigma > 0 else zeros[:n]
+            for j in range(n):
+                x = xs[j]
+                # (R, 1, D) @ (R, D, K): much faster than (R, K, D) @ (R, D, 1) for small K
+                lam = torch.bmm(x.unsqueeze(1), Wt).squeeze(1)
+                S = fD @ Wt if needs_S else None
+                up = rule.local_update(lam, nu[j], zeta[j], v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
+                xp = torch.addcmul(x, up.alpha.unsqueeze(1), fD) if modulated else x
+                if decay != 1.0:
+                    W.mul_(decay)
+                W.addcmul_(up.delta.unsqueeze(2), xp.unsqueeze(1), value=-eta)
+                if spec.train_second_layer:
+                    v.addcmul_(up.e_out.unsqueeze(1), up.h, value=-eta_v / D)
+            t0, s = s / D, s + n
+            why = _diagnose(W, v, D)
+            if why is not None:
+                status, message = -1, f"diverged between t = {t0:.6g} and t = {s / D:.6g} (steps/D): {why}"
+                break
+            if bar is not None:
+                bar.update(n)
+    except KeyboardInterrupt:
+        status, message = 1, f"interrupted at t = {s / D:.6g} (steps/D)"
+    finally:
+        if bar is not None:
+            bar.close()
+    n_rec = len(recs["Q"])
+    out = {k: (np.stack(val, axis=1) if val else None) for k, val in recs.items()}
+    if n_rec == 0:
+        out = dict(Q=np.empty((Rn, 0, K, K)), R=np.empty((Rn, 0, K, M)), S=np.empty((Rn, 0, K)), v=np.empty((Rn, 0, K)),
+                   eg_test=np.empty((Rn, 0)))
+    return Records(steps=steps[:n_rec], status=status, message=message, **out)
+
+
+register_engine("full", simulate_full)
+
+
+# --------------------------------------------------------------------------- public entry point
+def _check_times(t, D) -> np.ndarray:
+    t = np.asarray(t, dtype=float).ravel()
+    if t.size < 1 or not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(np.diff(t) <= 0):
+        raise ValueError("run: t must be a non-empty, finite, strictly increasing array of times >= 0 (steps / D)")
+    # Times closer than one step apart round to the same step; that step is recorded once.
+    return np.unique(np.round(t * D).astype(np.int64))
+
+
+def run(
+    init: Initialisation,
+    rule: str | Rule,
+    t,
+    *,
+    eta: float,
+    eta_v: float | None = None,
+    sigma: float = 0.0,
+    sigma_F: float = 1.0,
+    weight_decay: float = 0.0,
+    train_second_layer: bool = True,
+    presynaptic: str | None = None,
+    error: str | None = None,
+    g="erf",
+    replicas: int = 8,
+    independent_init: bool = False,
+    device=None,
+    dtype=torch.float32,
+    seed: int = 0,
+    n_test: int = 10_000,
+    engine: str = "full",
+    progress: bool = True,
+    throw: bool = True,
+) -> SimulationResult:
+    """Simulate ``replicas`` copies of the network learning online with ``rule``.
+
+    Parameters
+    ----------
+    init : :class:`Initialisation` (K, M, D and the seed of the initial weights).
+    rule, presynaptic, error : as :func:`theory.integrate` ("bp", "fa", "afa", "pepita" and variants).
+    t : recording times in steps / D; recorded at steps round(t D) (coinciding steps once).
+    eta, eta_v, sigma, sigma_F, weight_decay, train_second_layer, g : as :func:`theory.integrate`.
+    replicas : number of independent data streams, batched in one tensor (replicas, K, D).
+    independent_init : False, every replica starts from the same weights; True, each replica
+        draws its own student (W, v); the teacher, f and b are shared.
+    device : None -> "cuda" when available else "cpu". dtype : torch.float32 (default) or float64.
+    seed : seed of the data streams (inputs, noise, test set), distinct from ``init.seed``.
+        Same seed, same result (on a given device).
+    n_test : size of the held-out set for the empirical test error (0 disables it).
+    engine : "full" (this D-dimensional simulation) or another registered engine.
+    throw : on divergence raise :class:`theory.DivergenceError` carrying the partial result;
+        with False return it with status -1. Ctrl-C returns what was recorded, status 1.
+    """
+    if not isinstance(init, Initialisation):
+        raise TypeError(f"run: init must be a simulate.Initialisation, got {type(init).__name__}")
+    if engine not in ENGINES:
+        raise ValueError(f"run: unknown engine {engine!r}; expected one of {sorted(ENGINES)}")
+    if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
+        raise ValueError(f"run: replicas must be a positive integer, got {replicas!r}")
+    if isinstance(n_test, bool) or int(n_test) != n_test or n_test < 0:
+        raise ValueError(f"run: n_test must be a non-negative integer, got {n_test!r}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"run: seed must be a non-negative integer, got {seed!r}")
+    replicas, n_test, seed = int(replicas), int(n_test), int(seed)
+    dev = resolve_device(device)
+    dtype = _check_dtype(dtype)
+    # The same validation (and messages) as theory.integrate, on the measured initial state.
+    state0 = init.order_params(1)
+    dyn = make_dynamics(state0, rule, eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
+                        train_second_layer=train_second_layer, presynaptic=presynaptic, error=error, g=g)
+    steps = _check_times(t, init.D)
+    weights = init.weights(replicas, independent=bool(independent_init), device=dev, dtype=dtype)
+    spec = RunSpec(weights=weights, rule=dyn.rule, steps=steps, eta=float(dyn.eta), eta_v=float(dyn.eta_v), sigma=dyn.sigma,
+                   sigma_F=dyn.sigma_F, weight_decay=float(dyn.weight_decay), train_second_layer=dyn.train_second_layer,
+                   g=dyn.g, seed=seed, n_test=n_test, device=dev, dtype=dtype, progress=bool(progress))
+    rec = ENGINES[engine](spec)
+
+    params = dict(
+        rule=dyn.rule.name, rule_label=dyn.rule.label, presynaptic=dyn.rule.presynaptic, error=dyn.rule.error,
+        eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma, sigma_F=spec.sigma_F, weight_decay=spec.weight_decay,
+        train_second_layer=spec.train_second_layer, activation=dyn.g.name, K=init.K, M=init.M, D=init.D,
+        init_seed=init.seed, w_std=init.w_std, v_std=init.v_std, v_star=init.v_star, replicas=replicas,
+        independent_init=bool(independent_init), device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,
+        n_test=n_test, engine=engine, steps=[int(s) for s in rec.steps],
+    )
+    if independent_init:
+        states = init.order_params(replicas, independent=True)
+        constants = {k: (None if getattr(states[0], k) is None else np.stack([np.asarray(getattr(s, k)) for s in states]))
+                     for k in ("T", "U", "P", "v_star", "b")}
+    else:
+        constants = {k: getattr(state0, k) for k in ("T", "U", "P", "v_star", "b")}
+    eg_test = rec.eg_test if rec.eg_test is not None else np.full(rec.Q.shape[:2], np.nan)
+    res = SimulationResult.from_records(rec.steps / init.D, rec.Q, rec.R, rec.S, rec.v, constants, eg_test, params,
+                                        status=rec.status, message=rec.message)
+    if rec.status < 0 and throw:
+        raise DivergenceError(f"simulate.run: {rec.message}; last recorded time {res.t[-1] if len(res) else float('nan'):.6g}", res)
+    return res

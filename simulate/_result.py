@@ -1,0 +1,183 @@
+"""The record of a batched simulation: per-replica order parameters and observables over time.
+
+Field names follow :class:`theory.Trajectory` (t, Q, R, S, v, eg, angles, params, status,
+message) with a leading replica axis: Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K),
+v (R_, n, K), eg and eg_test (R_, n), angles[name] (R_, n). Time is steps / D.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from theory import OrderParams, alignment_angles, generalisation_error
+
+__all__ = ["SimulationResult"]
+
+_CONSTANTS = ("T", "U", "P", "v_star", "b")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """Order parameters of R_ replicas measured at times t (steps / D) of a simulation.
+
+    Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K), v (R_, n, K): measured overlaps (float64),
+    Q = W W^T / D, R = W W*^T / D, S = W f / D.
+    T (M, M), U (M,), P (), v_star (M,), b (K,): constants; with independent initial weights
+    they carry a leading replica axis (R_, ...).
+    eg (R_, n): closed-form generalisation error of the measured order parameters.
+    eg_test (R_, n): 1/2 mean over a fixed held-out set of n_test Gaussian inputs of
+    (yhat - sum_m v*_m g(nu_m))^2 (noise-free teacher), i.e. the same quantity estimated directly.
+    angles: dict name -> (R_, n) degrees, as :func:`theory.alignment_angles`.
+    status: 0 finished, 1 interrupted (Ctrl-C), -1 diverged; message says when and why.
+    """
+
+    t: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    S: np.ndarray
+    v: np.ndarray
+    T: np.ndarray
+    U: np.ndarray
+    P: Any
+    v_star: np.ndarray
+    b: np.ndarray | None
+    eg: np.ndarray
+    eg_test: np.ndarray
+    angles: dict[str, np.ndarray]
+    params: dict[str, Any]
+    status: int = 0
+    message: str = "finished"
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_records(cls, t, Q, R, S, v, constants: dict, eg_test, params, status=0, message="finished") -> "SimulationResult":
+        """Build a result, computing eg and the angles from the order parameters."""
+        obs = _observable_view(Q, R, S, v, constants)
+        eg = generalisation_error(obs, params.get("activation", "erf"))
+        angles = alignment_angles(obs, params["rule"], params.get("sigma_F", 1.0))
+        return cls(t=np.asarray(t, dtype=float), Q=Q, R=R, S=S, v=v, eg=eg, eg_test=np.asarray(eg_test, dtype=float),
+                   angles=angles, params=params, status=status, message=message, **constants)
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def replicas(self) -> int:
+        return self.Q.shape[0]
+
+    @property
+    def K(self) -> int:
+        return self.R.shape[-2]
+
+    @property
+    def M(self) -> int:
+        return self.R.shape[-1]
+
+    @property
+    def independent_init(self) -> bool:
+        return np.ndim(self.T) == 3
+
+    @property
+    def success(self) -> bool:
+        return self.status == 0
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    # ------------------------------------------------------------------ statistics
+    def _get(self, name: str) -> np.ndarray:
+        if name in ("t", "Q", "R", "S", "v", "eg", "eg_test"):
+            return np.asarray(getattr(self, name))
+        key = name[len("angle:"):] if name.startswith("angle:") else name
+        if key in self.angles:
+            return self.angles[key]
+        raise ValueError(f"SimulationResult: unknown quantity {name!r}; expected Q, R, S, v, eg, eg_test or an angle {sorted(self.angles)}")
+
+    def mean(self, name: str) -> np.ndarray:
+        """Mean over replicas of a per-replica quantity ("eg", "Q", ... or an angle name)."""
+        return np.nanmean(self._get(name), axis=0) if self.replicas > 1 else self._get(name)[0]
+
+    def sem(self, name: str) -> np.ndarray:
+        """Standard error of the replica mean, std(ddof=1) / sqrt(R_) (nan for one replica)."""
+        x = self._get(name)
+        if self.replicas < 2:
+            return np.full(x.shape[1:], np.nan)
+        n = np.sum(np.isfinite(x), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanstd(x, axis=0, ddof=1) / np.sqrt(n)
+
+    def constants(self, r: int = 0) -> dict:
+        """T, U, P, v_star, b of replica r."""
+        out = {}
+        for k in _CONSTANTS:
+            val = getattr(self, k)
+            if val is not None and self.independent_init:
+                val = np.asarray(val)[r]
+            out[k] = val
+        return out
+
+    def state(self, i: int = -1, r: int = 0) -> OrderParams:
+        """The measured :class:`theory.OrderParams` of replica r at the i-th recorded time."""
+        c = self.constants(r)
+        return OrderParams(Q=self.Q[r, i], R=self.R[r, i], S=self.S[r, i], v=self.v[r, i], T=c["T"], U=c["U"],
+                           P=float(c["P"]), v_star=c["v_star"], b=c["b"])
+
+    def initial_state(self, r: int = 0) -> OrderParams:
+        """The measured order parameters of replica r at t[0] (the ODE's initial condition)."""
+        return self.state(0, r)
+
+    def __repr__(self) -> str:
+        return (f"SimulationResult(rule={self.params.get('rule_label', self.params.get('rule'))}, K={self.K}, M={self.M}, "
+                f"D={self.params.get('D')}, replicas={self.replicas}, t=[{self.t[0]:g}..{self.t[-1]:g}] ({len(self.t)} points), "
+                f"mean eg[-1]={self.mean('eg')[-1]:.4g}, status={self.status} ({self.message!r}))")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Save to an .npz: arrays, constants, eg, eg_test, angles ("angle_<name>") and JSON metadata."""
+        path = Path(path)
+        meta = dict(params=self.params, status=self.status, message=self.message,
+                    units={"t": "steps / D", "angles": "degrees"}, angle_names=list(self.angles))
+        arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg, eg_test=self.eg_test)
+        for k in _CONSTANTS:
+            if getattr(self, k) is not None:
+                arrays[f"const_{k}"] = np.asarray(getattr(self, k))
+        for i, (k, val) in enumerate(self.angles.items()):
+            arrays[f"angle_{i}"] = val
+        np.savez_compressed(path, __meta__=np.array(json.dumps(meta, default=_json_default)), **arrays)
+        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+
+    @classmethod
+    def load(cls, path) -> "SimulationResult":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            consts = {k: (z[f"const_{k}"] if f"const_{k}" in z.files else None) for k in _CONSTANTS}
+            consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
+            angles = {name: z[f"angle_{i}"] for i, name in enumerate(meta["angle_names"])}
+            return cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], eg=z["eg"], eg_test=z["eg_test"], angles=angles,
+                       params=meta["params"], status=meta["status"], message=meta["message"], **consts)
+
+
+def _observable_view(Q, R, S, v, constants):
+    """An object with Q, R, S, v (R_, n, ...) and constants broadcast against them, for theory's observables."""
+    independent = np.ndim(constants["T"]) == 3
+    c = {}
+    for k in _CONSTANTS:
+        val = constants[k]
+        if val is not None:
+            val = np.asarray(val, dtype=float)
+            if independent:
+                val = val[:, None, ...]  # (R_, 1, ...) against (R_, n, ...)
+        c[k] = val
+    return types.SimpleNamespace(Q=Q, R=R, S=S, v=v, **c)
+
+
+def _json_default(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)
