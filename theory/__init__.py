@@ -15,6 +15,10 @@ ODEs
     Trajectory             times, order parameters, eg, angles, status, parameters; save/load.
     DivergenceError        raised when a run diverges (carries the partial trajectory).
 
+Numerical expectations (pepita, and any activation)
+    GaussHermite, SparseGrid, QMC   quadrature rules for integrate(..., quadrature=...).
+    numerical_terms        E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k] by quadrature.
+
 Observables
     generalisation_error, alignment_angles, angle, specialisation.
 
@@ -25,6 +29,7 @@ Gaussian integrals (erf)
 from ._activations import ACTIVATIONS, Activation, activation
 from ._init import random_state, state_from_weights
 from ._integrals import I2, I3, I4, J2, tilt
+from ._numerical import QMC, GaussHermite, SparseGrid, numerical_terms
 from ._integrate import Dynamics, default_times, integrate, make_dynamics, rhs
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
 from ._rules import RULES, LocalUpdate, Rule, make_rule
@@ -35,6 +40,7 @@ __all__ = [
     "ACTIVATIONS", "Activation", "activation",
     "random_state", "state_from_weights",
     "I2", "I3", "I4", "J2", "tilt",
+    "GaussHermite", "QMC", "SparseGrid", "numerical_terms",
     "Dynamics", "default_times", "integrate", "make_dynamics", "rhs",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
     "RULES", "LocalUpdate", "Rule", "make_rule",
