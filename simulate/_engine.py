@@ -74,6 +74,7 @@ class RunSpec:
     device: torch.device
     dtype: torch.dtype
     progress: bool
+    threads: int | None = None
 
     @property
     def D(self) -> int:
@@ -135,6 +136,66 @@ def _generator(device, seed):
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+class _InputStream:
+    """The data streams: pre-scaled inputs xs = x / sqrt D (R, n, D) and noise zeta (R, n) per chunk.
+
+    On CPU every replica r has its own generator (seed derived from (seed, r)), and the chunk is
+    filled by a pool of threads over replica ranges while the previous chunk is being simulated:
+    Gaussian sampling, not arithmetic, is the bottleneck of the full simulation on CPU. The result
+    does not depend on the number of threads. On CUDA one generator fills the whole chunk.
+    """
+
+    def __init__(self, spec: RunSpec, workers: int):
+        self.R, self.D = spec.weights.replicas, spec.D
+        self.device, self.dtype = spec.device, spec.dtype
+        self.noise = spec.sigma > 0
+        base = derived_seed(spec.seed, STREAM_DATA)
+        if self.device.type == "cpu":
+            self.gens = [_generator(self.device, derived_seed(base, r)) for r in range(self.R)]
+            self.workers = max(1, min(int(workers), self.R))
+        else:
+            self.gens = [_generator(self.device, base)]
+            self.workers = 1
+        self.pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.workers)
+
+    def _fill(self, xs, zeta, lo, hi):
+        scale = 1.0 / math.sqrt(self.D)
+        for r in range(lo, hi):
+            xs[r].normal_(generator=self.gens[r]).mul_(scale)
+            if zeta is not None:
+                zeta[r].normal_(generator=self.gens[r])
+
+    def submit(self, n: int):
+        """Start drawing a chunk of n steps; returns a callable that waits and gives (xs, zeta)."""
+        xs = torch.empty(self.R, n, self.D, device=self.device, dtype=self.dtype)
+        zeta = torch.empty(self.R, n, device=self.device, dtype=self.dtype) if self.noise else None
+        if self.device.type != "cpu":
+            xs.normal_(generator=self.gens[0]).mul_(1.0 / math.sqrt(self.D))
+            if zeta is not None:
+                zeta.normal_(generator=self.gens[0])
+            return lambda: (xs, zeta)
+        if self.pool is None:
+            self._fill(xs, zeta, 0, self.R)
+            return lambda: (xs, zeta)
+        bounds = np.linspace(0, self.R, self.workers + 1).astype(int)
+        futs = [self.pool.submit(self._fill, xs, zeta, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+        def wait():
+            for fu in futs:
+                fu.result()
+            return xs, zeta
+
+        return wait
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _diagnose(W, v, D) -> str | None:
     """Why the weights count as diverged (non-finite, or |Q_kk|, |v_k| > BLOWUP), else None."""
     qd = W.pow(2).sum(-1) / D  # (R, K)
@@ -165,7 +226,6 @@ def simulate_full(spec: RunSpec) -> Records:
     needs_S = rule.name in ("afa", "pepita")
     modulated = rule.modulated
     sigma, sigma_F = spec.sigma, spec.sigma_F
-    gen = _generator(dev, derived_seed(spec.seed, STREAM_DATA))
     test = _TestSet(spec, g) if spec.n_test > 0 else None
 
     steps = spec.steps
@@ -176,32 +236,51 @@ def simulate_full(spec: RunSpec) -> Records:
             recs[k].append(val)
         recs["eg_test"].append(test.eg(W, v) if test is not None else np.full(Rn, np.nan))
 
+    # chunk sizes: as large as the memory budget allows, cut at every recording step
     chunk_max = int(max(1, min(MAX_CHUNK_STEPS, CHUNK_ELEMENTS // (Rn * D))))
-    zeros = torch.zeros(chunk_max, Rn, device=dev, dtype=dt)
+    plan = []  # (steps in the chunk, number of records due after it)
+    s_, i_ = 0, 0
+    while i_ < len(steps):
+        if steps[i_] == s_:
+            i_ += 1
+            if plan:
+                plan[-1][1] += 1
+            continue
+        n = int(min(chunk_max, steps[i_] - s_))
+        plan.append([n, 0])
+        s_ += n
+    n_first = int(np.searchsorted(steps, 0, side="right"))  # records due at step 0
+
+    zeros = torch.zeros(Rn, chunk_max, device=dev, dtype=dt)
     status, message = 0, "finished"
     bar = None
     if spec.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(steps[-1]), desc=f"sim {rule.label} D={D}", unit="step", unit_scale=True, leave=False)
+    workers = spec.threads if spec.threads is not None else torch.get_num_threads()
+    stream = _InputStream(spec, workers) if plan else None
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        # per-step tensors are small: intra-op threads only add synchronisation (the pool draws inputs)
+        torch.set_num_threads(1)
     s = 0
-    i = 0
     try:
-        while i < len(steps):
-            if s == steps[i]:
-                record()
-                i += 1
-                continue
-            n = int(min(chunk_max, steps[i] - s))
-            xs = torch.randn(n, Rn, D, generator=gen, device=dev, dtype=dt).mul_(1.0 / math.sqrt(D))
-            nu = xs @ W_star.T  # (n, R, M): the teacher is fixed, so its fields come in one call
-            zeta = torch.randn(n, Rn, generator=gen, device=dev, dtype=dt) if sigma > 0 else zeros[:n]
+        for _ in range(n_first):
+            record()
+        pending = stream.submit(plan[0][0]) if plan else None
+        for c, (n, n_rec) in enumerate(plan):
+            xs, zeta = pending()
+            pending = stream.submit(plan[c + 1][0]) if c + 1 < len(plan) else None
+            nu = xs @ W_star.T  # (R, n, M): the teacher is fixed, so its fields come in one call
+            if zeta is None:
+                zeta = zeros[:, :n]
             for j in range(n):
-                x = xs[j]
+                x = xs[:, j]
                 # (R, 1, D) @ (R, D, K): much faster than (R, K, D) @ (R, D, 1) for small K
                 lam = torch.bmm(x.unsqueeze(1), Wt).squeeze(1)
                 S = fD @ Wt if needs_S else None
-                up = rule.local_update(lam, nu[j], zeta[j], v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
+                up = rule.local_update(lam, nu[:, j], zeta[:, j], v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
                 xp = torch.addcmul(x, up.alpha.unsqueeze(1), fD) if modulated else x
                 if decay != 1.0:
                     W.mul_(decay)
@@ -213,11 +292,16 @@ def simulate_full(spec: RunSpec) -> Records:
             if why is not None:
                 status, message = -1, f"diverged between t = {t0:.6g} and t = {s / D:.6g} (steps/D): {why}"
                 break
+            for _ in range(n_rec):
+                record()
             if bar is not None:
                 bar.update(n)
     except KeyboardInterrupt:
         status, message = 1, f"interrupted at t = {s / D:.6g} (steps/D)"
     finally:
+        torch.set_num_threads(old_threads)
+        if stream is not None:
+            stream.close()
         if bar is not None:
             bar.close()
     n_rec = len(recs["Q"])
@@ -263,6 +347,7 @@ def run(
     engine: str = "full",
     progress: bool = True,
     throw: bool = True,
+    threads: int | None = None,
 ) -> SimulationResult:
     """Simulate ``replicas`` copies of the network learning online with ``rule``.
 
@@ -280,6 +365,8 @@ def run(
         Same seed, same result (on a given device).
     n_test : size of the held-out set for the empirical test error (0 disables it).
     engine : "full" (this D-dimensional simulation) or another registered engine.
+    threads : CPU threads drawing the Gaussian inputs (default torch.get_num_threads()); the
+        arithmetic runs with one intra-op thread (restored afterwards). Results do not depend on it.
     throw : on divergence raise :class:`theory.DivergenceError` carrying the partial result;
         with False return it with status -1. Ctrl-C returns what was recorded, status 1.
     """
@@ -293,6 +380,8 @@ def run(
         raise ValueError(f"run: n_test must be a non-negative integer, got {n_test!r}")
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise ValueError(f"run: seed must be a non-negative integer, got {seed!r}")
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads or threads < 1):
+        raise ValueError(f"run: threads must be a positive integer or None, got {threads!r}")
     replicas, n_test, seed = int(replicas), int(n_test), int(seed)
     dev = resolve_device(device)
     dtype = _check_dtype(dtype)
@@ -304,7 +393,8 @@ def run(
     weights = init.weights(replicas, independent=bool(independent_init), device=dev, dtype=dtype)
     spec = RunSpec(weights=weights, rule=dyn.rule, steps=steps, eta=float(dyn.eta), eta_v=float(dyn.eta_v), sigma=dyn.sigma,
                    sigma_F=dyn.sigma_F, weight_decay=float(dyn.weight_decay), train_second_layer=dyn.train_second_layer,
-                   g=dyn.g, seed=seed, n_test=n_test, device=dev, dtype=dtype, progress=bool(progress))
+                   g=dyn.g, seed=seed, n_test=n_test, device=dev, dtype=dtype, progress=bool(progress),
+                   threads=threads)
     rec = ENGINES[engine](spec)
 
     params = dict(
