@@ -90,7 +90,7 @@ class GaussHermite:
     probability of ~2e-13 and E[|u|^4] ~ 1e-9, and they are 40 to 70 % of the nodes for d = 4).
     """
 
-    n: int = 24
+    n: int = 20
     n_noise: int | None = None
     prune: float = 1e-14
 
