@@ -8,17 +8,22 @@ Public API (notation of THEORY.md):
     SimulationResult    t, Q, R, S, v (replica axis first), eg, eg_test, angles, params, status; mean/sem; save/load.
     compare             simulations and ODEs of several rules from the same measured initial condition -> Comparison.
     Comparison          per-rule results, trajectories and agreement measures; .summary(), save/load.
+    run_reduced         the exact order-parameter sampler (also run(..., engine="reduced")); empirical_eg.
     register_engine     plug another simulation engine into run/compare (e.g. the reduced sampler).
 
 Figures live in simulate._plots; the command line ``pepita-dynamics`` in simulate._cli.
 """
 
+from ._compare import PEPITA_ODE_RULE, Agreement, Comparison, compare, plateau_split
 from ._engine import ENGINES, Records, RunSpec, register_engine, run
 from ._init import Initialisation, Weights
 from ._result import SimulationResult
+from ._reduced import empirical_eg, run_reduced  # registers engine "reduced" for run/compare
 
 __all__ = [
+    "PEPITA_ODE_RULE", "Agreement", "Comparison", "compare", "plateau_split",
     "ENGINES", "Records", "RunSpec", "register_engine", "run",
     "Initialisation", "Weights",
     "SimulationResult",
+    "empirical_eg", "run_reduced",
 ]

@@ -1,0 +1,304 @@
+"""Simulations against the ODEs, from the same measured initial condition (THEORY.md section 6).
+
+For each rule, :func:`compare` runs the simulation, then integrates the ODE with
+:func:`theory.integrate` from the simulation's *measured* initial order parameters (one ODE per
+replica when the replicas start from different weights), at the simulation's recording times.
+
+Agreement measures (per rule):
+
+- relative deviation of the generalisation error, (mean_r eg_sim(t) - eg_ode(t)) / eg_ode(t),
+  and its z-score against the replicas' standard error;
+- the plateau split t_split: the plateau is the flattest point of log eg_ode against log t at
+  t >= 1 (after the initial transient), with value eg_p; t_split is the first time after it at
+  which eg_ode < eg_p / 2 (the escape), or the last time when the ODE does not escape in the
+  window. Deviations are summarised separately for t <= t_split ("before") and t > t_split
+  ("after"), because finite-D fluctuations trigger the escape early and dominate after it;
+- angle differences in degrees, mean_r angle_sim(t) - angle_ode(t), for every named angle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import theory
+from theory import Trajectory, make_rule
+
+from ._engine import run
+from ._init import Initialisation
+from ._result import SimulationResult
+
+__all__ = ["compare", "Comparison", "Agreement", "plateau_split", "ode_rule_for", "PEPITA_ODE_RULE", "rule_key"]
+
+#: The ODE integrated for pepita simulations: "pepita" (exact, numerical expectations; needs
+#: theory._numerical) or "afa" (its first-order approximation). One-line switch.
+PEPITA_ODE_RULE = "pepita"
+
+
+_SUMMARY_ANGLES = ("teacher", "degenerate_min", "feedback", "end_to_end")
+
+
+def _has_pepita_engine() -> bool:
+    try:
+        from theory import _numerical  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ode_rule_for(rule) -> tuple[theory.Rule, str | None]:
+    """The rule whose ODE is compared with a simulation of ``rule``, and a note when it differs."""
+    if rule.name != "pepita" or (PEPITA_ODE_RULE == "pepita" and _has_pepita_engine()):
+        return rule, None
+    ode = make_rule("afa", presynaptic=rule.presynaptic)
+    why = "PEPITA_ODE_RULE = 'afa'" if PEPITA_ODE_RULE != "pepita" else "theory has no pepita ODE engine yet"
+    return ode, f"ODE of {ode.label} (first-order approximation of pepita) used: {why}"
+
+
+def rule_key(rule) -> str:
+    """A file-safe name of a rule and its variant: bp, fa, afa, afa-clean, pepita, pepita-clean-errmod, ..."""
+    key = rule.name
+    if rule.name in ("afa", "pepita") and not rule.modulated:
+        key += "-clean"
+    if rule.name == "pepita" and rule.error == "modulated":
+        key += "-errmod"
+    return key
+
+
+def plateau_split(t, eg) -> float:
+    """t_split of the module docstring: the time the ODE's eg escapes its plateau (or the last time)."""
+    t, eg = np.asarray(t, float), np.asarray(eg, float)
+    ok = (t >= 1.0) & np.isfinite(eg) & (eg > 0)
+    if ok.sum() < 3:
+        return float(t[-1])
+    tt, le = t[ok], np.log(eg[ok])
+    slope = np.gradient(le, np.log(tt))
+    ip = int(np.argmin(np.abs(slope)))
+    below = np.nonzero(le[ip:] < le[ip] - np.log(2.0))[0]
+    return float(tt[ip + below[0]]) if below.size else float(t[-1])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Agreement:
+    """How one rule's simulation agrees with its ODE (see the module docstring)."""
+
+    t_split: float
+    rel_dev: np.ndarray  # (n,) relative deviation of the replica-mean eg
+    z: np.ndarray  # (n,) (mean eg_sim - eg_ode) / sem
+    angle_diff: dict[str, np.ndarray]  # name -> (n,) degrees
+    before: dict[str, float]  # summaries over t <= t_split
+    after: dict[str, float]  # summaries over t > t_split
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(t_split=self.t_split, before=self.before, after=self.after)
+
+
+def _agreement(res: SimulationResult, ode_t, ode_eg, ode_angles) -> Agreement:
+    t = res.t
+    n = min(len(t), len(ode_t))
+    t, eg_sim, sem = t[:n], res.mean("eg")[:n], res.sem("eg")[:n]
+    eg_ode = ode_eg[:n]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (eg_sim - eg_ode) / eg_ode
+        z = (eg_sim - eg_ode) / sem
+    diffs = {k: res.mean(k)[:n] - ode_angles[k][:n] for k in ode_angles if k in res.angles}
+    t_split = plateau_split(t, eg_ode)
+
+    def summary(mask):
+        if not mask.any():
+            return dict(n_times=0)
+        out = dict(n_times=int(mask.sum()), median_abs_rel_dev=float(np.nanmedian(np.abs(rel[mask]))),
+                   max_abs_rel_dev=float(np.nanmax(np.abs(rel[mask]))), max_abs_z=float(np.nanmax(np.abs(z[mask]))) if np.isfinite(z[mask]).any() else float("nan"))
+        for k, d in diffs.items():
+            if np.isfinite(d[mask]).any():
+                out[f"max_abs_angle_diff:{k}"] = float(np.nanmax(np.abs(d[mask])))
+        return out
+
+    return Agreement(t_split=t_split, rel_dev=rel, z=z, angle_diff=diffs, before=summary(t <= t_split), after=summary(t > t_split))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Comparison:
+    """Simulations and ODEs of several rules, with their agreement.
+
+    results[key]: :class:`SimulationResult`; trajectories[key]: list of :class:`theory.Trajectory`
+    (one, or one per replica with independent initial weights); ode_rules[key]: label of the ODE
+    rule; notes[key]: why the ODE differs from the simulated rule (or None); agreement[key].
+    Keys are :func:`rule_key` names, in the order the rules were given.
+    """
+
+    results: dict[str, SimulationResult]
+    trajectories: dict[str, list[Trajectory]]
+    ode_rules: dict[str, str]
+    notes: dict[str, str | None]
+    params: dict[str, Any]
+
+    @property
+    def rules(self) -> list[str]:
+        return list(self.results)
+
+    def ode_eg(self, key) -> np.ndarray:
+        """The ODE's eg (mean over replicas' ODEs when their initial conditions differ)."""
+        return np.mean([tr.eg for tr in _aligned(self.trajectories[key])], axis=0)
+
+    def ode_angles(self, key) -> dict[str, np.ndarray]:
+        trs = _aligned(self.trajectories[key])
+        rule = self.results[key].params["rule"]  # angles defined by the simulated rule's feedback
+        per = [theory.alignment_angles(tr, rule, tr.params.get("sigma_F", 1.0)) for tr in trs]
+        return {k: np.nanmean([p[k] for p in per], axis=0) for k in per[0]}
+
+    def ode_t(self, key) -> np.ndarray:
+        return _aligned(self.trajectories[key])[0].t
+
+    @property
+    def agreement(self) -> dict[str, Agreement]:
+        return {k: _agreement(self.results[k], self.ode_t(k), self.ode_eg(k), self.ode_angles(k)) for k in self.results}
+
+    def summary(self) -> str:
+        """A short text report of the agreement of every rule."""
+        p = self.params
+        lines = [
+            f"Simulation vs ODE: K={p['K']}, M={p['M']}, D={p['D']}, g={p['g']}, eta={p['eta']}, eta_v={p['eta_v']}, "
+            f"sigma={p['sigma']}, sigma_F={p['sigma_F']}, weight_decay={p['weight_decay']}, replicas={p['replicas']}"
+            f"{' (independent initial weights)' if p['independent_init'] else ''}, engine={p['engine']}, "
+            f"device={p['device']}, dtype={p['dtype']}, seed={p['seed']}, init seed={p['init_seed']}",
+            "eg: replica mean (+- sem) of the closed form of the measured order parameters; ODE from the measured t=0 state.",
+            "before/after: t <= t_split or t > t_split, t_split = escape from the ODE's plateau "
+            "(flattest log-log point at t >= 1, then eg halved). Deviations after the escape are dominated by "
+            "finite-D fluctuations of the escape time.",
+            "",
+        ]
+        for key, ag in self.agreement.items():
+            res = self.results[key]
+            eg_ode = self.ode_eg(key)
+            n = min(len(res.t), len(eg_ode))
+            lines.append(f"[{key}] simulated {res.params['rule_label']}, ODE {self.ode_rules[key]}; status: {res.message}")
+            if self.notes[key]:
+                lines.append(f"  note: {self.notes[key]}")
+            lines.append(
+                f"  final t={res.t[n - 1]:g}: eg sim {res.mean('eg')[n - 1]:.4g} +- {res.sem('eg')[n - 1]:.2g} "
+                f"(test set {res.mean('eg_test')[n - 1]:.4g}), ODE {eg_ode[n - 1]:.4g}; t_split = {ag.t_split:g}"
+            )
+            for name, part in (("before", ag.before), ("after", ag.after)):
+                if part.get("n_times", 0) == 0:
+                    lines.append(f"  {name}: no recorded times")
+                    continue
+                angs = ", ".join(f"{k.split(':', 1)[1]} {v:.2f}" for k, v in part.items()
+                                 if k.split(":", 1)[-1] in _SUMMARY_ANGLES and k.startswith("max_abs_angle_diff:"))
+                lines.append(
+                    f"  {name} ({part['n_times']} times): |rel dev eg| median {part['median_abs_rel_dev']:.3g}, "
+                    f"max {part['max_abs_rel_dev']:.3g}; max |z| {part['max_abs_z']:.3g}; max |angle diff| deg: {angs}"
+                )
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder) -> Path:
+        """Write sim_<key>.npz, ode_<key>[_r<i>].npz and comparison.json (parameters, agreement) to ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for key in self.results:
+            self.results[key].save(folder / f"sim_{key}.npz")
+            trs = self.trajectories[key]
+            for i, tr in enumerate(trs):
+                tr.save(folder / (f"ode_{key}.npz" if len(trs) == 1 else f"ode_{key}_r{i}.npz"))
+        meta = dict(params=self.params, rules=self.rules, ode_rules=self.ode_rules, notes=self.notes,
+                    n_trajectories={k: len(v) for k, v in self.trajectories.items()},
+                    agreement={k: a.as_dict() for k, a in self.agreement.items()}, units={"t": "steps / D", "angles": "degrees"})
+        (folder / "comparison.json").write_text(json.dumps(meta, indent=1, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> "Comparison":
+        folder = Path(folder)
+        meta = json.loads((folder / "comparison.json").read_text())
+        results, trajs = {}, {}
+        for key in meta["rules"]:
+            results[key] = SimulationResult.load(folder / f"sim_{key}.npz")
+            n = meta["n_trajectories"][key]
+            names = [f"ode_{key}.npz"] if n == 1 else [f"ode_{key}_r{i}.npz" for i in range(n)]
+            trajs[key] = [Trajectory.load(folder / nm) for nm in names]
+        return cls(results=results, trajectories=trajs, ode_rules=meta["ode_rules"], notes=meta["notes"], params=meta["params"])
+
+
+def _aligned(trs: list[Trajectory]) -> list[Trajectory]:
+    """Trajectories cut to their common length (a diverged ODE stops early)."""
+    n = min(len(tr) for tr in trs)
+    if all(len(tr) == n for tr in trs):
+        return trs
+    return [dataclasses.replace(tr, t=tr.t[:n], Q=tr.Q[:n], R=tr.R[:n], S=tr.S[:n], v=tr.v[:n]) for tr in trs]
+
+
+def compare(
+    init: Initialisation,
+    rules=theory.RULES,
+    t=None,
+    *,
+    eta: float,
+    eta_v: float | None = None,
+    sigma: float = 0.0,
+    sigma_F: float = 1.0,
+    weight_decay: float = 0.0,
+    train_second_layer: bool = True,
+    presynaptic: str | None = None,
+    error: str | None = None,
+    g="erf",
+    replicas: int = 8,
+    independent_init: bool = False,
+    device=None,
+    dtype=torch.float32,
+    seed: int = 0,
+    n_test: int = 10_000,
+    engine: str = "full",
+    progress: bool = True,
+    throw: bool = True,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> Comparison:
+    """Simulate each rule and integrate its ODE from the simulation's measured initial state.
+
+    rules : names or :class:`theory.Rule` objects; ``presynaptic`` applies to afa and pepita
+        given by name, ``error`` to pepita given by name. t : recording times (steps / D);
+        default 0 and 60 log-spaced times from 0.05 to 100. The other options are those of
+        :func:`simulate.run` and :func:`theory.integrate` (rtol, atol of the ODE).
+    All rules see the same initial weights and the same data-stream seed. A simulation or ODE
+    that diverges raises (throw=True) or is kept with its status (throw=False).
+    """
+    if isinstance(rules, (str, theory.Rule)):
+        rules = [rules]
+    if len(rules) == 0:
+        raise ValueError("compare: rules must name at least one rule")
+    made = []
+    for r in rules:
+        if isinstance(r, theory.Rule):
+            made.append(r)
+        else:
+            name = r
+            made.append(make_rule(name, presynaptic=presynaptic if name in ("afa", "pepita") else None,
+                                  error=error if name == "pepita" else None))
+    keys = [rule_key(r) for r in made]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"compare: rules must be distinct, got {keys}")
+    if t is None:
+        t = np.concatenate([[0.0], np.geomspace(0.05, 100.0, 60)])
+    common = dict(eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
+                  train_second_layer=train_second_layer, g=g)
+    results, trajs, ode_rules, notes = {}, {}, {}, {}
+    for key, rule in zip(keys, made):
+        res = run(init, rule, t, **common, replicas=replicas, independent_init=independent_init, device=device, dtype=dtype,
+                  seed=seed, n_test=n_test, engine=engine, progress=progress, throw=throw)
+        ode_rule, note = ode_rule_for(rule)
+        starts = [res.initial_state(r) for r in range(res.replicas)] if independent_init else [res.initial_state(0)]
+        trajs[key] = [theory.integrate(s0, ode_rule, res.t, **common, rtol=rtol, atol=atol, throw=throw, progress=progress)
+                      for s0 in starts]
+        results[key], ode_rules[key], notes[key] = res, ode_rule.label, note
+    first = next(iter(results.values())).params
+    params = {k: first[k] for k in ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas", "independent_init",
+                                    "device", "dtype", "seed", "n_test", "engine", "eta", "eta_v", "sigma", "sigma_F",
+                                    "weight_decay", "train_second_layer")}
+    params.update(g=first["activation"], rules=keys, rtol=rtol, atol=atol, t=[float(x) for x in np.asarray(t, float).ravel()])
+    return Comparison(results=results, trajectories=trajs, ode_rules=ode_rules, notes=notes, params=params)
