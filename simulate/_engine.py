@@ -341,7 +341,7 @@ def run(
     replicas: int = 8,
     independent_init: bool = False,
     device=None,
-    dtype=torch.float32,
+    dtype=None,
     seed: int = 0,
     n_test: int = 10_000,
     engine: str = "full",
@@ -360,7 +360,8 @@ def run(
     replicas : number of independent data streams, batched in one tensor (replicas, K, D).
     independent_init : False, every replica starts from the same weights; True, each replica
         draws its own student (W, v); the teacher, f and b are shared.
-    device : None -> "cuda" when available else "cpu". dtype : torch.float32 (default) or float64.
+    device : None -> "cuda" when available else "cpu". dtype : torch.float32 or float64 (default:
+        float32 for engine "full", float64 for engine "reduced").
     seed : seed of the data streams (inputs, noise, test set), distinct from ``init.seed``.
         Same seed, same result (on a given device).
     n_test : size of the held-out set for the empirical test error (0 disables it).
@@ -384,7 +385,8 @@ def run(
         raise ValueError(f"run: threads must be a positive integer or None, got {threads!r}")
     replicas, n_test, seed = int(replicas), int(n_test), int(seed)
     dev = resolve_device(device)
-    dtype = _check_dtype(dtype)
+    # float32 by default for the full simulation; the reduced engine's increments are O(1/D): float64
+    dtype = _check_dtype(dtype if dtype is not None else (torch.float64 if engine == "reduced" else torch.float32))
     # The same validation (and messages) as theory.integrate, on the measured initial state.
     state0 = init.order_params(1)
     dyn = make_dynamics(state0, rule, eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,

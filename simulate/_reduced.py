@@ -61,7 +61,7 @@ import torch
 
 from theory import OrderParams, activation, make_rule
 
-__all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg"]
+__all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg", "simulate_reduced"]
 
 #: |Q_kk|, |v_k| or |S_k| above this counts as divergence (as theory.integrate).
 BLOWUP = 1e8
@@ -297,6 +297,14 @@ def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.r
     Q, R, T, v, v_star = (np.asarray(a, dtype=np.float64) for a in (Q, R, T, v, v_star))
     K, M = R.shape[-2:]
     lead = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2], v.shape[:-1])
+    per = max(1, 2_000_000 // (n_test * (K + M)))  # states per chunk (memory)
+    if int(np.prod(lead)) > per:
+        Qf, Rf = np.broadcast_to(Q, lead + (K, K)).reshape(-1, K, K), np.broadcast_to(R, lead + (K, M)).reshape(-1, K, M)
+        vf = np.broadcast_to(v, lead + (K,)).reshape(-1, K)
+        Tf, vsf = np.broadcast_to(T, lead + (M, M)).reshape(-1, M, M), np.broadcast_to(v_star, lead + (M,)).reshape(-1, M)
+        parts = [empirical_eg(Qf[i:i + per], Rf[i:i + per], None, vf[i:i + per], Tf[i:i + per], None, None, vsf[i:i + per],
+                              n_test=n_test, g=g, rng=rng) for i in range(0, len(Qf), per)]
+        return np.concatenate(parts).reshape(lead)
     C = np.empty(lead + (K + M, K + M))
     C[..., :K, :K] = Q
     C[..., :K, K:] = R
@@ -374,3 +382,41 @@ def _stacked_state(states):
     return types.SimpleNamespace(Q=np.stack([s.Q for s in states]), R=np.stack([s.R for s in states]),
                                  S=np.stack([s.S for s in states]), v=np.stack([s.v for s in states]),
                                  T=s0.T, U=s0.U, P=s0.P, v_star=s0.v_star, b=s0.b)
+
+
+def simulate_reduced(spec) -> "Records":
+    """Engine "reduced" for :func:`simulate.run`: the exact chain from the weights' measured overlaps.
+
+    Uses spec.dtype (run's default for this engine is float64), spec.device, and the data stream
+    seed ``derived_seed(spec.seed, STREAM_DATA)``; eg_test is :func:`empirical_eg` over
+    spec.n_test fresh fields per record (seed stream STREAM_TEST), or None when n_test = 0.
+    """
+    from ._engine import STREAM_DATA, STREAM_TEST, Records, derived_seed
+
+    w = spec.weights
+    if bool((w.W == w.W[:1]).all()) and bool((w.v == w.v[:1]).all()):
+        state0 = w.order_params(0)
+    else:
+        state0 = _stacked_state(w.order_params())
+    D = w.D
+    out = reduced_chain(state0, spec.rule, spec.steps / D, D=D, eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma,
+                        sigma_F=spec.sigma_F, weight_decay=spec.weight_decay, train_second_layer=spec.train_second_layer,
+                        g=spec.g, replicas=w.replicas, device=spec.device, dtype=spec.dtype,
+                        seed=derived_seed(spec.seed, STREAM_DATA), progress=spec.progress)
+    eg_test = None
+    if spec.n_test > 0:
+        rng = np.random.default_rng(derived_seed(spec.seed, STREAM_TEST))
+        eg_test = np.stack([empirical_eg(out["Q"][:, i], out["R"][:, i], out["S"][:, i], out["v"][:, i], state0.T, state0.U,
+                                         state0.P, state0.v_star, n_test=spec.n_test, g=spec.g, rng=rng)
+                            for i in range(len(out["t"]))], axis=1)
+    return Records(steps=out["steps"], Q=out["Q"], R=out["R"], S=out["S"], v=out["v"], eg_test=eg_test,
+                   status=out["status"], message=out["message"])
+
+
+def _register():
+    from ._engine import register_engine
+
+    register_engine("reduced", simulate_reduced)
+
+
+_register()

@@ -274,3 +274,23 @@ def test_approaches_ode_and_spread_shrinks_like_inverse_sqrt_D():
     # the std of a std from R_ Gaussian samples is ~ std / sqrt(2 R_): slope error ~ 0.035 / log(16) per end
     assert abs(slope + 0.5) < 0.12, (slope, stds)
     assert errs[-1] < 5, errs
+
+
+@pytest.mark.parametrize("rule", ["bp", "pepita"])
+def test_run_engine_reduced_matches_engine_full(rule):
+    """simulate.run(engine="reduced") against simulate.run(engine="full"), same init, in law."""
+    import simulate
+
+    init = simulate.Initialisation(K=2, M=2, D=80, seed=3)
+    kw = dict(eta=1.5, replicas=300, n_test=0, progress=False, dtype=torch.float64, device="cpu")
+    full = simulate.run(init, rule, [0.0, 2.0], seed=1, **kw)
+    red = simulate.run(init, rule, [0.0, 2.0], seed=2, engine="reduced", **kw)
+    assert red.params["engine"] == "reduced" and red.Q.shape == full.Q.shape
+    np.testing.assert_allclose(red.Q[:, 0], full.Q[:, 0], atol=1e-12)
+    quantities = [("eg", full.eg[:, -1], red.eg[:, -1])] + [
+        (f"{k}{j}", getattr(full, k)[:, -1].reshape(300, -1)[:, j], getattr(red, k)[:, -1].reshape(300, -1)[:, j])
+        for k in ("Q", "R", "S", "v") for j in range(2)]
+    for label, a, b in quantities:
+        assert scipy.stats.ks_2samp(a, b).pvalue > 1e-3 / len(quantities), label
+        se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+        assert abs(a.mean() - b.mean()) < 4.5 * se, label
