@@ -118,8 +118,7 @@ def main(quick=False):
         kw = dict(eta=1.0, sigma_F=sF, rtol=1e-7, atol=1e-9, throw=False)
         p = theory.integrate(st, "pepita", tt, quadrature=GaussHermite(16), **kw)
         a = theory.integrate(st, "afa", tt, **kw)
-        cells = [f"{x.eg[i]:.5f}" if i < len(x.eg) else "  --  " for i in (1, 2) for x in (p, a)]
-        cells = [cells[0], cells[2], cells[1], cells[3]]
+        cells = [f"{x.eg[i]:.5f}" if i < len(x.eg) else "diverged" for i in (1, 2) for x in (p, a)]
         print(f"  {sF:6.1f}   {cells[0]:>14} {cells[1]:>12}   {cells[2]:>14} {cells[3]:>12}  {np.abs(p.S[-1]).max():.3f}"
               + ("" if p.status == 0 and a.status == 0 else f"  [{p.message} | {a.message}]"))
 
