@@ -19,6 +19,10 @@ Numerical expectations (pepita, and any activation)
     GaussHermite, SparseGrid, QMC   quadrature rules for integrate(..., quadrature=...).
     numerical_terms        E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k] by quadrature.
 
+Sweeps
+    sweep                  many parameter points integrated at once (batched) -> SweepResult.
+    SweepResult, Table     one row per point (parameters and summaries); long table by curves().
+
 Observables
     generalisation_error, alignment_angles, angle, specialisation.
 
@@ -34,6 +38,7 @@ from ._integrate import Dynamics, default_times, integrate, make_dynamics, rhs
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
 from ._rules import RULES, LocalUpdate, Rule, make_rule
 from ._state import OrderParams
+from ._sweep import SweepResult, Table, sweep
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = [
@@ -46,4 +51,5 @@ __all__ = [
     "RULES", "LocalUpdate", "Rule", "make_rule",
     "OrderParams",
     "DivergenceError", "Trajectory",
+    "sweep", "SweepResult", "Table",
 ]

@@ -47,6 +47,9 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     EH (..., K) = E[e_out h_k].
     """
     K, M = np.shape(R)[-2:]
+    # sigma and sigma_F may be arrays over the batch dimensions (sweeps): give them room for the index axes.
+    sigma = np.asarray(sigma, dtype=float)[..., None]
+    sigma_F = np.asarray(sigma_F, dtype=float)[..., None]
     om = field_covariance(Q, R, T, S, U, P)  # (..., K+M+1, K+M+1)
     n = K + M
     C = om[..., :n, :n]
@@ -61,10 +64,10 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
         dgg = dgg_tensor(C, A)  # (..., K, n, n)
         Ege2 = np.einsum("...kij,...i,...j->...k", dgg, a, a) + sigma**2 * dg_mean(np.diagonal(Q, axis1=-2, axis2=-1))
         Ov = om[..., :, -1]  # (..., n+1): (S, U, P)
-        X = X - sigma_F * Ov[..., None, :] * Ege2[..., :, None]
+        X = X - sigma_F[..., None] * Ov[..., None, :] * Ege2[..., :, None]
     X = c[..., :, None] * X
     I4 = I4_tensor(C, A)  # (..., K, K, n, n)
-    DD = np.einsum("...klij,...i,...j->...kl", I4, a, a) + sigma**2 * J2_matrix(Q)
+    DD = np.einsum("...klij,...i,...j->...kl", I4, a, a) + sigma[..., None] ** 2 * J2_matrix(Q)
     DD = c[..., :, None] * c[..., None, :] * DD
     EH = np.einsum("...kj,...j->...k", I2_matrix(C)[..., :K, :], a)
     return X, DD, EH
