@@ -9,6 +9,7 @@ Public API (notation of THEORY.md):
     compare             simulations and ODEs of several rules from the same measured initial condition -> Comparison.
     Comparison          per-rule results, trajectories and agreement measures; .summary(), save/load.
     run_reduced         the exact order-parameter sampler (also run(..., engine="reduced")); empirical_eg.
+    finite_size_study   plateau escape times and eg spread against D (reduced sampler); plateau_escape_times.
     register_engine     plug another simulation engine into run/compare (e.g. the reduced sampler).
 
 Figures live in simulate._plots; the command line ``pepita-dynamics`` in simulate._cli.
@@ -19,11 +20,12 @@ from ._engine import ENGINES, Records, RunSpec, register_engine, run
 from ._init import Initialisation, Weights
 from ._result import SimulationResult
 from ._reduced import empirical_eg, run_reduced  # registers engine "reduced" for run/compare
+from ._finite_size import finite_size_study, plateau_escape_times
 
 __all__ = [
     "PEPITA_ODE_RULE", "Agreement", "Comparison", "compare", "plateau_split",
     "ENGINES", "Records", "RunSpec", "register_engine", "run",
     "Initialisation", "Weights",
     "SimulationResult",
-    "empirical_eg", "run_reduced",
+    "empirical_eg", "run_reduced", "finite_size_study", "plateau_escape_times",
 ]

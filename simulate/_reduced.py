@@ -238,6 +238,9 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
         bar = tqdm(total=total, desc=f"reduced {rule.label} D={D}", unit="step", unit_scale=True, leave=False)
     t0 = time.perf_counter()
     done = 0
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the per-step tensors are small: threading costs more than it gains
     try:
         for i in range(1, len(steps)):
             todo = int(steps[i] - steps[i - 1])
@@ -263,6 +266,7 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
     except KeyboardInterrupt:
         status, message = 1, f"interrupted after t = {t[len(rec['Q']) - 1]:.6g} (steps/D)"
     finally:
+        torch.set_num_threads(threads)
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t0

@@ -294,3 +294,32 @@ def test_run_engine_reduced_matches_engine_full(rule):
         assert scipy.stats.ks_2samp(a, b).pvalue > 1e-3 / len(quantities), label
         se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
         assert abs(a.mean() - b.mean()) < 4.5 * se, label
+
+
+# ----------------------------------------------------------------------------- finite-size study
+def test_plateau_escape_times_definition():
+    from simulate import plateau_escape_times
+
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    eg = np.array([[0.5, 0.02, 0.02 * 0.5 ** 0.0, 0.001],   # crosses 1e-2 between t=2 and 3
+                   [0.5, 0.02, 0.02, 0.02],                  # never escapes: censored
+                   [0.5, 0.02, 0.01 * 0.1, 0.0001]])         # crosses between t=1 and 2
+    esc = plateau_escape_times(t=t, eg=eg, threshold=1e-2)
+    # log-linear interpolation: log(0.02) -> log(0.001) reaches log(0.01) at fraction log 2 / log 20
+    assert esc[0] == pytest.approx(2 + math.log(2) / math.log(20), rel=1e-12)
+    assert np.isnan(esc[1])
+    assert esc[2] == pytest.approx(1 + math.log(2) / math.log(20), rel=1e-12)
+    with pytest.raises(ValueError, match="threshold"):
+        plateau_escape_times(t=t, eg=eg, threshold=-1)
+
+
+def test_finite_size_study_table():
+    from simulate import finite_size_study
+
+    rows = finite_size_study("bp", Ds=(50, 100), replicas=16, eta=2.0, t_max=4.0, dt=0.5, threshold=0.3,
+                             spread_times=(1.0, 4.0), progress=False)
+    assert [r["D"] for r in rows] == [50, 100]
+    for r in rows:
+        assert r["status"] == 0 and 0 <= r["escaped_fraction"] <= 1
+        assert {"escape_q0.5", "eg_std@1", "eg_mean@4", "ode_escape"} <= set(r)
+        assert r["eg_std@4"] > 0
