@@ -14,8 +14,9 @@ states. Each point keeps its own time, step size and error control:
 
 a step is accepted when err_i < 1 and the next step is h_i min(10, 0.9 err_i^(-1/8)) (never growing
 right after a rejection; shrinking at most to 0.2 h_i on rejection). The initial step follows
-scipy's ``select_initial_step``. Steps are clipped so that every point lands exactly on each
-output time (no interpolation error at the outputs). Points that finish, diverge or fail leave
+scipy's ``select_initial_step``. Output times in a step are filled by DOP853's 7th-order dense
+output (3 extra stages, for the points concerned only), so each point takes exactly the steps
+scipy's DOP853 would take. Points that finish, diverge or fail leave
 the active set, which is compacted, so they cost nothing afterwards. A point's failure never
 stops the others.
 """
@@ -87,6 +88,16 @@ class BatchSolution:
     n_calls: int
 
 
+def _combine(coef, Kst, upto):
+    """sum_j coef[j] Kst[j] over the nonzero coefficients j < upto (cheaper than tensordot here)."""
+    acc = None
+    for j in range(upto):
+        c = coef[j]
+        if c != 0.0:
+            acc = c * Kst[j] if acc is None else acc + c * Kst[j]
+    return np.zeros_like(Kst[0]) if acc is None else acc
+
+
 def _rms(x):
     return np.sqrt(np.mean(x * x, axis=-1))
 
@@ -147,7 +158,7 @@ def solve_batched(
     s = len(tab.B)
     exponent = -1.0 / (tab.error_order + 1)
 
-    def call(f, yy, idx_count):
+    def call(f, yy):
         nonlocal n_calls
         n_calls += 1
         nfev[act] += 1
@@ -155,13 +166,13 @@ def solve_batched(
             return f(yy)
 
     # ---- initial step (scipy's select_initial_step, per point)
-    f = call(fun, y, act.size)
+    f = call(fun, y)
     interval = t[-1] - t[0]
     scale = atol + np.abs(y) * rtol
     d0, d1 = _rms(y / scale), _rms(f / scale)
     h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.where(d1 > 0, d1, 1.0))
     h0 = np.minimum(h0, interval)
-    f1 = call(fun, y + h0[:, None] * f, act.size)
+    f1 = call(fun, y + h0[:, None] * f)
     with np.errstate(all="ignore"):
         d2 = _rms((f1 - f) / scale) / h0
         h1 = np.where((d1 <= 1e-15) & (d2 <= 1e-15), np.maximum(1e-6, h0 * 1e-3),
@@ -176,39 +187,39 @@ def solve_batched(
         bar = tqdm(total=float(interval), desc=desc, unit="t", leave=False)
 
     Kst = np.empty((s + 1, act.size, n))
+    t_end = t[-1]
     try:
         while act.size:
             b = act.size
             if Kst.shape[1] != b:
                 Kst = np.empty((s + 1, b, n))
-            target = t[iout]
-            clipped = tc + h >= target
-            hs = np.where(clipped, target - tc, h)
+            clipped = tc + h >= t_end
+            hs = np.where(clipped, t_end - tc, h)
             min_step = 10 * np.abs(np.nextafter(tc, np.inf) - tc)
             small = hs < min_step
             Kst[0] = f
             for i in range(1, s):
-                dy = np.tensordot(tab.A[i, :i], Kst[:i], axes=1) * hs[:, None]
-                Kst[i] = call(fun, y + dy, b)
-            y_new = y + hs[:, None] * np.tensordot(tab.B, Kst[:s], axes=1)
-            f_new = call(fun, y_new, b)
+                dy = _combine(tab.A[i], Kst, i) * hs[:, None]
+                Kst[i] = call(fun, y + dy)
+            y_new = y + hs[:, None] * _combine(tab.B, Kst, s)
+            f_new = call(fun, y_new)
             Kst[s] = f_new
             with np.errstate(all="ignore"):
                 sc = atol + np.maximum(np.abs(y), np.abs(y_new)) * rtol
-                e5 = (np.tensordot(tab.E5, Kst, axes=1) / sc)
-                e3 = (np.tensordot(tab.E3, Kst, axes=1) / sc)
+                e5 = _combine(tab.E5, Kst, s + 1) / sc
+                e3 = _combine(tab.E3, Kst, s + 1) / sc
                 e5n, e3n = (e5 * e5).sum(-1), (e3 * e3).sum(-1)
                 err = np.abs(hs) * e5n / np.sqrt((e5n + 0.01 * e3n) * n)
                 err = np.where((e5n == 0) & (e3n == 0), 0.0, err)
                 ok = (err < 1) & np.all(np.isfinite(y_new), axis=-1) & ~small
                 fac = np.where(err == 0, MAX_FACTOR, np.minimum(MAX_FACTOR, SAFETY * err**exponent))
                 fac = np.where(rej, np.minimum(1.0, fac), fac)
-                h_acc = np.where(clipped & (fac >= 1), np.maximum(hs * fac, h), hs * fac)
                 fac_rej = np.maximum(MIN_FACTOR, np.where(np.isfinite(err), SAFETY * err**exponent, MIN_FACTOR))
-            h = np.where(ok, h_acc, hs * fac_rej)
+            h = np.where(ok, hs * fac, hs * fac_rej)
             rej = ~ok
             # accepted points move on
-            tc = np.where(ok, np.where(clipped, target, tc + hs), tc)
+            t_old, y_old, f_old = tc, y, f
+            tc = np.where(ok, np.where(clipped, t_end, tc + hs), tc)
             y = np.where(ok[:, None], y_new, y)
             f = np.where(ok[:, None], f_new, f)
             n_steps[act] += ok
@@ -218,7 +229,6 @@ def solve_batched(
                     status[act[j]] = -2
                     message[act[j]] = f"step size too small at t = {tc[j]:.6g} (steps/D)"
                 stop |= small
-            hit = ok & clipped
             if diagnose is not None and ok.any():
                 idx = np.nonzero(ok)[0]
                 why = diagnose(y[idx], act[idx], False)
@@ -226,20 +236,48 @@ def solve_batched(
                     if w is not None:
                         status[act[j]], message[act[j]] = -1, f"diverged at t = {tc[j]:.6g} (steps/D): {w}"
                         stop[j] = True
-                        hit[j] = False
-            if hit.any():
-                idx = np.nonzero(hit)[0]
-                if diagnose is not None:
-                    why = diagnose(y[idx], act[idx], True)
-                    for j, w in zip(idx, why):
-                        if w is not None:
-                            status[act[j]], message[act[j]] = -1, f"diverged at t = {tc[j]:.6g} (steps/D): {w}"
+            cross = ok & ~stop & (tc >= t[np.minimum(iout, nt - 1)])
+            if cross.any():
+                # DOP853 dense output (7th order, 3 extra stages) on the points that passed output times
+                sel = np.nonzero(cross)[0]
+                hh = hs[sel][:, None]
+                Kx = np.concatenate([Kst[:, sel], np.empty((3, sel.size, n))])
+                fsub = subset(act[sel])
+                for i in range(s + 1, s + 4):
+                    dy = _combine(_dop.A[i], Kx, i) * hh
+                    with np.errstate(all="ignore"):
+                        Kx[i] = fsub(y_old[sel] + dy)
+                    n_calls += 1
+                    nfev[act[sel]] += 1
+                dY = y[sel] - y_old[sel]
+                F = [dY, hh * f_old[sel] - dY, 2 * dY - hh * (f[sel] + f_old[sel])]
+                F += [hh * _combine(_dop.D[m], Kx, s + 4) for m in range(_dop.D.shape[0])]
+                while True:
+                    pending = (iout[sel] < nt) & (t[np.minimum(iout[sel], nt - 1)] <= tc[sel])
+                    if not pending.any():
+                        break
+                    rows = np.nonzero(pending)[0]
+                    jj = sel[rows]
+                    x = ((t[iout[jj]] - t_old[jj]) / hs[jj])[:, None]
+                    yo = np.zeros((rows.size, n))
+                    for m, Fm in enumerate(reversed(F)):
+                        yo += Fm[rows]
+                        yo *= x if m % 2 == 0 else (1 - x)
+                    yo += y_old[jj]
+                    yo = np.where(t[iout[jj]][:, None] == tc[jj][:, None], y[jj], yo)
+                    if diagnose is not None:
+                        why = diagnose(yo, act[jj], True)
+                        bad = np.array([w is not None for w in why])
+                        for r, w in zip(rows[bad], np.asarray(why, dtype=object)[bad]):
+                            j = sel[r]
+                            status[act[j]], message[act[j]] = -1, f"diverged at t = {t[iout[j]]:.6g} (steps/D): {w}"
                             stop[j] = True
-                    idx = idx[~stop[idx]]
-                Y[act[idx], iout[idx]] = y[idx]
-                n_rec[act[idx]] = iout[idx] + 1
-                iout[idx] += 1
-                stop |= iout >= nt
+                            iout[j] = nt  # no more outputs for this point
+                        rows, jj, yo = rows[~bad], jj[~bad], yo[~bad]
+                    Y[act[jj], iout[jj]] = yo
+                    n_rec[act[jj]] = iout[jj] + 1
+                    iout[jj] += 1
+                stop |= ok & (iout >= nt)
             if stop.any():
                 keep = ~stop
                 act, y, f, tc, h, rej, iout = act[keep], y[keep], f[keep], tc[keep], h[keep], rej[keep], iout[keep]
