@@ -113,7 +113,8 @@ def _measure(W, W_star, f, v, D):
     Q = torch.einsum("rkd,rld->rkl", W64, W64) / D
     R = torch.einsum("rkd,md->rkm", W64, W_star.to(torch.float64)) / D
     S = W64 @ f.to(torch.float64) / D
-    return Q.cpu().numpy(), R.cpu().numpy(), S.cpu().numpy(), v.detach().to(torch.float64).cpu().numpy()
+    # copy v: in float64 on the CPU, .numpy() would share memory with the tensor updated in place
+    return Q.cpu().numpy(), R.cpu().numpy(), S.cpu().numpy(), v.detach().to(torch.float64).cpu().numpy().copy()
 
 
 class _TestSet:
