@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser"]
 
 #: Defaults of ``compare``: every rule learns visibly (bp and fa escape the plateau, afa and
 #: pepita leave the initial error) and the whole job takes under 2 minutes on a 2-core CPU.
-COMPARE_DEFAULTS = dict(rules="bp,fa,afa,pepita", D=500, K=2, M=2, eta=1.0, t_max=200.0, replicas=8, n_times=50, n_test=2000)
+COMPARE_DEFAULTS = dict(rules="bp,fa,afa,pepita", D=500, K=2, M=2, eta=1.0, t_max=200.0, replicas=8, n_times=50, n_test=10_000)
 
 
 def _common(p, *, D, t_max):

@@ -35,8 +35,9 @@ from ._result import SimulationResult
 
 __all__ = ["run", "RunSpec", "Records", "ENGINES", "register_engine", "derived_seed", "simulate_full"]
 
-#: Memory budget (elements) of one chunk of pre-drawn inputs.
+#: Memory budget (elements) of one chunk of pre-drawn inputs, on the CPU and on CUDA.
 CHUNK_ELEMENTS = 1 << 23
+CHUNK_ELEMENTS_CUDA = 1 << 27
 MAX_CHUNK_STEPS = 2048
 
 
@@ -238,7 +239,8 @@ def simulate_full(spec: RunSpec) -> Records:
         recs["eg_test"].append(test.eg(W, v) if test is not None else np.full(Rn, np.nan))
 
     # chunk sizes: as large as the memory budget allows, cut at every recording step
-    chunk_max = int(max(1, min(MAX_CHUNK_STEPS, CHUNK_ELEMENTS // (Rn * D))))
+    budget = CHUNK_ELEMENTS_CUDA if dev.type == "cuda" else CHUNK_ELEMENTS
+    chunk_max = int(max(1, min(MAX_CHUNK_STEPS, budget // (Rn * D))))
     plan = []  # (steps in the chunk, number of records due after it)
     s_, i_ = 0, 0
     while i_ < len(steps):

@@ -56,10 +56,10 @@ def plot_eg(cmp, *, show_test: bool = True, show_split: bool = True):
     ax.set_ylabel(r"$\epsilon_g$")
     p = cmp.params
     ax.set_title(f"K={p['K']}, M={p['M']}, D={p['D']}, eta={p['eta']}, sigma_F={p['sigma_F']}, {p['replicas']} replicas", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
-    ax.text(0.01, 0.01, "band: sim mean +- sem; dots: test-set eg; dashed: ODE; dotted: plateau escape (ODE)",
-            transform=ax.transAxes, fontsize=6, va="bottom")
-    fig.tight_layout()
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.text(0.5, 0.005, "solid + band: simulation mean +- sem; dots: test-set eg; dashed: ODE; dotted: plateau escape (ODE)",
+             ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
