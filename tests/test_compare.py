@@ -180,3 +180,23 @@ def test_deviation_shrinks_with_D():
         rms.append(np.sqrt(np.mean(dev**2)))  # per-replica fluctuation around its own ODE
     slope = np.polyfit(np.log(Ds), np.log(rms), 1)[0]
     assert -0.7 < slope < -0.3, (rms, slope)
+
+
+def test_cli_compare_and_ode(tmp_path, capsys):
+    from simulate._cli import main
+
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--rules", "bp,pepita", "--D", "60", "--t-max", "1", "--n-times", "4", "--replicas", "2",
+               "--n-test", "100", "--device", "cpu", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    for name in ("comparison.json", "summary.txt", "eg.png", "angles.png", "directions.png", "sim_bp.npz", "ode_pepita.npz"):
+        assert (out / name).stat().st_size > 0, name
+    cmp = simulate.Comparison.load(out)
+    assert cmp.params["D"] == 60 and cmp.rules == ["bp", "pepita"]
+    assert "[pepita]" in (out / "summary.txt").read_text()
+    rc = main(["ode", "--rules", "bp,afa", "--t-max", "2", "--D", "100", "--out", str(tmp_path / "ode"), "--no-progress"])
+    assert rc == 0 and (tmp_path / "ode" / "learning_curves.png").exists() and (tmp_path / "ode" / "ode_afa.npz").exists()
+    capsys.readouterr()
+    assert main(["compare", "--t-max", "0", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "t-max" in capsys.readouterr().err
+    assert main(["compare", "--engine", "nope", "--D", "20", "--t-max", "1", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
