@@ -1,0 +1,334 @@
+"""Build the notebooks of notebooks/ (outputs stripped) from the cell sources below.
+
+    python notebooks/_build.py
+
+Every notebook reads PEPITA_NB_SIZE ("small" for CI: tiny sizes, same story; anything else: the
+full sizes) and, when PEPITA_NB_FIGDIR is set, saves its figures there as PNG.
+"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).parent
+
+SETUP = '''\
+import os
+import numpy as np
+import matplotlib.pyplot as plt
+import theory
+
+SIZE = os.environ.get("PEPITA_NB_SIZE", "full")
+SMALL = SIZE == "small"
+FIGDIR = os.environ.get("PEPITA_NB_FIGDIR")
+
+
+def save(fig, name):
+    """Keep a copy of the figure when PEPITA_NB_FIGDIR is set."""
+    if FIGDIR:
+        fig.savefig(os.path.join(FIGDIR, name), dpi=90, bbox_inches="tight")
+
+
+print("size:", SIZE)'''
+
+NOTEBOOKS = {}
+
+# --------------------------------------------------------------------------- 1 quickstart
+NOTEBOOKS["01_quickstart.ipynb"] = [
+    new_markdown_cell("""\
+# Quickstart: one rule, its ODE against a simulation
+
+A two-layer erf student (K hidden units) learns a teacher (M units) online, one fresh Gaussian
+input per step. In the limit of large input dimension D its order parameters (Q, R, S, v) follow
+deterministic ODEs in the time t = steps / D (THEORY.md section 4). Here we simulate the network
+with `simulate.run` and integrate the ODE with `theory.integrate` from the *measured* initial
+order parameters of the same weights, and compare the generalisation error eps_g."""),
+    new_code_cell(SETUP),
+    new_code_cell('''\
+import simulate
+
+D = 200 if SMALL else 1000
+REPLICAS = 4 if SMALL else 16
+T_MAX = 60.0 if SMALL else 300.0
+t = np.concatenate([[0.0], np.geomspace(0.05, T_MAX, 40)])
+
+init = simulate.Initialisation(K=2, M=2, D=D, seed=1)
+sim = simulate.run(init, "bp", t, eta=1.0, replicas=REPLICAS, seed=0, progress=False)
+state0 = sim.initial_state()          # the measured order parameters of the initial weights
+ode = theory.integrate(state0, "bp", t, eta=1.0)
+print(sim)
+print(ode)'''),
+    new_markdown_cell("""\
+The simulation's eps_g comes from the closed form of its measured order parameters (band: mean
++- standard error over the replicas' independent data streams) and from a held-out test set
+(dots): the two agree, which checks the formula. The ODE (dashed) tracks the mean; finite-D
+fluctuations move the plateau escape, the most sensitive part of the curve."""),
+    new_code_cell('''\
+fig, ax = plt.subplots(figsize=(6, 4))
+pos = t > 0
+m, s = sim.mean("eg"), sim.sem("eg")
+ax.fill_between(t[pos], (m - s)[pos], (m + s)[pos], alpha=0.3, label=f"simulation, D={D}, {REPLICAS} replicas")
+ax.plot(sim.t[pos], sim.mean("eg_test")[pos], ".", ms=4, label="simulation, test set")
+ax.plot(ode.t[pos], ode.eg[pos], "k--", label="ODE")
+ax.set(xscale="log", yscale="log", xlabel="t = steps / D", ylabel="generalisation error", title="bp, K = M = 2")
+ax.legend()
+save(fig, "01_eg.png")'''),
+    new_code_cell('''\
+# the order parameters themselves: R (student-teacher overlaps) over time
+fig, ax = plt.subplots(figsize=(6, 4))
+for k in range(2):
+    for n in range(2):
+        ax.plot(sim.t[pos], sim.mean("R")[pos, k, n], "-", label=f"R[{k},{n}] sim")
+        ax.plot(ode.t[pos], ode.R[pos, k, n], "k--", lw=0.8)
+ax.set(xscale="log", xlabel="t", ylabel="R", title="specialisation: each unit picks a teacher unit")
+ax.legend(fontsize=8)
+save(fig, "01_R.png")'''),
+]
+
+# --------------------------------------------------------------------------- 2 four rules
+NOTEBOOKS["02_four_rules.ipynb"] = [
+    new_markdown_cell("""\
+# The four rules side by side: bp, fa, afa and PEPITA against their ODEs
+
+The setting of the PEPITA theory paper's Fig. 2 (Srinivasan et al., ICLR 2024): D = 500, erf,
+K = M = 2. `simulate.compare` simulates each rule from the same initial weights and integrates
+its ODE from their measured order parameters. PEPITA's ODE is the exact one (numerical Gaussian
+expectations); AFA is its first-order approximation. The alignment angles (THEORY.md section 5)
+show how the second layer v aligns with the teacher (or a sign-flipped, equivalent teacher) and
+how the feedback each rule uses aligns with v."""),
+    new_code_cell(SETUP),
+    new_code_cell('''\
+import simulate
+from simulate._plots import plot_angles, plot_directions, plot_eg
+
+D = 200 if SMALL else 500
+REPLICAS = 3 if SMALL else 16
+T_MAX = 30.0 if SMALL else 300.0
+t = np.concatenate([[0.0], np.geomspace(0.05, T_MAX, 25 if SMALL else 60)])
+init = simulate.Initialisation(K=2, M=2, D=D, seed=0)
+cmp = simulate.compare(init, ("bp", "fa", "afa", "pepita"), t, eta=1.0, sigma_F=1.0,
+                       replicas=REPLICAS, seed=0, progress=False, n_test=2000)
+print(cmp.summary())'''),
+    new_code_cell('''\
+fig = plot_eg(cmp)
+save(fig, "02_eg.png")'''),
+    new_code_cell('''\
+fig = plot_angles(cmp)
+save(fig, "02_angles.png")'''),
+    new_markdown_cell("""\
+For K = 2 every vector of the second layer lives in a plane: the directions of v (replicas thin,
+ODE dashed), of the feedback, of the teacher v* and of the degenerate solutions s * v*."""),
+    new_code_cell('''\
+fig = plot_directions(cmp)
+save(fig, "02_directions.png")'''),
+]
+
+# --------------------------------------------------------------------------- 3 regimes
+NOTEBOOKS["03_parameter_regimes.ipynb"] = [
+    new_markdown_cell("""\
+# Parameter regimes: phase diagrams from sweeps
+
+`theory.sweep` integrates many parameter points at once (one vectorised right-hand side for the
+whole batch, each point with its own adaptive step) and returns a tidy table, one row per point,
+with the parameters and summaries: final eps_g, the plateau (time spent on the symmetric,
+unspecialised plateau; see `theory._sweep` for the precise definition), the time to reach a
+target eps_g, and the final alignment angles."""),
+    new_code_cell(SETUP),
+    new_code_cell('''\
+import time
+
+ETAS = np.geomspace(0.1, 3.0, 4 if SMALL else 16)
+W_STDS = np.array([0.1, 0.5, 1.0]) if SMALL else np.geomspace(0.05, 2.0, 10)
+SEEDS = range(2 if SMALL else 6)
+T_MAX = 300.0 if SMALL else 1000.0
+t = np.concatenate([[0.0], np.geomspace(1e-2, T_MAX, 80 if SMALL else 200)])
+
+states, seeds, wstds = [], [], []
+for w in W_STDS:
+    for s in SEEDS:
+        states.append(theory.random_state(2, 2, D=1000, seed=s, w_std=w))
+        seeds.append(s)
+        wstds.append(w)
+t0 = time.perf_counter()
+res = theory.sweep(states, "bp", t, grid=dict(eta=ETAS), tags=dict(seed=seeds, w_std=wstds),
+                   eg_target=1e-3, progress=False)
+print(f"{len(res)} learning curves in {time.perf_counter() - t0:.1f} s; statuses:", np.unique(res.table["status"]))
+res.table[:3].rows().__next__()'''),
+    new_code_cell('''\
+def grid_median(table, col, x="eta", y="w_std"):
+    """Median of `col` over the other parameters, on the (y, x) grid (NaN where no point has a value)."""
+    xs, ys = np.unique(table[x]), np.unique(table[y])
+    out = np.full((len(ys), len(xs)), np.nan)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            vals = table[col][(table[x] == xv) & (table[y] == yv)].astype(float)
+            if np.isfinite(vals).any():
+                out[i, j] = np.nanmedian(vals)
+    return xs, ys, out
+
+
+def heatmap(ax, xs, ys, z, xlabel, ylabel, title, fig):
+    """A grid of cells labelled by the parameter values (the grids are log-spaced)."""
+    im = ax.imshow(z, origin="lower", aspect="auto")
+    step_x, step_y = max(1, len(xs) // 6), max(1, len(ys) // 6)
+    ax.set_xticks(range(0, len(xs), step_x), [f"{v:.2g}" for v in xs[::step_x]])
+    ax.set_yticks(range(0, len(ys), step_y), [f"{v:.2g}" for v in ys[::step_y]])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    fig.colorbar(im, ax=ax)
+
+
+tab = res.table
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+for ax, (col, title, log) in zip(axes, [("eg_final", "final eps_g", True), ("plateau_length", "plateau length (steps/D)", False),
+                                        ("t_target", "time to eps_g = 1e-3", True)]):
+    xs, ys, z = grid_median(tab, col)
+    heatmap(ax, xs, ys, np.log10(z) if log else z, "eta", "initial weight std w_std", ("log10 " if log else "") + title, fig)
+fig.suptitle("bp, K = M = 2: phase diagrams (median over initial seeds; blank: never reached)")
+fig.tight_layout()
+save(fig, "03_phase_bp.png")'''),
+    new_markdown_cell("""\
+Small initial weights give long plateaus (the student needs a long time to break the symmetry
+between its hidden units), and the plateau shortens as eta grows. The long table holds every
+curve; here a few learning curves at w_std = the smallest value, coloured by eta."""),
+    new_code_cell('''\
+fig, ax = plt.subplots(figsize=(6, 4))
+sel = np.nonzero((tab["w_std"] == W_STDS[0]) & (tab["seed"] == 0))[0]
+for i in sel:
+    ax.plot(res.t[1:], res.eg[i, 1:], label=f"eta = {tab['eta'][i]:.2g}")
+    if tab["plateau_length"][i] > 0:
+        ax.axvspan(tab["plateau_start"][i], tab["plateau_end"][i], alpha=0.05, color="k")
+ax.set(xscale="log", yscale="log", xlabel="t", ylabel="eps_g", title=f"w_std = {W_STDS[0]:g}: plateaus shaded")
+ax.legend(fontsize=8)
+save(fig, "03_curves.png")
+long = res.curves()
+print(long, "(one row per point and time)")'''),
+    new_markdown_cell("""\
+## AFA: the strength of the top-down projection
+
+AFA's feedback is sigma_F S, where S grows from its O(1/sqrt D) initial value thanks to the
+modulated presynaptic input. A sweep over sigma_F and eta shows where it learns."""),
+    new_code_cell('''\
+SIGMA_FS = np.array([0.1, 0.5, 1.0, 2.0]) if SMALL else np.geomspace(0.05, 3.0, 12)
+ETAS_A = np.geomspace(0.1, 3.0, 3 if SMALL else 12)
+s0 = theory.random_state(2, 2, D=500, seed=0)
+afa = theory.sweep(s0, "afa", t, grid=dict(sigma_F=SIGMA_FS, eta=ETAS_A), progress=False)
+ta = afa.table
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+for ax, (col, title, f) in zip(axes, [("eg_final", "log10 final eps_g", np.log10), ("angle_feedback", "final feedback angle (deg)", None)]):
+    xs, ys, z = grid_median(ta, col, x="eta", y="sigma_F")
+    heatmap(ax, xs, ys, f(z) if f else z, "eta", "sigma_F", title, fig)
+fig.suptitle("afa (modulated input), K = M = 2")
+fig.tight_layout()
+save(fig, "03_phase_afa.png")
+print("failed points:", int(np.sum(ta["status"] != 0)), set(ta["message"][ta["status"] != 0]))'''),
+    new_markdown_cell("""\
+Large sweeps can be spread over processes or a cluster: pass any `concurrent.futures.Executor`
+(`ProcessPoolExecutor`, Dask's `Client.get_executor()`, ...) as `executor=`; the table is the same."""),
+    new_code_cell('''\
+import concurrent.futures
+
+with concurrent.futures.ProcessPoolExecutor(2) as ex:
+    again = theory.sweep(s0, "afa", t, grid=dict(sigma_F=SIGMA_FS[:2], eta=ETAS_A[:2]), executor=ex, progress=False)
+print(np.allclose(again.table["eg_final"], afa.table[(np.isin(ta["sigma_F"], SIGMA_FS[:2])) & np.isin(ta["eta"], ETAS_A[:2])]["eg_final"], equal_nan=True))'''),
+]
+
+# --------------------------------------------------------------------------- 4 pepita vs afa
+NOTEBOOKS["04_pepita_vs_afa.ipynb"] = [
+    new_markdown_cell("""\
+# Exact PEPITA against AFA as sigma_F grows
+
+AFA is the first-order Taylor expansion of PEPITA's postsynaptic term,
+g(lambda) - g(lambda - sigma_F S e) ~ sigma_F S g'(lambda) e. The expansion is good when
+sigma_F S e is small. Here both ODEs (PEPITA's by numerical Gaussian expectations) are
+integrated from the same random initial condition for several sigma_F. Where sigma_F S e is no
+longer small the two part ways, and exact PEPITA can even run away where AFA still learns."""),
+    new_code_cell(SETUP),
+    new_code_cell('''\
+SIGMA_FS = [0.3, 2.0] if SMALL else [0.1, 0.3, 1.0, 2.0, 3.0]
+T_MAX = 20.0 if SMALL else 300.0
+t = np.concatenate([[0.0], np.geomspace(0.05, T_MAX, 20 if SMALL else 60)])
+s0 = theory.random_state(2, 2, D=500, seed=0)
+curves = {}
+for sF in SIGMA_FS:
+    for rule in ("afa", "pepita"):
+        curves[rule, sF] = theory.integrate(s0, rule, t, eta=1.0, sigma_F=sF, throw=False)
+        print(rule, sF, curves[rule, sF].message, f"eg(T) = {curves[rule, sF].eg[-1]:.4g}")'''),
+    new_code_cell('''\
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+cyc = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+for c, sF in zip(cyc, SIGMA_FS):
+    for rule, ls in (("pepita", "-"), ("afa", "--")):
+        tr = curves[rule, sF]
+        axes[0].plot(tr.t[1:], tr.eg[1:], ls, color=c, label=f"{rule}, sigma_F = {sF:g}")
+axes[0].set(xscale="log", yscale="log", xlabel="t", ylabel="eps_g", title="exact PEPITA (solid) vs AFA (dashed)")
+axes[0].legend(fontsize=7)
+# diverged runs (status < 0) have no final error: left out of the right panel
+fin = {r: [curves[r, sF].eg[-1] if curves[r, sF].status == 0 else np.nan for sF in SIGMA_FS] for r in ("afa", "pepita")}
+axes[1].plot(SIGMA_FS, fin["pepita"], "o-", label="pepita")
+axes[1].plot(SIGMA_FS, fin["afa"], "s--", label="afa")
+axes[1].set(xscale="log", yscale="log", xlabel="sigma_F", ylabel=f"eps_g at t = {T_MAX:g}", title="where the approximation departs")
+axes[1].legend()
+fig.tight_layout()
+save(fig, "04_pepita_afa.png")'''),
+    new_code_cell('''\
+# relative difference of the final errors, and the feedback alignment of each rule
+for sF in SIGMA_FS:
+    p, a = curves["pepita", sF], curves["afa", sF]
+    if p.status or a.status:
+        print(f"sigma_F = {sF:4g}: pepita: {p.message}; afa: {a.message}")
+        continue
+    print(f"sigma_F = {sF:4g}: eg pepita {p.eg[-1]:.3g}, afa {a.eg[-1]:.3g}, rel. diff {abs(p.eg[-1] / a.eg[-1] - 1):.2g}; "
+          f"feedback angle pepita {p.angles['feedback'][-1]:.1f} deg, afa {a.angles['feedback'][-1]:.1f} deg")'''),
+]
+
+# --------------------------------------------------------------------------- 5 finite size
+NOTEBOOKS["05_finite_size.ipynb"] = [
+    new_markdown_cell("""\
+# Finite-size effects
+
+At finite D the order parameters fluctuate around the ODE, by O(1/sqrt D). The exact
+order-parameter sampler (`simulate.run(..., engine="reduced")`) has the law of the full
+simulation at a cost that does not depend on D, so large D and many replicas are cheap.
+`simulate.finite_size_study` measures the distribution of bp's plateau escape times and the
+spread of eps_g across replicas against D."""),
+    new_code_cell(SETUP),
+    new_code_cell('''\
+import simulate
+
+DS = (50, 200, 800) if SMALL else (10**3, 10**4, 10**5)
+rows = simulate.finite_size_study("bp", Ds=DS, replicas=16 if SMALL else 400, t_max=100.0 if SMALL else 200.0,
+                                  dt=0.5, spread_times=(1.0, 10.0), progress=False)
+for r in rows:
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if not k.startswith("eg_ode")})'''),
+    new_code_cell('''\
+Ds = np.array([r["D"] for r in rows], dtype=float)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for q, m in (("escape_q0.1", "v"), ("escape_q0.5", "o"), ("escape_q0.9", "^")):
+    vals = np.array([r[q] for r in rows], dtype=float)
+    ok = np.isfinite(vals)  # inf: fewer than that fraction escaped by t_max
+    axes[0].plot(Ds[ok], vals[ok], m + "-", label=q.replace("escape_", "quantile "))
+ode_esc = [r["ode_escape"] for r in rows]
+axes[0].plot(Ds, ode_esc, "k--", label="ODE from each D's initial state")
+axes[0].set(xscale="log", xlabel="D", ylabel="plateau escape time (steps/D)", title="bp: escape times")
+axes[0].legend(fontsize=8)
+for s in (1.0, 10.0):
+    sd = np.array([r[f"eg_std@{s:g}"] for r in rows])
+    axes[1].plot(Ds, sd, "o-", label=f"std of eps_g at t = {s:g}")
+    axes[1].plot(Ds, sd[0] * np.sqrt(Ds[0] / Ds), "k:", lw=0.8)
+axes[1].set(xscale="log", yscale="log", xlabel="D", ylabel="std across replicas", title="spread ~ 1/sqrt(D) (dotted)")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+save(fig, "05_finite_size.png")'''),
+]
+
+
+def build():
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nbformat.write(nb, HERE / name)
+        print("wrote", HERE / name)
+
+
+if __name__ == "__main__":
+    build()
