@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--replicas", type=int, default=COMPARE_DEFAULTS["replicas"], help="independent data streams")
     pc.add_argument("--independent-init", action="store_true", help="each replica draws its own initial student")
     pc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    pc.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    pc.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default: the engine's (full float32, reduced float64)")
     pc.add_argument("--n-test", type=int, default=COMPARE_DEFAULTS["n_test"], help="held-out inputs for the empirical test error")
     pc.add_argument("--engine", default="full", help="simulation engine (full, or a registered one such as reduced)")
     po = sub.add_parser("ode", help="ODE learning curves of all rules from a default initial condition")
@@ -93,7 +93,7 @@ def cmd_compare(a) -> int:
     cmp = compare(init, rules, _times(a.t_max, a.n_times), eta=a.eta, eta_v=a.eta_v, sigma=a.sigma, sigma_F=a.sigma_F,
                   weight_decay=a.weight_decay, train_second_layer=not a.freeze_second_layer, presynaptic=a.presynaptic,
                   error=a.error, replicas=a.replicas, independent_init=a.independent_init, device=a.device,
-                  dtype=getattr(torch, a.dtype), seed=a.seed, n_test=a.n_test, engine=a.engine, progress=not a.no_progress,
+                  dtype=None if a.dtype is None else getattr(torch, a.dtype), seed=a.seed, n_test=a.n_test, engine=a.engine, progress=not a.no_progress,
                   throw=False)
     elapsed = time.perf_counter() - start
     cmp.save(out)

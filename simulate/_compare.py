@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import theory
 from theory import Trajectory, make_rule
@@ -250,7 +249,7 @@ def compare(
     replicas: int = 8,
     independent_init: bool = False,
     device=None,
-    dtype=torch.float32,
+    dtype=None,
     seed: int = 0,
     n_test: int = 10_000,
     engine: str = "full",
@@ -265,6 +264,7 @@ def compare(
         given by name, ``error`` to pepita given by name. t : recording times (steps / D);
         default 0 and 60 log-spaced times from 0.05 to 100. The other options are those of
         :func:`simulate.run` and :func:`theory.integrate` (rtol, atol of the ODE).
+    dtype None: the engine's default (float32 for "full", float64 for "reduced").
     All rules see the same initial weights and the same data-stream seed. A simulation or ODE
     that diverges raises (throw=True) or is kept with its status (throw=False).
     """
