@@ -221,3 +221,13 @@ def test_bad_times_and_missing_feedback():
         theory.integrate(st, "bp", [0, 2, 1], eta=1.0)
     with pytest.raises(ValueError, match="feedback vector b"):
         theory.integrate(st.replace(b=None), "fa", [0, 1], eta=1.0)
+
+
+def test_runaway_state_reports_divergence_instead_of_crashing():
+    """afa at eta = 10, sigma_F = 3 runs away; the run must stop with a status, not a ZeroDivisionError."""
+    st = theory.random_state(2, 2, D=1000, seed=0)
+    tr = theory.integrate(st, "afa", theory.default_times(100.0, 50), eta=10.0, sigma_F=3.0, throw=False)
+    assert tr.status in (-1, -2, 0)
+    if tr.status != 0:
+        assert "t = " in tr.message
+    assert np.all(np.isfinite(tr.Q))

@@ -147,6 +147,6 @@ def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, k
 
 
 if HAVE_NUMBA:
-    closed_form_rhs_flat = numba.njit(cache=True, fastmath=False)(_rhs_flat)
+    closed_form_rhs_flat = numba.njit(cache=True, error_model="numpy")(_rhs_flat)
 else:  # pragma: no cover
     closed_form_rhs_flat = _rhs_flat

@@ -136,7 +136,7 @@ def _make(rhs):
 if HAVE_NUMBA:
     import numba
 
-    dop853_segment = numba.njit(cache=True)(_make(closed_form_rhs_flat))
+    dop853_segment = numba.njit(cache=True, error_model="numpy")(_make(closed_form_rhs_flat))
 else:  # pragma: no cover
     dop853_segment = None
 
