@@ -44,10 +44,19 @@ Cholesky factor of the Schur complement Q - L21 L21^T, computed column by column
 columns where a pivot vanishes (exact for PSD matrices; handles w = 0). In the code the fields
 are ordered (nu, phi, lambda); nothing else depends on that order.
 
-Random draws, per step and replica: r standard normals, one Gamma((D - r)/2) (chi^2 = 2 Gamma),
-one standard normal zeta; all from one seeded ``torch.Generator`` on the run's device, drawn in
-blocks of steps, so the same seed gives the same result on the same device and dtype.
-float64 by default: the increments are O(1/D).
+Backends
+--------
+``backend="numba"`` (chosen automatically on the CPU in float64): the compiled kernel of
+:mod:`simulate._reduced_jit` runs whole chunks of steps for all replicas in one call, the replicas
+spread over threads; its random numbers are drawn with numpy Generators outside the kernel
+(:class:`simulate._reduced_jit.ChunkSampler`: one Generator per fixed block of 32 replicas, spawned
+from ``np.random.SeedSequence(seed)``), so the same seed gives the same result whatever the
+number of threads. ``backend="torch"`` (CUDA, float32, or on request): :class:`ReducedStep`, the
+reference implementation, one step at a time, with r standard normals, one Gamma((D - r)/2)
+(chi^2 = 2 Gamma) and one standard normal zeta per step and replica from one seeded
+``torch.Generator`` on the run's device, drawn in blocks of steps (same seed, same result on the
+same device and dtype). The two backends draw different streams: they agree in law, not sample
+by sample. float64 by default: the increments are O(1/D).
 """
 
 from __future__ import annotations
@@ -61,11 +70,17 @@ import torch
 
 from theory import OrderParams, activation, make_rule
 
-__all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg", "simulate_reduced"]
+from . import _reduced_jit
+
+__all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg", "simulate_reduced", "BACKENDS"]
 
 #: |Q_kk|, |v_k| or |S_k| above this counts as divergence (as theory.integrate).
 BLOWUP = 1e8
 _PIVOT_TOL = 1e-13
+BACKENDS = ("auto", "numba", "torch")
+#: numba backend: random numbers per chunk of steps (eps, gamma, zeta), about 16 MB of float64
+_NUMBA_CHUNK_ELEMENTS = 1 << 21
+_NUMBA_MAX_CHUNK_STEPS = 4096
 
 
 def _psd_cholesky(C: torch.Tensor) -> torch.Tensor:
@@ -84,6 +99,28 @@ def _psd_cholesky(C: torch.Tensor) -> torch.Tensor:
     return L
 
 
+def _fixed_square_root(T, U, P):
+    """(A11^T, Binv) of the fixed block G11 = [[T, U], [U^T, P]] (possibly batched), float64 numpy.
+
+    A11 = V sqrt(Lambda) (so A11 A11^T = G11) and Binv = V Lambda^{-1/2} on the range of G11
+    (zero on its null space), from the eigendecomposition G11 = V Lambda V^T.
+    """
+    T, U, P = (np.asarray(a, dtype=np.float64) for a in (T, U, P))
+    M = T.shape[-1]
+    lead = np.broadcast_shapes(T.shape[:-2], U.shape[:-1], P.shape)
+    G11 = np.empty(lead + (M + 1, M + 1))
+    G11[..., :M, :M] = T
+    G11[..., :M, M] = U
+    G11[..., M, :M] = U
+    G11[..., M, M] = P
+    lam, V = np.linalg.eigh(G11)
+    tol = 1e-12 * np.maximum(1.0, np.abs(lam).max(-1, keepdims=True))
+    pos = lam > tol
+    A11 = V * np.sqrt(np.where(pos, lam, 0.0))[..., None, :]
+    Binv = V * np.where(pos, 1.0 / np.sqrt(np.where(pos, lam, 1.0)), 0.0)[..., None, :]
+    return np.swapaxes(A11, -1, -2), Binv
+
+
 class ReducedStep:
     """One step of the order-parameter Markov chain for a fixed rule and fixed constants.
 
@@ -97,21 +134,8 @@ class ReducedStep:
         self.D = int(D)
         self.M = T.shape[-1]
         tt = lambda a: None if a is None else torch.as_tensor(np.array(a, dtype=np.float64)).to(device=device, dtype=dtype)  # noqa: E731
-        # fixed block G11 = [[T, U], [U^T, P]], possibly batched over replicas
-        T, U, P = (np.asarray(a, dtype=np.float64) for a in (T, U, P))
-        lead = np.broadcast_shapes(T.shape[:-2], U.shape[:-1], P.shape)
-        M = self.M
-        G11 = np.empty(lead + (M + 1, M + 1))
-        G11[..., :M, :M] = T
-        G11[..., :M, M] = U
-        G11[..., M, :M] = U
-        G11[..., M, M] = P
-        lam, V = np.linalg.eigh(G11)
-        tol = 1e-12 * np.maximum(1.0, np.abs(lam).max(-1, keepdims=True))
-        pos = lam > tol
-        A11 = V * np.sqrt(np.where(pos, lam, 0.0))[..., None, :]
-        Binv = V * np.where(pos, 1.0 / np.sqrt(np.where(pos, lam, 1.0)), 0.0)[..., None, :]
-        self.A11T = tt(np.swapaxes(A11, -1, -2))  # y = eps1 @ A11^T
+        A11T, Binv = _fixed_square_root(T, U, P)
+        self.A11T = tt(A11T)  # y = eps1 @ A11^T
         self.Binv = tt(Binv)  # L21 = [R, S] @ Binv
         self.U, self.P = tt(U), tt(P)
         self.v_star, self.b = tt(v_star), tt(b)
@@ -176,17 +200,119 @@ def _check_times(t, D):
     return t, steps
 
 
+class _TorchChain:
+    """The reference backend: :class:`ReducedStep` one step at a time, draws from a torch.Generator."""
+
+    def __init__(self, step: ReducedStep, state, *, replicas, r, seed, device, dtype, block):
+        self.step, self.r, self.D = step, r, step.D
+        self.Q, self.R, self.S, self.v = state
+        self.gen = torch.Generator(device=device).manual_seed(int(seed))
+        self.conc = torch.full((block, replicas), 0.5 * (self.D - r), device=device, dtype=dtype)
+        self.replicas, self.device, self.dtype = replicas, device, dtype
+        self.chunk = int(block)
+        self.threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)  # the per-step tensors are small: threading costs more than it gains
+
+    def advance(self, n):
+        """n <= self.chunk steps."""
+        shape = (n, self.replicas)
+        eps = torch.randn(shape + (self.r,), generator=self.gen, device=self.device, dtype=self.dtype)
+        zeta = torch.randn(shape, generator=self.gen, device=self.device, dtype=self.dtype)
+        if self.D > self.r:
+            chi2 = 2.0 * torch._standard_gamma(self.conc[:n], generator=self.gen)
+        else:
+            chi2 = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        Q, R, S, v = self.Q, self.R, self.S, self.v
+        for j in range(n):
+            Q, R, S, v = self.step(Q, R, S, v, eps[j], chi2[j], zeta[j])
+        self.Q, self.R, self.S, self.v = Q, R, S, v
+
+    def state(self):
+        return tuple(a.detach().to("cpu", torch.float64).numpy().copy() for a in (self.Q, self.R, self.S, self.v))
+
+    def close(self):
+        torch.set_num_threads(self.threads)
+
+
+class _NumbaChain:
+    """The compiled CPU backend: :func:`simulate._reduced_jit.chain_chunk` on chunks of steps,
+    with the draws of :class:`simulate._reduced_jit.ChunkSampler` (float64)."""
+
+    def __init__(self, rule, state, *, D, T, U, P, v_star, b, eta, eta_v, sigma, sigma_F, weight_decay,
+                 train_second_layer, g, replicas, r, seed, threads):
+        import numba
+
+        K = state[0].shape[-1]
+        M = np.shape(T)[-1]
+        self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
+        A11T, Binv = _fixed_square_root(T, U, P)
+        U, P, v_star = (np.asarray(a, dtype=np.float64) for a in (U, P, v_star))
+        b = np.zeros(K) if b is None else np.asarray(b, dtype=np.float64)
+        # constants shared by all replicas (leading axis 1) or per replica (leading axis replicas)
+        per = any(a.ndim > nd for a, nd in ((A11T, 2), (U, 1), (P, 0), (v_star, 1), (b, 1)))
+        C = replicas if per else 1
+        fix = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, (C,) + tail), dtype=np.float64)  # noqa: E731
+        self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), fix(U, (M,)), fix(P, ()),
+                       fix(v_star, (M,)), fix(b, (K,)))
+        self.params = (float(D), float(eta), float(eta_v), float(sigma), float(sigma_F), float(eta) * float(weight_decay) / D,
+                       *_reduced_jit.rule_codes(rule, g), bool(train_second_layer))
+        self.threads_before = numba.get_num_threads()
+        threads = numba.config.NUMBA_NUM_THREADS if threads is None else int(threads)
+        numba.set_num_threads(threads)
+        self.sampler = _reduced_jit.ChunkSampler(seed, replicas, r, D, noise=sigma != 0, threads=threads)
+        per_step = self.sampler.nb * self.sampler.B * (r + 2)
+        self.chunk = int(np.clip(_NUMBA_CHUNK_ELEMENTS // per_step, 1, _NUMBA_MAX_CHUNK_STEPS))
+
+    def advance(self, n):
+        """n <= self.chunk steps."""
+        eps, gam, zeta = self.sampler.draw(n)
+        _reduced_jit.chain_chunk(self.Q, self.R, self.S, self.v, eps, gam, zeta, *self.consts, *self.params)
+
+    def state(self):
+        return self.Q.copy(), self.R.copy(), self.S.copy(), self.v.copy()
+
+    def close(self):
+        import numba
+
+        self.sampler.close()
+        numba.set_num_threads(self.threads_before)
+
+
+def _resolve_backend(backend, device, dtype, g) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
+    numba_ok = _reduced_jit.HAVE_NUMBA and activation(g).name in _reduced_jit.ACTIVATION_CODES
+    if backend == "auto":
+        return "numba" if numba_ok and device.type == "cpu" and dtype == torch.float64 else "torch"
+    if backend == "numba":
+        if not _reduced_jit.HAVE_NUMBA:
+            raise ValueError("backend: 'numba' requested but numba is not importable")
+        if device.type != "cpu":
+            raise ValueError(f"backend: 'numba' runs on the CPU, got device {str(device)!r} (use backend='torch')")
+        if dtype != torch.float64:
+            raise ValueError(f"backend: 'numba' computes in float64, got dtype {dtype} (use backend='torch')")
+        if not numba_ok:
+            raise ValueError(f"backend: 'numba' supports the activations {sorted(_reduced_jit.ACTIVATION_CODES)}, "
+                             f"got {activation(g).name!r} (use backend='torch')")
+    return backend
+
+
 def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = None, sigma: float = 0.0,
                   sigma_F: float = 1.0, weight_decay: float = 0.0, train_second_layer: bool = True,
                   presynaptic: str | None = None, error: str | None = None, g="erf", replicas: int = 1,
-                  device=None, dtype=torch.float64, seed: int = 0, block: int = 256, progress: bool = False):
+                  device=None, dtype=torch.float64, seed: int = 0, block: int = 256, progress: bool = False,
+                  backend: str = "auto", threads: int | None = None):
     """Run the exact order-parameter chain; return raw records (numpy, float64).
 
     ``state0`` is a :class:`theory.OrderParams` or any object with Q, R, S, v, T, U, P, v_star, b
     (Q, R, S, v may carry a leading replica axis: per-replica initial conditions). ``t`` are the
     recording times in steps / D (steps = round(t D)); the chain starts at step round(t[0] D)
-    from state0. Returns a dict with t, steps, Q (R_, n, K, K), R, S, v, status, message,
-    wall_s and replica_steps.
+    from state0. ``backend``: "auto" (default: "numba" on the CPU in float64 for the activations
+    erf, tanh, relu, linear; "torch" otherwise), "numba" (compiled kernel, CPU, float64) or
+    "torch" (reference, any device and dtype; ``block`` steps of draws at a time). ``threads``:
+    numba threads (default numba's NUMBA_NUM_THREADS); results do not depend on it. Returns a
+    dict with t, steps, Q (R_, n, K, K), R, S, v, status, message, wall_s, replica_steps, backend.
     """
     rule = make_rule(rule, presynaptic=presynaptic, error=error)
     if isinstance(D, bool) or int(D) != D:
@@ -208,27 +334,32 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
         raise ValueError("rule 'fa' needs the feedback vector b in the initial state")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: must be torch.float32 or torch.float64, got {dtype!r}")
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads or threads < 1):
+        raise ValueError(f"threads: must be a positive integer or None, got {threads!r}")
     from ._init import resolve_device
 
     device = resolve_device(device)
+    backend = _resolve_backend(backend, device, dtype, g)
     t, steps = _check_times(t, D)
     eta_v = eta if eta_v is None else eta_v
 
-    step = ReducedStep(rule, D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star,
-                       b=getattr(state0, "b", None), eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F,
-                       weight_decay=weight_decay, train_second_layer=train_second_layer, g=g,
-                       device=device, dtype=dtype)
-    Q, R, S, v = _broadcast_state(state0, replicas, device, dtype)
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    conc = torch.full((block, replicas), 0.5 * (D - r), device=device, dtype=dtype)
+    consts = dict(D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star, b=getattr(state0, "b", None), eta=eta,
+                  eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
+                  train_second_layer=train_second_layer, g=g)
+    if backend == "numba":
+        state = [a.numpy() for a in _broadcast_state(state0, replicas, torch.device("cpu"), torch.float64)]
+        chain = _NumbaChain(rule, state, replicas=replicas, r=r, seed=seed, threads=threads, **consts)
+    else:
+        step = ReducedStep(rule, device=device, dtype=dtype, **consts)
+        chain = _TorchChain(step, _broadcast_state(state0, replicas, device, dtype), replicas=replicas, r=r, seed=seed,
+                            device=device, dtype=dtype, block=block)
 
     rec = {k: [] for k in "QRSv"}
 
-    def record(Q, R, S, v):
-        for k, a in zip("QRSv", (Q, R, S, v)):
-            rec[k].append(a.detach().to("cpu", torch.float64).numpy())
+    def record(state):
+        for k, a in zip("QRSv", state):
+            rec[k].append(a)
 
-    record(Q, R, S, v)
     status, message = 0, "finished"
     bar = None
     total = int(steps[-1] - steps[0])
@@ -238,35 +369,27 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
         bar = tqdm(total=total, desc=f"reduced {rule.label} D={D}", unit="step", unit_scale=True, leave=False)
     t0 = time.perf_counter()
     done = 0
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # the per-step tensors are small: threading costs more than it gains
     try:
+        record(chain.state())
         for i in range(1, len(steps)):
             todo = int(steps[i] - steps[i - 1])
             while todo > 0:
-                n = min(block, todo)
-                eps = torch.randn((n, replicas, r), generator=gen, device=device, dtype=dtype)
-                zeta = torch.randn((n, replicas), generator=gen, device=device, dtype=dtype)
-                if D > r:
-                    chi2 = 2.0 * torch._standard_gamma(conc[:n], generator=gen)
-                else:
-                    chi2 = torch.zeros((n, replicas), device=device, dtype=dtype)
-                for j in range(n):
-                    Q, R, S, v = step(Q, R, S, v, eps[j], chi2[j], zeta[j])
+                n = min(chain.chunk, todo)
+                chain.advance(n)
                 todo -= n
                 done += n
                 if bar is not None:
                     bar.update(n)
-            why = _diagnose(Q, S, v)
+            state = chain.state()
+            why = _diagnose(state[0], state[2], state[3])
             if why is not None:
                 status, message = -1, f"diverged between t = {t[i - 1]:.6g} and t = {t[i]:.6g} (steps/D): {why}"
                 break
-            record(Q, R, S, v)
+            record(state)
     except KeyboardInterrupt:
         status, message = 1, f"interrupted after t = {t[len(rec['Q']) - 1]:.6g} (steps/D)"
     finally:
-        torch.set_num_threads(threads)
+        chain.close()
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - t0
@@ -274,12 +397,13 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
     out = {k: np.stack(rec[k], axis=1) for k in "QRSv"}
     out["Q"] = 0.5 * (out["Q"] + np.swapaxes(out["Q"], -1, -2))
     return dict(t=t[:n], steps=steps[:n], status=status, message=message, wall_s=wall,
-                replica_steps=done * replicas, rule=rule, D=D, **out)
+                replica_steps=done * replicas, rule=rule, D=D, backend=backend, **out)
 
 
 def _diagnose(Q, S, v):
-    big = torch.cat([Q.diagonal(dim1=-2, dim2=-1).abs(), S.abs(), v.abs()], -1)
-    bad = ~torch.isfinite(big).all(-1)
+    """Why the (numpy) state counts as diverged, or None."""
+    big = np.concatenate([np.abs(np.diagonal(Q, axis1=-2, axis2=-1)), np.abs(S), np.abs(v)], -1)
+    bad = ~np.isfinite(big).all(-1)
     if bool(bad.any()):
         return f"non-finite order parameters in {int(bad.sum())} replica(s)"
     m = float(big.max())
@@ -327,7 +451,7 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
                 presynaptic: str | None = None, error: str | None = None, g="erf", replicas: int = 1,
                 independent_init: bool = False, device=None, dtype=torch.float64, seed: int = 0,
                 n_test: int = 1000, D: int | None = None, progress: bool = False, throw: bool = False,
-                **ignored: Any):
+                backend: str = "auto", threads: int | None = None, **ignored: Any):
     """Simulate with the exact order-parameter sampler; returns a :class:`simulate.SimulationResult`.
 
     ``init`` is a :class:`simulate.Initialisation` (its measured initial order parameters are
@@ -335,7 +459,8 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
     or a :class:`theory.OrderParams` together with ``D``. Same fields as the full simulation:
     eg from the closed form of the recorded order parameters, angles, and ``eg_test`` the
     Monte Carlo estimate of :func:`empirical_eg` over ``n_test`` fresh fields per record
-    (n_test=0 gives nan). Default dtype float64 (increments are O(1/D)).
+    (n_test=0 gives nan). Default dtype float64 (increments are O(1/D)). ``backend`` and
+    ``threads`` as :func:`reduced_chain` (default: the compiled numba kernel on the CPU).
     """
     from ._result import SimulationResult
 
@@ -352,7 +477,7 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
     out = reduced_chain(state0, rule, t, D=D, eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F,
                         weight_decay=weight_decay, train_second_layer=train_second_layer, presynaptic=presynaptic,
                         error=error, g=g, replicas=replicas, device=device, dtype=dtype, seed=seed,
-                        progress=progress)
+                        progress=progress, backend=backend, threads=threads)
     rule_ = out["rule"]
     constants = dict(T=np.asarray(state0.T), U=np.asarray(state0.U), P=state0.P, v_star=np.asarray(state0.v_star),
                      b=None if state0.b is None else np.asarray(state0.b))
@@ -368,7 +493,7 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
                   sigma_F=float(sigma_F), weight_decay=float(weight_decay), train_second_layer=bool(train_second_layer),
                   activation=activation(g).name, K=int(np.shape(state0.R)[-2]), M=int(np.shape(state0.R)[-1]), D=int(D),
                   replicas=int(replicas), independent_init=bool(independent_init), seed=int(seed),
-                  dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=int(n_test),
+                  dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=int(n_test), backend=out["backend"],
                   eg_test="Monte Carlo over n_test fresh fields z ~ N(0, Omega) per record",
                   wall_s=out["wall_s"], replica_steps=out["replica_steps"], units={"t": "steps / D"})
     res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
@@ -391,7 +516,8 @@ def _stacked_state(states):
 def simulate_reduced(spec) -> "Records":
     """Engine "reduced" for :func:`simulate.run`: the exact chain from the weights' measured overlaps.
 
-    Uses spec.dtype (run's default for this engine is float64), spec.device, and the data stream
+    Uses spec.dtype (run's default for this engine is float64), spec.device, spec.threads (numba
+    threads; the backend is chosen as backend="auto" of :func:`reduced_chain`), and the data stream
     seed ``derived_seed(spec.seed, STREAM_DATA)``; eg_test is :func:`empirical_eg` over
     spec.n_test fresh fields per record (seed stream STREAM_TEST), or None when n_test = 0.
     """
@@ -406,7 +532,7 @@ def simulate_reduced(spec) -> "Records":
     out = reduced_chain(state0, spec.rule, spec.steps / D, D=D, eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma,
                         sigma_F=spec.sigma_F, weight_decay=spec.weight_decay, train_second_layer=spec.train_second_layer,
                         g=spec.g, replicas=w.replicas, device=spec.device, dtype=spec.dtype,
-                        seed=derived_seed(spec.seed, STREAM_DATA), progress=spec.progress)
+                        seed=derived_seed(spec.seed, STREAM_DATA), progress=spec.progress, threads=spec.threads)
     eg_test = None
     if spec.n_test > 0:
         rng = np.random.default_rng(derived_seed(spec.seed, STREAM_TEST))

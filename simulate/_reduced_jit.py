@@ -1,0 +1,393 @@
+"""Compiled CPU kernel (numba) of the exact order-parameter chain of :mod:`simulate._reduced`.
+
+The torch implementation :class:`simulate._reduced.ReducedStep` is the reference (and the CUDA
+path). On the CPU its cost is torch's per-operation overhead on tensors of a few elements; this
+module runs a whole chunk of steps for all replicas in one compiled call, in float64, with the
+replicas spread over threads (``prange``). It is a second, compiled view of the rule definition
+:meth:`theory.Rule.local_update` (as theory._closed_jit is of the closed forms): the tests hold
+:func:`local_update_batch` against ``Rule.local_update`` and one kernel step against
+``ReducedStep`` for every rule, variant and activation.
+
+Per step and replica (fields ordered (nu, phi, lambda) as in _reduced, eps ~ N(0, I_r)):
+
+    (nu, phi) = A11 eps_1,   L21 = [R, S] Binv,   L22 L22^T = Q - L21 L21^T (PSD Cholesky),
+    lambda = L21 eps_1 + L22 eps_2,
+    (delta, alpha, e_out, h) = Rule.local_update(lambda, nu, zeta; v, v*, S, b, sigma, sigma_F, g),
+    xi = (lambda + alpha S, nu + alpha U, phi + alpha P),  |xp|^2 = |eps|^2 + chi2 + 2 alpha phi + alpha^2 P,
+    Q' = (1-c)^2 Q - (1-c)(eta/D)(delta xi_lam^T + xi_lam delta^T) + (eta^2/D^2) |xp|^2 delta delta^T,
+    R' = (1-c) R - (eta/D) delta xi_nu^T,   S' = (1-c) S - (eta/D) delta xi_phi,
+    v' = v - (eta_v/D) e_out h            (unchanged when the second layer is frozen),
+
+with c = eta kappa / D. The random numbers are drawn outside (numpy, see
+:class:`ChunkSampler`) and passed in, so a run does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+
+import numpy as np
+
+try:
+    import numba
+    from numba import prange
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency, but stay importable without it
+    numba = None
+    prange = range
+    HAVE_NUMBA = False
+
+__all__ = ["HAVE_NUMBA", "RULE_CODES", "ACTIVATION_CODES", "rule_codes", "local_update_batch", "chain_chunk",
+           "ChunkSampler", "RNG_REPLICA_BLOCK"]
+
+RULE_CODES = {"bp": 0, "fa": 1, "afa": 2, "pepita": 3}
+ACTIVATION_CODES = {"erf": 0, "tanh": 1, "relu": 2, "linear": 3}
+#: replicas per block: one numpy Generator and one kernel work item each (fixed, so that the
+#: draws do not depend on the thread count)
+RNG_REPLICA_BLOCK = 32
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_PIVOT_TOL = 1e-13  # as simulate._reduced._psd_cholesky
+
+
+def _jit(**kw):
+    def deco(fn):
+        return numba.njit(cache=True, **kw)(fn) if HAVE_NUMBA else fn
+
+    return deco
+
+
+def rule_codes(rule, g) -> tuple[int, bool, bool, int]:
+    """(rule code, modulated presynaptic input, pepita error from the modulated pass, activation code)."""
+    from theory import activation
+
+    name = activation(g).name
+    if name not in ACTIVATION_CODES:
+        raise ValueError(f"g: the numba backend supports activations {sorted(ACTIVATION_CODES)}, got {name!r}")
+    return RULE_CODES[rule.name], bool(rule.modulated), rule.name == "pepita" and rule.error == "modulated", \
+        ACTIVATION_CODES[name]
+
+
+@_jit(inline="always")
+def _g(z, gk):
+    """g(z): 0 erf(z / sqrt 2), 1 tanh, 2 relu, 3 linear (theory._activations)."""
+    if gk == 0:
+        return math.erf(z * _INV_SQRT2)
+    if gk == 1:
+        return math.tanh(z)
+    if gk == 2:
+        return z if z > 0.0 else 0.0
+    return z
+
+
+@_jit(inline="always")
+def _dg(z, gk):
+    """g'(z) for the codes of :func:`_g` (relu: Heaviside with g'(0) = 0, as theory)."""
+    if gk == 0:
+        return _SQRT_2_OVER_PI * math.exp(-0.5 * z * z)
+    if gk == 1:
+        t = math.tanh(z)
+        return 1.0 - t * t
+    if gk == 2:
+        return 1.0 if z > 0.0 else 0.0
+    return 1.0
+
+
+@_jit(inline="always")
+def _local_update(lam, nu, zeta, bi, j, noisy, v, v_star, S, b, b0, per, nv, sigma, sigma_F, rule, modulated, err_mod,
+                  gk, delta, h, alpha, e_out, y):
+    """Rule.local_update for nv samples stored along the last axis (structure of arrays).
+
+    lam (K, B), nu (>= M, B) (rows 0..M-1 used), zeta[bi, j, t] when ``noisy``; v, S (K, B);
+    v_star (C, M), b (C, K) with sample t using row (b0 + t) * per (per = 0: shared). Fills
+    delta (K, B), h (K, B), alpha (B,), e_out (B,) and y (B,) the teacher's label:
+
+    y = sum_m v*_m g(nu_m) + sigma zeta, e = sum_k v_k g(lambda_k) - y, alpha = -sigma_F e
+    (modulated) or 0; delta_k = v_k g'(lambda_k) e (bp), b_k g'(lambda_k) e (fa),
+    sigma_F S_k g'(lambda_k) e (afa), g(lambda_k) - g(lambdat_k) with lambdat_k = lambda_k - sigma_F S_k e
+    (pepita, with h_k = g(lambdat_k) and, for the modulated error, e_out = sum_k v_k h_k - y);
+    otherwise h_k = g(lambda_k) and e_out = e.
+    """
+    K = lam.shape[0]
+    M = v_star.shape[1]
+    for t in range(nv):
+        ct = (b0 + t) * per
+        acc = 0.0
+        for m in range(M):
+            acc += v_star[ct, m] * _g(nu[m, t], gk)
+        if noisy:
+            acc += sigma * zeta[bi, j, t]
+        y[t] = acc
+    for t in range(nv):
+        acc = 0.0
+        for k in range(K):
+            hk = _g(lam[k, t], gk)
+            h[k, t] = hk
+            acc += v[k, t] * hk
+        e = acc - y[t]
+        e_out[t] = e
+        alpha[t] = -sigma_F * e if modulated else 0.0
+    if rule == 0:
+        for k in range(K):
+            for t in range(nv):
+                delta[k, t] = v[k, t] * _dg(lam[k, t], gk) * e_out[t]
+    elif rule == 1:
+        for k in range(K):
+            for t in range(nv):
+                delta[k, t] = b[(b0 + t) * per, k] * _dg(lam[k, t], gk) * e_out[t]
+    elif rule == 2:
+        for k in range(K):
+            for t in range(nv):
+                delta[k, t] = sigma_F * S[k, t] * _dg(lam[k, t], gk) * e_out[t]
+    else:
+        for t in range(nv):
+            e = e_out[t]
+            acc = 0.0
+            for k in range(K):
+                ht = _g(lam[k, t] - sigma_F * S[k, t] * e, gk)
+                delta[k, t] = h[k, t] - ht
+                h[k, t] = ht
+                acc += v[k, t] * ht
+            if err_mod:
+                e_out[t] = acc - y[t]
+
+
+@_jit()
+def local_update_batch(lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, rule, modulated, err_mod, gk):
+    """The kernel's rule (:func:`_local_update`) on a batch: lam (n, K), nu (n, M), zeta (n,),
+    v, S, b (n, K), v_star (n, M). Returns delta (n, K), alpha (n,), e_out (n,), h (n, K).
+    For the tests, which hold it against theory.Rule.local_update.
+    """
+    n, K = lam.shape
+    delta = np.empty((K, n))
+    h = np.empty((K, n))
+    alpha = np.empty(n)
+    e_out = np.empty(n)
+    y = np.empty(n)
+    _local_update(np.ascontiguousarray(lam.T), np.ascontiguousarray(nu.T), zeta.reshape(1, 1, n), 0, 0, True,
+                  np.ascontiguousarray(v.T), v_star, np.ascontiguousarray(S.T), b, 0, 1, n, sigma, sigma_F, rule,
+                  modulated, err_mod, gk, delta, h, alpha, e_out, y)
+    return delta.T.copy(), alpha, e_out, h.T.copy()
+
+
+@_jit(inline="never")
+def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+                   rule, modulated, err_mod, gk, train_v):
+    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_chunk`, stored along the last axis of the
+    scratch arrays so that the replicas' independent arithmetic interleaves (and vectorises)."""
+    nR, K = S.shape
+    M = R.shape[2]
+    n = eps.shape[1]
+    B = eps.shape[3]
+    M1 = M + 1
+    b0 = bi * B
+    nv = min(B, nR - b0)
+    per = 1 if A11T.shape[0] > 1 else 0
+    noisy = zeta.shape[2] > 0
+    k1 = 1.0 - c
+    a_cross = k1 * eta / D
+    a_lin = eta / D
+    a_sq = eta * eta / (D * D)
+    a_v = eta_v / D
+    q = np.empty((K, K, B))
+    rr = np.empty((K, M, B))
+    s = np.empty((K, B))
+    vv = np.empty((K, B))
+    for t in range(nv):
+        for k in range(K):
+            for l in range(K):
+                q[k, l, t] = Q[b0 + t, k, l]
+            for m in range(M):
+                rr[k, m, t] = R[b0 + t, k, m]
+            s[k, t] = S[b0 + t, k]
+            vv[k, t] = v[b0 + t, k]
+    yv = np.empty((M1, B))
+    L21 = np.empty((K, M1, B))
+    L22 = np.zeros((K, K, B))
+    col = np.empty((K, B))
+    lam = np.empty((K, B))
+    xl = np.empty((K, B))
+    delta = np.empty((K, B))
+    h = np.empty((K, B))
+    alpha = np.empty(B)
+    e_out = np.empty(B)
+    y = np.empty(B)
+    scale = np.empty(B)
+    xp2 = np.empty(B)
+    for j in range(n):
+        # (nu, phi) = A11 eps_1
+        for a in range(M1):
+            for t in range(nv):
+                ct = (b0 + t) * per
+                acc = 0.0
+                for bb in range(M1):
+                    acc += eps[bi, j, bb, t] * A11T[ct, bb, a]
+                yv[a, t] = acc
+        # L21 = [R, S] Binv
+        for k in range(K):
+            for a in range(M1):
+                for t in range(nv):
+                    ct = (b0 + t) * per
+                    acc = s[k, t] * Binv[ct, M, a]
+                    for m in range(M):
+                        acc += rr[k, m, t] * Binv[ct, m, a]
+                    L21[k, a, t] = acc
+        # L22 = PSD Cholesky of Q - L21 L21^T (a zero column where a pivot vanishes)
+        for t in range(nv):
+            sc = 0.0
+            for k in range(K):
+                acc = q[k, k, t]
+                for a in range(M1):
+                    acc -= L21[k, a, t] * L21[k, a, t]
+                sc = max(sc, abs(acc))
+            scale[t] = max(sc, 1e-300)
+        for jj in range(K):
+            for ii in range(jj, K):
+                for t in range(nv):
+                    acc = q[ii, jj, t]
+                    for a in range(M1):
+                        acc -= L21[ii, a, t] * L21[jj, a, t]
+                    for p in range(jj):
+                        acc -= L22[ii, p, t] * L22[jj, p, t]
+                    col[ii, t] = acc
+            for t in range(nv):
+                d = col[jj, t]
+                if d > _PIVOT_TOL * scale[t]:
+                    ljj = math.sqrt(d)
+                    for ii in range(jj, K):
+                        L22[ii, jj, t] = col[ii, t] / ljj
+                else:
+                    for ii in range(jj, K):
+                        L22[ii, jj, t] = 0.0
+        # lambda = L21 eps_1 + L22 eps_2
+        for k in range(K):
+            for t in range(nv):
+                acc = 0.0
+                for a in range(M1):
+                    acc += L21[k, a, t] * eps[bi, j, a, t]
+                for p in range(k + 1):
+                    acc += L22[k, p, t] * eps[bi, j, M1 + p, t]
+                lam[k, t] = acc
+        _local_update(lam, yv, zeta, bi, j, noisy, vv, v_star, s, b, b0, per, nv, sigma, sigma_F, rule, modulated,
+                      err_mod, gk, delta, h, alpha, e_out, y)
+        # |xp|^2 = |eps|^2 + chi2 + 2 alpha phi + alpha^2 P and the presynaptic overlaps xi
+        for t in range(nv):
+            ct = (b0 + t) * per
+            al = alpha[t]
+            acc = 2.0 * gam[bi, j, t] + 2.0 * al * yv[M, t] + al * al * P[ct]
+            for a in range(M1 + K):
+                acc += eps[bi, j, a, t] * eps[bi, j, a, t]
+            xp2[t] = acc
+            yv[M, t] += al * P[ct]  # xi_phi
+        for k in range(K):
+            for t in range(nv):
+                xl[k, t] = lam[k, t] + alpha[t] * s[k, t]
+        for k in range(K):
+            for l in range(k, K):
+                for t in range(nv):
+                    qn = (k1 * k1) * q[k, l, t] - a_cross * (delta[k, t] * xl[l, t] + delta[l, t] * xl[k, t]) \
+                        + a_sq * xp2[t] * delta[k, t] * delta[l, t]
+                    q[k, l, t] = qn
+                    q[l, k, t] = qn
+            for m in range(M):
+                for t in range(nv):
+                    xi = yv[m, t] + alpha[t] * U[(b0 + t) * per, m]
+                    rr[k, m, t] = k1 * rr[k, m, t] - a_lin * delta[k, t] * xi
+            for t in range(nv):
+                s[k, t] = k1 * s[k, t] - a_lin * delta[k, t] * yv[M, t]
+        if train_v:
+            for k in range(K):
+                for t in range(nv):
+                    vv[k, t] = vv[k, t] - a_v * e_out[t] * h[k, t]
+    for t in range(nv):
+        for k in range(K):
+            for l in range(K):
+                Q[b0 + t, k, l] = q[k, l, t]
+            for m in range(M):
+                R[b0 + t, k, m] = rr[k, m, t]
+            S[b0 + t, k] = s[k, t]
+            v[b0 + t, k] = vv[k, t]
+
+
+@_jit(parallel=True, nogil=True)
+def chain_chunk(Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+                rule, modulated, err_mod, gk, train_v):
+    """Advance every replica by n = eps.shape[1] steps of the chain, in place.
+
+    Q (nR, K, K), R (nR, K, M), S (nR, K), v (nR, K): the state (float64, C-contiguous), updated.
+    Replicas come in blocks of B (the last one possibly partial): replica b B + t draws
+    eps[b, :, :, t] (n, r) standard normals ordered (nu, phi, lambda), gam[b, :, t] (n,)
+    Gamma((D - r)/2) variables (chi^2_{D-r} = 2 gam) and zeta[b, :, t] output noise (zeta has
+    last axis 0 when sigma = 0). Shapes eps (nb, n, r, B), gam and zeta (nb, n, B).
+    Constants with a leading axis of 1 (shared) or nR (per replica): A11T (., M+1, M+1) with
+    (nu, phi) = eps_1 @ A11T, Binv (., M+1, M+1) with L21 = [R, S] @ Binv, U (., M), P (.,),
+    v_star (., M), b (., K). Codes as :func:`rule_codes`. Blocks run in parallel (prange);
+    each replica's arithmetic is the same whatever the thread count.
+    """
+    for bi in prange(eps.shape[0]):
+        _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+                       rule, modulated, err_mod, gk, train_v)
+
+
+class ChunkSampler:
+    """The random numbers of the numba chain, drawn with numpy in chunks of steps.
+
+    Replicas are split into fixed blocks of B = :data:`RNG_REPLICA_BLOCK`; block j draws from
+    its own ``np.random.Generator(PCG64(SeedSequence(seed).spawn(nb)[j]))``, per chunk of n steps
+    and in this order: eps (n, r, Bj) standard normals, gam (n, Bj) ~ Gamma((D - r)/2) (so that
+    2 gam ~ chi^2_{D-r}; zero when D = r), and zeta (n, Bj) standard normals when ``noise``
+    (Bj = B except for a last partial block). Blocks are filled by ``threads`` worker threads
+    (numpy releases the GIL while filling), and the values do not depend on the number of
+    threads: same seed, same draws.
+    """
+
+    def __init__(self, seed: int, replicas: int, r: int, D: int, *, noise: bool, threads: int = 1):
+        self.R, self.r, self.D, self.noise = int(replicas), int(r), int(D), bool(noise)
+        self.B = B = RNG_REPLICA_BLOCK
+        self.nb = nb = -(-self.R // B)
+        self.gens = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(int(seed)).spawn(nb)]
+        self.shape = 0.5 * (self.D - self.r)
+        self.threads = max(1, int(threads))
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 and nb > 1 else None
+
+    def _fill(self, j, eps, gam, zeta):
+        g = self.gens[j]
+        nv = min(self.B, self.R - j * self.B)
+        n = eps.shape[1]
+        if nv == self.B:
+            g.standard_normal(out=eps[j])
+            if self.shape > 0:
+                g.standard_gamma(self.shape, out=gam[j])
+            else:
+                gam[j] = 0.0
+            if self.noise:
+                g.standard_normal(out=zeta[j])
+            return
+        eps[j] = 0.0
+        gam[j] = 0.0
+        eps[j, :, :, :nv] = g.standard_normal((n, self.r, nv))
+        if self.shape > 0:
+            gam[j, :, :nv] = g.standard_gamma(self.shape, (n, nv))
+        if self.noise:
+            zeta[j] = 0.0
+            zeta[j, :, :nv] = g.standard_normal((n, nv))
+
+    def draw(self, n: int):
+        """eps (nb, n, r, B), gam (nb, n, B), zeta (nb, n, B) or (nb, n, 0) for the next n steps."""
+        eps = np.empty((self.nb, n, self.r, self.B))
+        gam = np.empty((self.nb, n, self.B))
+        zeta = np.empty((self.nb, n, self.B if self.noise else 0))
+        if self.pool is None:
+            for j in range(self.nb):
+                self._fill(j, eps, gam, zeta)
+        else:
+            list(self.pool.map(lambda j: self._fill(j, eps, gam, zeta), range(self.nb)))
+        return eps, gam, zeta
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
