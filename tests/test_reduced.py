@@ -7,6 +7,9 @@
    matches a full D-dimensional simulation (a small reference loop written here from the same
    Rule.local_update), by two-sample KS tests and a comparison of means in standard errors.
 3. As D grows the mean approaches the ODE and the spread shrinks like 1/sqrt(D) (slow).
+4. The compiled CPU kernel (simulate._reduced_jit, backend "numba") against the rule definition
+   Rule.local_update and against the torch step, one step from random states, for every rule,
+   variant and activation; its results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import scipy.stats
 import torch
 
 import theory
-from simulate._reduced import ReducedStep, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
+from simulate import _reduced_jit
+from simulate._reduced import ReducedStep, _fixed_square_root, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
 
 VARIANTS = [
     dict(rule="bp"),
@@ -101,9 +105,143 @@ def test_square_root_reproduces_gram_matrix_and_handles_singular():
     np.testing.assert_allclose((L @ L.transpose(-1, -2)).numpy(), C.numpy(), atol=1e-12)
 
 
+# ----------------------------------------------------------------------------- the compiled kernel
+ALL_VARIANTS = VARIANTS + [dict(rule="pepita", presynaptic="modulated", error="modulated"),
+                           dict(rule="pepita", presynaptic="clean", error="first")]
+ACTIVATIONS = ["erf", "tanh", "relu", "linear"]
+
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=_ids)
+def test_kernel_rule_equals_local_update(variant, g):
+    """The kernel's compiled rule gives Rule.local_update's (delta, alpha, e_out, h) sample by sample."""
+    K, M, n = 3, 2, 300
+    rng = np.random.default_rng(20)
+    lam, nu, zeta = 1.5 * rng.standard_normal((n, K)), 1.5 * rng.standard_normal((n, M)), rng.standard_normal(n)
+    v, S, b, v_star = rng.standard_normal((n, K)), rng.standard_normal((n, K)), rng.standard_normal((n, K)), rng.standard_normal((n, M))
+    rule = theory.make_rule(variant["rule"], presynaptic=variant.get("presynaptic"), error=variant.get("error"))
+    for sigma, sigma_F in ((0.0, 1.0), (0.3, -0.7)):
+        ref = rule.local_update(lam, nu, zeta, v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
+        got = _reduced_jit.local_update_batch(lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, *_reduced_jit.rule_codes(rule, g))
+        for name, a, r in zip(("delta", "alpha", "e_out", "h"), got, ref[:4]):
+            r = np.broadcast_to(r, a.shape)
+            assert np.ptp(r) > 0 or name == "alpha", f"{name}: constant, the comparison would be vacuous"
+            np.testing.assert_allclose(a, r, rtol=0, atol=1e-13 * max(1.0, np.abs(r).max()), err_msg=f"{rule.label} {g} {name}")
+
+
+def _per_replica_state(K, M, D, R_, seed):
+    """Per-replica (Q, R, S, v) from random weights, and shared constants, as an object for reduced_chain."""
+    import types
+
+    rng = np.random.default_rng(seed)
+    W, W_star, f = rng.standard_normal((R_, K, D)), rng.standard_normal((M, D)), rng.standard_normal(D)
+    return types.SimpleNamespace(Q=W @ W.transpose(0, 2, 1) / D, R=W @ W_star.T / D, S=W @ f / D, v=rng.standard_normal((R_, K)),
+                                 T=W_star @ W_star.T / D, U=W_star @ f / D, P=f @ f / D, v_star=rng.standard_normal(M),
+                                 b=rng.standard_normal(K))
+
+
+def _kernel_and_torch_step(state, rule, *, D, g, R_, seed=4, **cfg):
+    """One step of the numba chain and of ReducedStep with the same draws: the (Q, R, S, v) increments of each."""
+    from simulate._reduced import _NumbaChain
+
+    K, M = state.R.shape[-2:]
+    r = K + M + 1
+    consts = dict(D=D, T=state.T, U=state.U, P=state.P, v_star=state.v_star, b=state.b, g=g, **cfg)
+    x0 = [np.broadcast_to(np.asarray(getattr(state, k), dtype=float), (R_,) + sh).copy()
+          for k, sh in (("Q", (K, K)), ("R", (K, M)), ("S", (K,)), ("v", (K,)))]
+    chain = _NumbaChain(rule, [a.copy() for a in x0], replicas=R_, r=r, seed=seed, threads=1, **consts)
+    eps, gam, zeta = chain.sampler.draw(1)
+    _reduced_jit.chain_chunk(chain.Q, chain.R, chain.S, chain.v, eps, gam, zeta, *chain.consts, *chain.params)
+    mine = [a - a0 for a, a0 in zip(chain.state(), x0)]
+    chain.close()
+    # the same draws, replica by replica, for the torch step: replica j*B + t reads [j, 0, ..., t]
+    per_replica = lambda a: np.moveaxis(a[:, 0], -1, 1).reshape((-1,) + a.shape[2:-1])[:R_]  # noqa: E731
+    tt = lambda a: torch.as_tensor(np.ascontiguousarray(a))  # noqa: E731
+    step = ReducedStep(rule, device="cpu", dtype=torch.float64, **consts)
+    z = per_replica(zeta) if zeta.shape[-1] else np.zeros(R_)
+    ref = step(*(tt(a) for a in x0), tt(per_replica(eps)), tt(2.0 * per_replica(gam)), tt(z))
+    return mine, [a.numpy() - a0 for a, a0 in zip(ref, x0)]
+
+
+STEP_CONFIGS = [dict(eta=0.7, eta_v=0.4, sigma=0.3, sigma_F=-0.8, weight_decay=0.2, train_second_layer=True),
+                dict(eta=1.3, eta_v=1.3, sigma=0.0, sigma_F=1.2, weight_decay=0.0, train_second_layer=False)]
+
+
+@pytest.mark.parametrize("g", ACTIVATIONS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=_ids)
+def test_kernel_step_equals_torch_step(variant, g):
+    """One numba step equals one ReducedStep (built on Rule.local_update) with the same draws, to ~1e-12 of the
+    increment, from random per-replica states (K = 3 != M = 2; 37 replicas: a full block and a partial one)."""
+    K, M, D, R_ = 3, 2, 40, 37
+    state = _per_replica_state(K, M, D, R_, seed=ALL_VARIANTS.index(variant) * 10 + ACTIVATIONS.index(g))
+    rule = theory.make_rule(variant["rule"], presynaptic=variant.get("presynaptic"), error=variant.get("error"))
+    for cfg in STEP_CONFIGS:
+        mine, ref = _kernel_and_torch_step(state, rule, D=D, g=g, R_=R_, **cfg)
+        for name, a, b in zip("QRSv", mine, ref):
+            if name == "v" and not cfg["train_second_layer"]:
+                assert np.all(a == 0) and np.all(b == 0)
+                continue
+            assert np.abs(b).max() > 1e-6, f"{name}: no increment, the comparison would be vacuous"
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max(), err_msg=f"{rule.label} {g} {name} {cfg}")
+
+
+@pytest.mark.parametrize("variant", [dict(rule="fa"), dict(rule="afa", presynaptic="modulated"),
+                                     dict(rule="pepita", presynaptic="modulated", error="modulated")], ids=_ids)
+def test_kernel_step_per_replica_constants_and_zero_weights(variant):
+    """Per-replica T, U, P, v_star, b (the kernel's per-replica constant path), and a student w = 0 (singular G)."""
+    K, M, D, R_ = 2, 2, 30, 40
+    s = _per_replica_state(K, M, D, R_, seed=8)
+    rng = np.random.default_rng(9)
+    Ws, f = rng.standard_normal((R_, M, D)), rng.standard_normal((R_, D))
+    s.T, s.U, s.P = Ws @ Ws.transpose(0, 2, 1) / D, (Ws @ f[:, :, None])[..., 0] / D, (f * f).sum(-1) / D
+    s.v_star, s.b = rng.standard_normal((R_, M)), rng.standard_normal((R_, K))
+    s.Q[:5], s.R[:5], s.S[:5] = 0.0, 0.0, 0.0  # w = 0 in the first replicas (they keep the teacher's constants)
+    rule = theory.make_rule(variant["rule"], presynaptic=variant.get("presynaptic"), error=variant.get("error"))
+    mine, ref = _kernel_and_torch_step(s, rule, D=D, g="erf", R_=R_, **STEP_CONFIGS[0])
+    for name, a, b in zip("QRSv", mine, ref):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max(), err_msg=name)
+
+
+def test_numba_results_do_not_depend_on_threads():
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    s0 = theory.random_state(2, 2, D=100, seed=0)
+    kw = dict(D=100, eta=1.0, sigma=0.1, replicas=70, seed=3, backend="numba")
+    a = reduced_chain(s0, "pepita", [0, 0.5, 1.0], threads=1, **kw)
+    b = reduced_chain(s0, "pepita", [0, 0.5, 1.0], threads=2, **kw)
+    for k in "QRSv":
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_divergence_stops_with_reason(backend):
+    s0 = theory.random_state(2, 2, D=50, seed=0)
+    out = reduced_chain(s0, "bp", np.arange(0.0, 20.5, 0.5), D=50, eta=60.0, replicas=4, seed=0, backend=backend)
+    assert out["status"] == -1 and "diverged" in out["message"], out["message"]
+    assert len(out["t"]) < 41 and np.all(np.isfinite(out["Q"]))
+
+
+def test_auto_backend():
+    s0 = theory.random_state(2, 2, D=100, seed=0)
+    assert reduced_chain(s0, "bp", [0, 0.1], D=100, eta=1.0)["backend"] == ("numba" if _reduced_jit.HAVE_NUMBA else "torch")
+    assert reduced_chain(s0, "bp", [0, 0.1], D=100, eta=1.0, dtype=torch.float32)["backend"] == "torch"
+
+
 # ----------------------------------------------------------------------------- against full D
 def _full_reference(W, W_star, v, v_star, f, b, rule, steps, *, eta, eta_v, sigma, sigma_F, kappa, gen):
     """Plain full D-dimensional online simulation of R_ replicas (float64), from theory's Rule."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only contend (30x slower on a loaded 2-core machine)
+    try:
+        return _full_reference_loop(W, W_star, v, v_star, f, b, rule, steps, eta=eta, eta_v=eta_v, sigma=sigma,
+                                    sigma_F=sigma_F, kappa=kappa, gen=gen)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _full_reference_loop(W, W_star, v, v_star, f, b, rule, steps, *, eta, eta_v, sigma, sigma_F, kappa, gen):
     R_, K, D = W.shape
     W, v = W.clone(), v.clone()
     sq = math.sqrt(D)
@@ -127,8 +265,9 @@ def _full_reference(W, W_star, v, v_star, f, b, rule, steps, *, eta, eta_v, sigm
     return [torch.stack(z).numpy() for z in zip(*out)]  # each (n_times, R_, ...)
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
-def test_law_matches_full_simulation(variant):
+def test_law_matches_full_simulation(variant, backend):
     K, M, D, R_ = 2, 2, 60, 400
     eta, sigma, sigma_F, kappa = 1.5, 0.1, 1.0, 0.05
     times = np.array([0.0, 1.0, 3.0])
@@ -141,8 +280,9 @@ def test_law_matches_full_simulation(variant):
     Qf, Rf, Sf, vf = _full_reference(tt(w["W"]).expand(R_, K, D), tt(w["W_star"]), tt(w["v"]).expand(R_, K), tt(w["v_star"]),
                                      tt(w["f"]), tt(w["b"]), rule, steps, eta=eta, eta_v=eta, sigma=sigma, sigma_F=sigma_F,
                                      kappa=kappa, gen=gen)
-    red = reduced_chain(s0, rule, times, D=D, eta=eta, sigma=sigma, sigma_F=sigma_F, weight_decay=kappa, replicas=R_, seed=12)
-    assert red["status"] == 0
+    red = reduced_chain(s0, rule, times, D=D, eta=eta, sigma=sigma, sigma_F=sigma_F, weight_decay=kappa, replicas=R_, seed=12,
+                        backend=backend)
+    assert red["status"] == 0 and red["backend"] == backend
     iu = np.triu_indices(K)
     checks = []
     for i in (1, 2):
@@ -183,11 +323,12 @@ def test_law_test_has_power():
 
 
 # ----------------------------------------------------------------------------- API
-def test_reproducible_with_seed():
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_reproducible_with_seed(backend):
     s0 = theory.random_state(2, 2, D=100, seed=0)
-    a = reduced_chain(s0, "pepita", [0, 0.5, 1.0], D=100, eta=1.0, replicas=8, seed=3)
-    b = reduced_chain(s0, "pepita", [0, 0.5, 1.0], D=100, eta=1.0, replicas=8, seed=3)
-    c = reduced_chain(s0, "pepita", [0, 0.5, 1.0], D=100, eta=1.0, replicas=8, seed=4)
+    a = reduced_chain(s0, "pepita", [0, 0.5, 1.0], D=100, eta=1.0, replicas=8, seed=3, backend=backend)
+    b = reduced_chain(s0, "pepita", [0, 0.5, 1.0], D=100, eta=1.0, replicas=8, seed=3, backend=backend)
+    c = reduced_chain(s0, "pepita", [0, 0.5, 1.0], D=100, eta=1.0, replicas=8, seed=4, backend=backend)
     for k in "QRSv":
         np.testing.assert_array_equal(a[k], b[k])
     assert not np.array_equal(a["Q"], c["Q"])
@@ -232,6 +373,9 @@ def test_empirical_eg_detects_a_wrong_state():
     (dict(sigma_F=float("nan")), "sigma_F"),
     (dict(rule="sgd"), "rule"),
     (dict(dtype=torch.int32), "dtype"),
+    (dict(backend="gpu"), "backend"),
+    (dict(backend="numba", dtype=torch.float32), "backend"),
+    (dict(threads=0), "threads"),
 ])
 def test_bad_input(kwargs, match):
     s0 = theory.random_state(2, 2, D=100, seed=0)
