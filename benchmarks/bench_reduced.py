@@ -1,11 +1,21 @@
 """Replica-steps per second of the exact order-parameter sampler against the full simulation.
 
-Same run, same machine: simulate.run(engine="full") (float32, its default) and
-simulate.run(engine="reduced") (float64, its default), K = M = 2, erf, bp and pepita, at
-D = 500 and D = 10^4, no test set. Prints the figures and the ratio reduced / full.
-Target (issue #5): ratio >= 50 at D = 500, and the reduced rate flat in D.
+Same run, same machine, K = M = 2, erf, eta = 1, bp and pepita, at D = 500 and D = 10^4, no test set:
+- full: simulate.run(engine="full") (float32, its default; the baseline);
+- reduced, numba backend (the CPU default): simulate.run_reduced(backend="numba"), float64;
+- reduced, torch backend (the reference / CUDA path): simulate.run_reduced(backend="torch"), float64.
+Prints the rates and the ratios reduced / full. Target (issue #5): ratio >= 50 at D = 500, and the
+reduced rate flat in D. Each rate is the best of ``--repeats`` timed runs after a warm-up (the
+machine may be shared).
 
-    PYTHONPATH=. python benchmarks/bench_reduced.py [--replicas-full 256] [--replicas-reduced 4096] [--steps 2000]
+    PYTHONPATH=. python benchmarks/bench_reduced.py [--replicas-full 256] [--replicas-reduced 4096] [--steps 1000]
+
+With ``--finite-size D:t_max ...`` it runs instead the finite-size study of bp
+(simulate.finite_size_study: K = M = 2, erf, eta = 2, Initialisation(K=2, M=2, D, seed=0),
+threshold eg < 1e-2, ``--fs-replicas`` replicas, records every 0.5) at each D up to its t_max
+(chosen above the ODE escape time) and prints the escape-time quantiles next to the ODE's.
+
+    PYTHONPATH=. python benchmarks/bench_reduced.py --finite-size 1000:600 10000:300 100000:300
 """
 
 from __future__ import annotations
@@ -13,21 +23,56 @@ from __future__ import annotations
 import argparse
 import time
 
+import numba
 import torch
 
 import simulate
 
 
-def rate(engine, rule, D, replicas, steps, device):
+def rate_full(rule, D, replicas, steps, device, repeats):
     init = simulate.Initialisation(K=2, M=2, D=D, seed=0)
-    t = [0.0, steps / D]
-    simulate.run(init, rule, [0.0, min(20, steps) / D], eta=1.0, replicas=replicas, engine=engine, n_test=0,
-                 progress=False, device=device)  # warm-up
-    t0 = time.perf_counter()
-    res = simulate.run(init, rule, t, eta=1.0, replicas=replicas, engine=engine, n_test=0, progress=False, device=device)
-    wall = time.perf_counter() - t0
+    kw = dict(eta=1.0, replicas=replicas, engine="full", n_test=0, progress=False, device=device)
+    simulate.run(init, rule, [0.0, min(20, steps) / D], **kw)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = simulate.run(init, rule, [0.0, steps / D], **kw)
+        best = min(best, time.perf_counter() - t0)
     n = int(res.params["steps"][-1] - res.params["steps"][0])
-    return replicas * n / wall, wall
+    return replicas * n / best
+
+
+def rate_reduced(rule, D, replicas, steps, device, backend, repeats):
+    init = simulate.Initialisation(K=2, M=2, D=D, seed=0)
+    kw = dict(eta=1.0, replicas=replicas, n_test=0, progress=False, device=device, backend=backend)
+    simulate.run_reduced(init, rule, [0.0, min(20, steps) / D], **kw)  # warm-up (and numba compile / cache load)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = simulate.run_reduced(init, rule, [0.0, steps / D], **kw)
+        best = min(best, time.perf_counter() - t0)
+    assert res.params["backend"] == backend
+    return res.params["replica_steps"] / best
+
+
+def finite_size(specs, replicas):
+    print(f"finite-size study, bp, K = M = 2, erf, eta = 2, init seed 0, threshold eg < 1e-2, {replicas} replicas, "
+          f"numba {numba.config.NUMBA_NUM_THREADS} threads; times in steps / D")
+    print(f"{'D':>7s} {'t_max':>6s} {'escaped':>8s} {'q10':>8s} {'median':>8s} {'q90':>8s} {'mean':>8s} {'std':>7s} "
+          f"{'ODE':>8s} {'eg_std@10':>10s} {'eg_std@50':>10s} {'wall s':>7s} {'rep-steps/s':>12s}")
+    rows = []
+    for spec in specs:
+        D, t_max = (float(x) for x in spec.split(":"))
+        (row,) = simulate.finite_size_study("bp", Ds=(int(D),), replicas=replicas, eta=2.0, t_max=t_max, dt=0.5,
+                                            threshold=1e-2, spread_times=(1.0, 10.0, 50.0), init_seed=0, seed=0,
+                                            progress=False)
+        rows.append(row)
+        rate = replicas * round(row["t_max"] * row["D"]) / row["wall_s"]
+        print(f"{row['D']:7d} {row['t_max']:6g} {row['escaped_fraction']:8.2f} {row['escape_q0.1']:8.1f} "
+              f"{row['escape_q0.5']:8.1f} {row['escape_q0.9']:8.1f} {row['escape_mean']:8.1f} {row['escape_std']:7.1f} "
+              f"{row['ode_escape']:8.1f} {row['eg_std@10']:10.3g} {row['eg_std@50']:10.3g} {row['wall_s']:7.0f} {rate:12.3g}",
+              flush=True)
+    return rows
 
 
 def main(argv=None):
@@ -35,20 +80,31 @@ def main(argv=None):
     p.add_argument("--replicas-full", type=int, default=256)
     p.add_argument("--replicas-reduced", type=int, default=4096)
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps-torch", type=int, default=200, help="steps for the (slow) torch backend of the reduced sampler")
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--finite-size", nargs="+", metavar="D:T_MAX", help="run the bp finite-size study instead")
+    p.add_argument("--fs-replicas", type=int, default=100)
     a = p.parse_args(argv)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}; K = M = 2, erf; "
-          f"{a.steps} steps; replicas: full {a.replicas_full}, reduced {a.replicas_reduced}")
-    print(f"{'rule':8s} {'D':>6s} {'full rep-steps/s':>18s} {'reduced rep-steps/s':>20s} {'ratio':>7s}")
-    reduced_rates = {}
+    if a.finite_size:
+        finite_size(a.finite_size, a.fs_replicas)
+        return
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
+          f"({numba.config.NUMBA_NUM_THREADS} threads), device {a.device}; K = M = 2, erf, eta = 1; steps: {a.steps} "
+          f"(torch backend {a.steps_torch}); replicas: full {a.replicas_full}, reduced {a.replicas_reduced}; best of {a.repeats}")
+    print(f"{'rule':7s} {'D':>6s} {'full':>10s} {'numba':>10s} {'torch':>10s} {'numba/full':>11s} {'torch/full':>11s} "
+          f"{'numba/torch':>12s}   (replica-steps / s)")
+    rates = {}
     for rule in ("bp", "pepita"):
         for D in (500, 10_000):
-            full, _ = rate("full", rule, D, a.replicas_full, a.steps, a.device)
-            red, _ = rate("reduced", rule, D, a.replicas_reduced, a.steps, a.device)
-            reduced_rates[rule, D] = red
-            print(f"{rule:8s} {D:6d} {full:18.3g} {red:20.3g} {red / full:7.1f}")
+            full = rate_full(rule, D, a.replicas_full, a.steps, a.device, a.repeats)
+            nb = rate_reduced(rule, D, a.replicas_reduced, a.steps, "cpu", "numba", a.repeats)
+            tr = rate_reduced(rule, D, a.replicas_reduced, a.steps_torch, a.device, "torch", a.repeats)
+            rates[rule, D] = nb, tr
+            print(f"{rule:7s} {D:6d} {full:10.3g} {nb:10.3g} {tr:10.3g} {nb / full:11.1f} {tr / full:11.1f} {nb / tr:12.1f}")
     for rule in ("bp", "pepita"):
-        print(f"flatness in D ({rule}): reduced rate at D=1e4 / D=500 = {reduced_rates[rule, 10_000] / reduced_rates[rule, 500]:.2f}")
+        (n5, t5), (n4, t4) = rates[rule, 500], rates[rule, 10_000]
+        print(f"flatness in D ({rule}): rate at D=1e4 / D=500: numba {n4 / n5:.2f}, torch {t4 / t5:.2f}")
 
 
 if __name__ == "__main__":

@@ -380,11 +380,14 @@ class ChunkSampler:
         eps = np.empty((self.nb, n, self.r, self.B))
         gam = np.empty((self.nb, n, self.B))
         zeta = np.empty((self.nb, n, self.B if self.noise else 0))
-        if self.pool is None:
-            for j in range(self.nb):
+        def fill(blocks):
+            for j in blocks:
                 self._fill(j, eps, gam, zeta)
-        else:
-            list(self.pool.map(lambda j: self._fill(j, eps, gam, zeta), range(self.nb)))
+
+        if self.pool is None:
+            fill(range(self.nb))
+        else:  # one task per thread, contiguous runs of blocks (few tasks: the pool's overhead is per task)
+            list(self.pool.map(fill, np.array_split(np.arange(self.nb), self.threads)))
         return eps, gam, zeta
 
     def close(self):
