@@ -97,13 +97,12 @@ def _dg(z, gk):
 
 
 @_jit(inline="always")
-def _local_update(lam, nu, zeta, bi, j, noisy, v, v_star, S, b, b0, per, nv, sigma, sigma_F, rule, modulated, err_mod,
-                  gk, delta, h, alpha, e_out, y):
+def _local_update(lam, nu, zeta, bi, j, noisy, v, v_star, S, b, nv, sigma, sigma_F, rule, modulated, err_mod, gk,
+                  delta, h, alpha, e_out, y):
     """Rule.local_update for nv samples stored along the last axis (structure of arrays).
 
-    lam (K, B), nu (>= M, B) (rows 0..M-1 used), zeta[bi, j, t] when ``noisy``; v, S (K, B);
-    v_star (C, M), b (C, K) with sample t using row (b0 + t) * per (per = 0: shared). Fills
-    delta (K, B), h (K, B), alpha (B,), e_out (B,) and y (B,) the teacher's label:
+    lam (K, B), nu (>= M, B) (rows 0..M-1 used), zeta[bi, j, t] when ``noisy``; v, S, b (K, B);
+    v_star (M, B). Fills delta (K, B), h (K, B), alpha (B,), e_out (B,) and y (B,) the label:
 
     y = sum_m v*_m g(nu_m) + sigma zeta, e = sum_k v_k g(lambda_k) - y, alpha = -sigma_F e
     (modulated) or 0; delta_k = v_k g'(lambda_k) e (bp), b_k g'(lambda_k) e (fa),
@@ -112,12 +111,11 @@ def _local_update(lam, nu, zeta, bi, j, noisy, v, v_star, S, b, b0, per, nv, sig
     otherwise h_k = g(lambda_k) and e_out = e.
     """
     K = lam.shape[0]
-    M = v_star.shape[1]
+    M = v_star.shape[0]
     for t in range(nv):
-        ct = (b0 + t) * per
         acc = 0.0
         for m in range(M):
-            acc += v_star[ct, m] * _g(nu[m, t], gk)
+            acc += v_star[m, t] * _g(nu[m, t], gk)
         if noisy:
             acc += sigma * zeta[bi, j, t]
         y[t] = acc
@@ -137,7 +135,7 @@ def _local_update(lam, nu, zeta, bi, j, noisy, v, v_star, S, b, b0, per, nv, sig
     elif rule == 1:
         for k in range(K):
             for t in range(nv):
-                delta[k, t] = b[(b0 + t) * per, k] * _dg(lam[k, t], gk) * e_out[t]
+                delta[k, t] = b[k, t] * _dg(lam[k, t], gk) * e_out[t]
     elif rule == 2:
         for k in range(K):
             for t in range(nv):
@@ -167,17 +165,18 @@ def local_update_batch(lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, rule, mod
     alpha = np.empty(n)
     e_out = np.empty(n)
     y = np.empty(n)
-    _local_update(np.ascontiguousarray(lam.T), np.ascontiguousarray(nu.T), zeta.reshape(1, 1, n), 0, 0, True,
-                  np.ascontiguousarray(v.T), v_star, np.ascontiguousarray(S.T), b, 0, 1, n, sigma, sigma_F, rule,
-                  modulated, err_mod, gk, delta, h, alpha, e_out, y)
+    c = np.ascontiguousarray
+    _local_update(c(lam.T), c(nu.T), zeta.reshape(1, 1, n), 0, 0, True, c(v.T), c(v_star.T), c(S.T), c(b.T), n, sigma,
+                  sigma_F, rule, modulated, err_mod, gk, delta, h, alpha, e_out, y)
     return delta.T.copy(), alpha, e_out, h.T.copy()
 
 
 @_jit(inline="never")
 def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
                    rule, modulated, err_mod, gk, train_v):
-    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_chunk`, stored along the last axis of the
-    scratch arrays so that the replicas' independent arithmetic interleaves (and vectorises)."""
+    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_chunk`. State and constants are held along the
+    last axis of scratch arrays (one column per replica) and every loop runs over the replicas
+    innermost, so that their independent arithmetic vectorises and interleaves."""
     nR, K = S.shape
     M = R.shape[2]
     n = eps.shape[1]
@@ -196,7 +195,14 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
     rr = np.empty((K, M, B))
     s = np.empty((K, B))
     vv = np.empty((K, B))
+    Ab = np.empty((M1, M1, B))
+    Bb = np.empty((M1, M1, B))
+    Ub = np.empty((M, B))
+    Pb = np.empty(B)
+    vsb = np.empty((M, B))
+    bb_ = np.empty((K, B))
     for t in range(nv):
+        ct = (b0 + t) * per
         for k in range(K):
             for l in range(K):
                 q[k, l, t] = Q[b0 + t, k, l]
@@ -204,6 +210,15 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
                 rr[k, m, t] = R[b0 + t, k, m]
             s[k, t] = S[b0 + t, k]
             vv[k, t] = v[b0 + t, k]
+            bb_[k, t] = b[ct, k]
+        for a in range(M1):
+            for a2 in range(M1):
+                Ab[a, a2, t] = A11T[ct, a, a2]
+                Bb[a, a2, t] = Binv[ct, a, a2]
+        for m in range(M):
+            Ub[m, t] = U[ct, m]
+            vsb[m, t] = v_star[ct, m]
+        Pb[t] = P[ct]
     yv = np.empty((M1, B))
     L21 = np.empty((K, M1, B))
     L22 = np.zeros((K, K, B))
@@ -216,72 +231,71 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
     e_out = np.empty(B)
     y = np.empty(B)
     scale = np.empty(B)
+    tmp = np.empty(B)
     xp2 = np.empty(B)
     for j in range(n):
         # (nu, phi) = A11 eps_1
         for a in range(M1):
             for t in range(nv):
-                ct = (b0 + t) * per
-                acc = 0.0
-                for bb in range(M1):
-                    acc += eps[bi, j, bb, t] * A11T[ct, bb, a]
-                yv[a, t] = acc
+                yv[a, t] = 0.0
+            for a2 in range(M1):
+                for t in range(nv):
+                    yv[a, t] += eps[bi, j, a2, t] * Ab[a2, a, t]
         # L21 = [R, S] Binv
         for k in range(K):
             for a in range(M1):
                 for t in range(nv):
-                    ct = (b0 + t) * per
-                    acc = s[k, t] * Binv[ct, M, a]
-                    for m in range(M):
-                        acc += rr[k, m, t] * Binv[ct, m, a]
-                    L21[k, a, t] = acc
+                    L21[k, a, t] = s[k, t] * Bb[M, a, t]
+                for m in range(M):
+                    for t in range(nv):
+                        L21[k, a, t] += rr[k, m, t] * Bb[m, a, t]
         # L22 = PSD Cholesky of Q - L21 L21^T (a zero column where a pivot vanishes)
         for t in range(nv):
-            sc = 0.0
-            for k in range(K):
-                acc = q[k, k, t]
-                for a in range(M1):
-                    acc -= L21[k, a, t] * L21[k, a, t]
-                sc = max(sc, abs(acc))
-            scale[t] = max(sc, 1e-300)
+            scale[t] = 1e-300
+        for k in range(K):
+            for t in range(nv):
+                tmp[t] = q[k, k, t]
+            for a in range(M1):
+                for t in range(nv):
+                    tmp[t] -= L21[k, a, t] * L21[k, a, t]
+            for t in range(nv):
+                scale[t] = max(scale[t], abs(tmp[t]))
         for jj in range(K):
             for ii in range(jj, K):
                 for t in range(nv):
-                    acc = q[ii, jj, t]
-                    for a in range(M1):
-                        acc -= L21[ii, a, t] * L21[jj, a, t]
-                    for p in range(jj):
-                        acc -= L22[ii, p, t] * L22[jj, p, t]
-                    col[ii, t] = acc
-            for t in range(nv):
-                d = col[jj, t]
-                if d > _PIVOT_TOL * scale[t]:
-                    ljj = math.sqrt(d)
-                    for ii in range(jj, K):
-                        L22[ii, jj, t] = col[ii, t] / ljj
-                else:
-                    for ii in range(jj, K):
-                        L22[ii, jj, t] = 0.0
+                    col[ii, t] = q[ii, jj, t]
+                for a in range(M1):
+                    for t in range(nv):
+                        col[ii, t] -= L21[ii, a, t] * L21[jj, a, t]
+                for p in range(jj):
+                    for t in range(nv):
+                        col[ii, t] -= L22[ii, p, t] * L22[jj, p, t]
+            for ii in range(jj, K):
+                for t in range(nv):
+                    d = col[jj, t]
+                    ok = d > _PIVOT_TOL * scale[t]
+                    L22[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
         # lambda = L21 eps_1 + L22 eps_2
         for k in range(K):
             for t in range(nv):
-                acc = 0.0
-                for a in range(M1):
-                    acc += L21[k, a, t] * eps[bi, j, a, t]
-                for p in range(k + 1):
-                    acc += L22[k, p, t] * eps[bi, j, M1 + p, t]
-                lam[k, t] = acc
-        _local_update(lam, yv, zeta, bi, j, noisy, vv, v_star, s, b, b0, per, nv, sigma, sigma_F, rule, modulated,
-                      err_mod, gk, delta, h, alpha, e_out, y)
+                lam[k, t] = 0.0
+            for a in range(M1):
+                for t in range(nv):
+                    lam[k, t] += L21[k, a, t] * eps[bi, j, a, t]
+            for p in range(k + 1):
+                for t in range(nv):
+                    lam[k, t] += L22[k, p, t] * eps[bi, j, M1 + p, t]
+        _local_update(lam, yv, zeta, bi, j, noisy, vv, vsb, s, bb_, nv, sigma, sigma_F, rule, modulated, err_mod, gk,
+                      delta, h, alpha, e_out, y)
         # |xp|^2 = |eps|^2 + chi2 + 2 alpha phi + alpha^2 P and the presynaptic overlaps xi
         for t in range(nv):
-            ct = (b0 + t) * per
             al = alpha[t]
-            acc = 2.0 * gam[bi, j, t] + 2.0 * al * yv[M, t] + al * al * P[ct]
-            for a in range(M1 + K):
-                acc += eps[bi, j, a, t] * eps[bi, j, a, t]
-            xp2[t] = acc
-            yv[M, t] += al * P[ct]  # xi_phi
+            xp2[t] = 2.0 * gam[bi, j, t] + 2.0 * al * yv[M, t] + al * al * Pb[t]
+        for a in range(M1 + K):
+            for t in range(nv):
+                xp2[t] += eps[bi, j, a, t] * eps[bi, j, a, t]
+        for t in range(nv):
+            yv[M, t] += alpha[t] * Pb[t]  # xi_phi
         for k in range(K):
             for t in range(nv):
                 xl[k, t] = lam[k, t] + alpha[t] * s[k, t]
@@ -294,8 +308,7 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
                     q[l, k, t] = qn
             for m in range(M):
                 for t in range(nv):
-                    xi = yv[m, t] + alpha[t] * U[(b0 + t) * per, m]
-                    rr[k, m, t] = k1 * rr[k, m, t] - a_lin * delta[k, t] * xi
+                    rr[k, m, t] = k1 * rr[k, m, t] - a_lin * delta[k, t] * (yv[m, t] + alpha[t] * Ub[m, t])
             for t in range(nv):
                 s[k, t] = k1 * s[k, t] - a_lin * delta[k, t] * yv[M, t]
         if train_v:
