@@ -47,8 +47,8 @@ are ordered (nu, phi, lambda); nothing else depends on that order.
 Backends
 --------
 ``backend="numba"`` (chosen automatically on the CPU in float64): the compiled kernel of
-:mod:`simulate._reduced_jit` runs whole chunks of steps for all replicas in one call, the replicas
-spread over threads; its random numbers are drawn with numpy Generators outside the kernel
+:mod:`simulate._reduced_jit` runs a chunk of steps for a block of 32 replicas in one call, the
+blocks spread over threads; its random numbers are drawn with numpy Generators outside the kernel
 (:class:`simulate._reduced_jit.ChunkSampler`: one Generator per fixed block of 32 replicas, spawned
 from ``np.random.SeedSequence(seed)``), so the same seed gives the same result whatever the
 number of threads. ``backend="torch"`` (CUDA, float32, or on request): :class:`ReducedStep`, the
@@ -62,6 +62,7 @@ by sample. float64 by default: the increments are O(1/D).
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -78,8 +79,9 @@ __all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg", "simul
 BLOWUP = 1e8
 _PIVOT_TOL = 1e-13
 BACKENDS = ("auto", "numba", "torch")
-#: numba backend: random numbers per chunk of steps (eps, gamma, zeta), about 16 MB of float64
-_NUMBA_CHUNK_ELEMENTS = 1 << 21
+#: numba backend: random numbers per block of replicas and chunk of steps (256 kB of float64: they
+#: stay in cache between drawing and use)
+_NUMBA_BLOCK_ELEMENTS = 1 << 15
 _NUMBA_MAX_CHUNK_STEPS = 4096
 
 
@@ -236,13 +238,11 @@ class _TorchChain:
 
 
 class _NumbaChain:
-    """The compiled CPU backend: :func:`simulate._reduced_jit.chain_chunk` on chunks of steps,
+    """The compiled CPU backend: :func:`simulate._reduced_jit.chain_block` on chunks of steps,
     with the draws of :class:`simulate._reduced_jit.ChunkSampler` (float64)."""
 
     def __init__(self, rule, state, *, D, T, U, P, v_star, b, eta, eta_v, sigma, sigma_F, weight_decay,
                  train_second_layer, g, replicas, r, seed, threads):
-        import numba
-
         K = state[0].shape[-1]
         M = np.shape(T)[-1]
         self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
@@ -257,26 +257,23 @@ class _NumbaChain:
                        fix(v_star, (M,)), fix(b, (K,)))
         self.params = (float(D), float(eta), float(eta_v), float(sigma), float(sigma_F), float(eta) * float(weight_decay) / D,
                        *_reduced_jit.rule_codes(rule, g), bool(train_second_layer))
-        self.threads_before = numba.get_num_threads()
-        threads = numba.config.NUMBA_NUM_THREADS if threads is None else int(threads)
-        numba.set_num_threads(threads)
+        threads = (os.cpu_count() or 1) if threads is None else int(threads)
         self.sampler = _reduced_jit.ChunkSampler(seed, replicas, r, D, noise=sigma != 0, threads=threads)
-        per_step = self.sampler.nb * self.sampler.B * (r + 2)
-        self.chunk = int(np.clip(_NUMBA_CHUNK_ELEMENTS // per_step, 1, _NUMBA_MAX_CHUNK_STEPS))
+        self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * (r + 2)), 1, _NUMBA_MAX_CHUNK_STEPS))
 
     def advance(self, n):
-        """n <= self.chunk steps."""
-        eps, gam, zeta = self.sampler.draw(n)
-        _reduced_jit.chain_chunk(self.Q, self.R, self.S, self.v, eps, gam, zeta, *self.consts, *self.params)
+        """n <= self.chunk steps: each thread draws a block's numbers and advances that block, in turn."""
+        def block(j):
+            eps, gam, zeta = self.sampler.draw_block(j, n)
+            _reduced_jit.chain_block(j, self.Q, self.R, self.S, self.v, eps, gam, zeta, *self.consts, *self.params)
+
+        self.sampler.map_blocks(block)
 
     def state(self):
         return self.Q.copy(), self.R.copy(), self.S.copy(), self.v.copy()
 
     def close(self):
-        import numba
-
         self.sampler.close()
-        numba.set_num_threads(self.threads_before)
 
 
 def _resolve_backend(backend, device, dtype, g) -> str:
@@ -311,7 +308,7 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
     from state0. ``backend``: "auto" (default: "numba" on the CPU in float64 for the activations
     erf, tanh, relu, linear; "torch" otherwise), "numba" (compiled kernel, CPU, float64) or
     "torch" (reference, any device and dtype; ``block`` steps of draws at a time). ``threads``:
-    numba threads (default numba's NUMBA_NUM_THREADS); results do not depend on it. Returns a
+    threads of the numba backend (default: the number of CPUs); results do not depend on it. Returns a
     dict with t, steps, Q (R_, n, K, K), R, S, v, status, message, wall_s, replica_steps, backend.
     """
     rule = make_rule(rule, presynaptic=presynaptic, error=error)

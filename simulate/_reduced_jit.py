@@ -2,8 +2,8 @@
 
 The torch implementation :class:`simulate._reduced.ReducedStep` is the reference (and the CUDA
 path). On the CPU its cost is torch's per-operation overhead on tensors of a few elements; this
-module runs a whole chunk of steps for all replicas in one compiled call, in float64, with the
-replicas spread over threads (``prange``). It is a second, compiled view of the rule definition
+module runs a whole chunk of steps for a block of 32 replicas in one compiled call, in float64,
+the replicas of a block interleaved (structure of arrays) and the blocks spread over threads. It is a second, compiled view of the rule definition
 :meth:`theory.Rule.local_update` (as theory._closed_jit is of the closed forms): the tests hold
 :func:`local_update_batch` against ``Rule.local_update`` and one kernel step against
 ``ReducedStep`` for every rule, variant and activation.
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     prange = range
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "RULE_CODES", "ACTIVATION_CODES", "rule_codes", "local_update_batch", "chain_chunk",
+__all__ = ["HAVE_NUMBA", "RULE_CODES", "ACTIVATION_CODES", "rule_codes", "local_update_batch", "chain_block",
            "ChunkSampler", "RNG_REPLICA_BLOCK"]
 
 RULE_CODES = {"bp": 0, "fa": 1, "afa": 2, "pepita": 3}
@@ -172,9 +172,9 @@ def local_update_batch(lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, rule, mod
 
 
 @_jit(inline="never")
-def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+def _advance_block(bi, eb, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
                    rule, modulated, err_mod, gk, train_v):
-    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_chunk`. State and constants are held along the
+    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_block`, with the draws eps[eb], gam[eb], zeta[eb]. State and constants are held along the
     last axis of scratch arrays (one column per replica) and every loop runs over the replicas
     innermost, so that their independent arithmetic vectorises and interleaves."""
     nR, K = S.shape
@@ -240,7 +240,7 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
                 yv[a, t] = 0.0
             for a2 in range(M1):
                 for t in range(nv):
-                    yv[a, t] += eps[bi, j, a2, t] * Ab[a2, a, t]
+                    yv[a, t] += eps[eb, j, a2, t] * Ab[a2, a, t]
         # L21 = [R, S] Binv
         for k in range(K):
             for a in range(M1):
@@ -281,19 +281,19 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
                 lam[k, t] = 0.0
             for a in range(M1):
                 for t in range(nv):
-                    lam[k, t] += L21[k, a, t] * eps[bi, j, a, t]
+                    lam[k, t] += L21[k, a, t] * eps[eb, j, a, t]
             for p in range(k + 1):
                 for t in range(nv):
-                    lam[k, t] += L22[k, p, t] * eps[bi, j, M1 + p, t]
-        _local_update(lam, yv, zeta, bi, j, noisy, vv, vsb, s, bb_, nv, sigma, sigma_F, rule, modulated, err_mod, gk,
+                    lam[k, t] += L22[k, p, t] * eps[eb, j, M1 + p, t]
+        _local_update(lam, yv, zeta, eb, j, noisy, vv, vsb, s, bb_, nv, sigma, sigma_F, rule, modulated, err_mod, gk,
                       delta, h, alpha, e_out, y)
         # |xp|^2 = |eps|^2 + chi2 + 2 alpha phi + alpha^2 P and the presynaptic overlaps xi
         for t in range(nv):
             al = alpha[t]
-            xp2[t] = 2.0 * gam[bi, j, t] + 2.0 * al * yv[M, t] + al * al * Pb[t]
+            xp2[t] = 2.0 * gam[eb, j, t] + 2.0 * al * yv[M, t] + al * al * Pb[t]
         for a in range(M1 + K):
             for t in range(nv):
-                xp2[t] += eps[bi, j, a, t] * eps[bi, j, a, t]
+                xp2[t] += eps[eb, j, a, t] * eps[eb, j, a, t]
         for t in range(nv):
             yv[M, t] += alpha[t] * Pb[t]  # xi_phi
         for k in range(K):
@@ -325,24 +325,24 @@ def _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, 
             v[b0 + t, k] = vv[k, t]
 
 
-@_jit(parallel=True, nogil=True)
-def chain_chunk(Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+@_jit(nogil=True)
+def chain_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
                 rule, modulated, err_mod, gk, train_v):
-    """Advance every replica by n = eps.shape[1] steps of the chain, in place.
+    """Advance the replicas of block bi (bi*B .. bi*B + B - 1, the last block possibly partial) by
+    n = eps.shape[1] steps of the chain, in place; releases the GIL, so Python threads run blocks
+    in parallel, each drawing its numbers and using them while they are hot in cache.
 
-    Q (nR, K, K), R (nR, K, M), S (nR, K), v (nR, K): the state (float64, C-contiguous), updated.
-    Replicas come in blocks of B (the last one possibly partial): replica b B + t draws
-    eps[b, :, :, t] (n, r) standard normals ordered (nu, phi, lambda), gam[b, :, t] (n,)
-    Gamma((D - r)/2) variables (chi^2_{D-r} = 2 gam) and zeta[b, :, t] output noise (zeta has
-    last axis 0 when sigma = 0). Shapes eps (nb, n, r, B), gam and zeta (nb, n, B).
+    Q (nR, K, K), R (nR, K, M), S (nR, K), v (nR, K): the state of all replicas (float64, C-contiguous).
+    The block's draws: eps (1, n, r, B) standard normals ordered (nu, phi, lambda), replica
+    bi*B + t reading eps[0, :, :, t]; gam (1, n, B) Gamma((D - r)/2) variables (chi^2_{D-r} = 2 gam);
+    zeta (1, n, B) output noise (last axis 0 when sigma = 0).
     Constants with a leading axis of 1 (shared) or nR (per replica): A11T (., M+1, M+1) with
     (nu, phi) = eps_1 @ A11T, Binv (., M+1, M+1) with L21 = [R, S] @ Binv, U (., M), P (.,),
-    v_star (., M), b (., K). Codes as :func:`rule_codes`. Blocks run in parallel (prange);
-    each replica's arithmetic is the same whatever the thread count.
+    v_star (., M), b (., K). Codes as :func:`rule_codes`. Each replica's arithmetic is the same
+    whichever thread runs it.
     """
-    for bi in prange(eps.shape[0]):
-        _advance_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
-                       rule, modulated, err_mod, gk, train_v)
+    _advance_block(bi, 0, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+                   rule, modulated, err_mod, gk, train_v)
 
 
 class ChunkSampler:
@@ -367,41 +367,62 @@ class ChunkSampler:
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 and nb > 1 else None
 
     def _fill(self, j, eps, gam, zeta):
+        """Block j's draws for n steps into eps (n, r, B), gam (n, B), zeta (n, B or 0)."""
         g = self.gens[j]
         nv = min(self.B, self.R - j * self.B)
-        n = eps.shape[1]
+        n = eps.shape[0]
         if nv == self.B:
-            g.standard_normal(out=eps[j])
+            g.standard_normal(out=eps)
             if self.shape > 0:
-                g.standard_gamma(self.shape, out=gam[j])
+                g.standard_gamma(self.shape, out=gam)
             else:
-                gam[j] = 0.0
+                gam[...] = 0.0
             if self.noise:
-                g.standard_normal(out=zeta[j])
+                g.standard_normal(out=zeta)
             return
-        eps[j] = 0.0
-        gam[j] = 0.0
-        eps[j, :, :, :nv] = g.standard_normal((n, self.r, nv))
+        eps[...] = 0.0
+        gam[...] = 0.0
+        eps[:, :, :nv] = g.standard_normal((n, self.r, nv))
         if self.shape > 0:
-            gam[j, :, :nv] = g.standard_gamma(self.shape, (n, nv))
+            gam[:, :nv] = g.standard_gamma(self.shape, (n, nv))
         if self.noise:
-            zeta[j] = 0.0
-            zeta[j, :, :nv] = g.standard_normal((n, nv))
+            zeta[...] = 0.0
+            zeta[:, :nv] = g.standard_normal((n, nv))
+
+    def _empty(self, nb, n):
+        return np.empty((nb, n, self.r, self.B)), np.empty((nb, n, self.B)), np.empty((nb, n, self.B if self.noise else 0))
+
+    def draw_block(self, j: int, n: int):
+        """Block j's next n steps: eps (1, n, r, B), gam (1, n, B), zeta (1, n, B) or (1, n, 0)."""
+        eps, gam, zeta = self._empty(1, n)
+        self._fill(j, eps[0], gam[0], zeta[0])
+        return eps, gam, zeta
 
     def draw(self, n: int):
-        """eps (nb, n, r, B), gam (nb, n, B), zeta (nb, n, B) or (nb, n, 0) for the next n steps."""
-        eps = np.empty((self.nb, n, self.r, self.B))
-        gam = np.empty((self.nb, n, self.B))
-        zeta = np.empty((self.nb, n, self.B if self.noise else 0))
+        """All blocks' next n steps: eps (nb, n, r, B), gam (nb, n, B), zeta (nb, n, B) or (nb, n, 0).
+        The same numbers as :meth:`draw_block` for each block in turn."""
+        eps, gam, zeta = self._empty(self.nb, n)
+
         def fill(blocks):
             for j in blocks:
-                self._fill(j, eps, gam, zeta)
+                self._fill(j, eps[j], gam[j], zeta[j])
 
         if self.pool is None:
             fill(range(self.nb))
         else:  # one task per thread, contiguous runs of blocks (few tasks: the pool's overhead is per task)
             list(self.pool.map(fill, np.array_split(np.arange(self.nb), self.threads)))
         return eps, gam, zeta
+
+    def map_blocks(self, fn):
+        """Call fn(j) for every block j, spread over the threads (contiguous runs of blocks)."""
+        def run(blocks):
+            for j in blocks:
+                fn(j)
+
+        if self.pool is None:
+            run(range(self.nb))
+        else:
+            list(self.pool.map(run, np.array_split(np.arange(self.nb), self.threads)))
 
     def close(self):
         if self.pool is not None:
