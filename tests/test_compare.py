@@ -167,17 +167,21 @@ def test_rule_keys_and_bad_input():
 
 
 @pytest.mark.slow
-def test_deviation_shrinks_with_D():
-    """The replica-mean deviation from the ODE falls like 1/sqrt(D) (slope of a log-log fit)."""
+@pytest.mark.parametrize("rule", ["bp", "fa", "afa", "pepita"])
+def test_deviation_shrinks_with_D(rule):
+    """Every rule: the deviation from the ODE falls like 1/sqrt(D) (slope of a log-log fit)."""
     Ds = [250, 1000, 4000]
     t = np.array([0.0, 1.0, 2.0, 4.0])
     rms = []
     for Dn in Ds:
         init = simulate.Initialisation(2, 2, Dn, seed=5)
-        res = simulate.run(init, "afa", t, eta=1.0, replicas=16, independent_init=True, device="cpu", seed=2, n_test=0, progress=False)
-        trs = [theory.integrate(res.initial_state(r), "afa", res.t, eta=1.0) for r in range(res.replicas)]
+        res = simulate.run(init, rule, t, eta=1.0, replicas=16, independent_init=True, device="cpu", seed=2, n_test=0, progress=False)
+        trs = [theory.integrate(res.initial_state(r), rule, res.t, eta=1.0) for r in range(res.replicas)]
         dev = _deviations(res, trs)[:, 1:]
-        rms.append(np.sqrt(np.mean(dev**2)))  # per-replica fluctuation around its own ODE
+        # per-replica fluctuation around its own ODE; the median over replicas, because at small D
+        # a rare replica of pepita can enter its runaway regime (weights growing without bound,
+        # in the ODE as in the simulation), where deviations are amplified rather than O(1/sqrt D)
+        rms.append(np.median(np.sqrt(np.mean(dev**2, axis=(1, 2)))))
     slope = np.polyfit(np.log(Ds), np.log(rms), 1)[0]
     assert -0.7 < slope < -0.3, (rms, slope)
 
