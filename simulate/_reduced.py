@@ -257,7 +257,8 @@ class _NumbaChain:
                        fix(v_star, (M,)), fix(b, (K,)))
         self.params = (float(D), float(eta), float(eta_v), float(sigma), float(sigma_F), float(eta) * float(weight_decay) / D,
                        *_reduced_jit.rule_codes(rule, g), bool(train_second_layer))
-        threads = (os.cpu_count() or 1) if threads is None else int(threads)
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.sampler = _reduced_jit.ChunkSampler(seed, replicas, r, D, noise=sigma != 0, threads=threads)
         self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * (r + 2)), 1, _NUMBA_MAX_CHUNK_STEPS))
 
@@ -308,7 +309,7 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
     from state0. ``backend``: "auto" (default: "numba" on the CPU in float64 for the activations
     erf, tanh, relu, linear; "torch" otherwise), "numba" (compiled kernel, CPU, float64) or
     "torch" (reference, any device and dtype; ``block`` steps of draws at a time). ``threads``:
-    threads of the numba backend (default: the number of CPUs); results do not depend on it. Returns a
+    threads of the numba backend (default: the CPUs this process may use); results do not depend on it. Returns a
     dict with t, steps, Q (R_, n, K, K), R, S, v, status, message, wall_s, replica_steps, backend.
     """
     rule = make_rule(rule, presynaptic=presynaptic, error=error)
