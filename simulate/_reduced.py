@@ -49,8 +49,8 @@ Backends
 ``backend="numba"`` (chosen automatically on the CPU in float64): the compiled kernel of
 :mod:`simulate._reduced_jit` runs a chunk of steps for a block of 32 replicas in one call, the
 blocks spread over threads; its random numbers are drawn with numpy Generators outside the kernel
-(:class:`simulate._reduced_jit.ChunkSampler`: one Generator per fixed block of 32 replicas, spawned
-from ``np.random.SeedSequence(seed)``), so the same seed gives the same result whatever the
+(:class:`simulate._reduced_jit.ChunkSampler`: one SFC64 Generator per fixed block of 32 replicas,
+spawned from ``np.random.SeedSequence(seed)``), so the same seed gives the same result whatever the
 number of threads. ``backend="torch"`` (CUDA, float32, or on request): :class:`ReducedStep`, the
 reference implementation, one step at a time, with r standard normals, one Gamma((D - r)/2)
 (chi^2 = 2 Gamma) and one standard normal zeta per step and replica from one seeded

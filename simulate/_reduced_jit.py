@@ -349,7 +349,8 @@ class ChunkSampler:
     """The random numbers of the numba chain, drawn with numpy in chunks of steps.
 
     Replicas are split into fixed blocks of B = :data:`RNG_REPLICA_BLOCK`; block j draws from
-    its own ``np.random.Generator(PCG64(SeedSequence(seed).spawn(nb)[j]))``, per chunk of n steps
+    its own ``np.random.Generator(SFC64(SeedSequence(seed).spawn(nb)[j]))`` (SFC64: numpy's fastest
+    bit generator, ~15% faster normals than PCG64 here, passes PractRand), per chunk of n steps
     and in this order: eps (n, r, Bj) standard normals, gam (n, Bj) ~ Gamma((D - r)/2) (so that
     2 gam ~ chi^2_{D-r}; zero when D = r), and zeta (n, Bj) standard normals when ``noise``
     (Bj = B except for a last partial block). Blocks are filled by ``threads`` worker threads
@@ -361,7 +362,7 @@ class ChunkSampler:
         self.R, self.r, self.D, self.noise = int(replicas), int(r), int(D), bool(noise)
         self.B = B = RNG_REPLICA_BLOCK
         self.nb = nb = -(-self.R // B)
-        self.gens = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(int(seed)).spawn(nb)]
+        self.gens = [np.random.Generator(np.random.SFC64(s)) for s in np.random.SeedSequence(int(seed)).spawn(nb)]
         self.shape = 0.5 * (self.D - self.r)
         self.threads = max(1, int(threads))
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 and nb > 1 else None
