@@ -18,6 +18,10 @@ threshold eg < 1e-2, ``--fs-replicas`` replicas, records every 0.5) at each D up
 (chosen above the ODE escape time) and prints the escape-time quantiles next to the ODE's.
 
     PYTHONPATH=. python benchmarks/bench_reduced.py --finite-size 1000:600 10000:300 100000:300
+
+Measured on the 2-core CPU (this script, numba backend, 100 replicas): median escape time (10%, 90%)
+234.5 (200.5, 305.1) at D = 1e3 [ODE 271.4], 92.1 (81.7, 109.9) at 1e4 [ODE 91.6],
+97.6 (90.2, 113.0) at 1e5 [ODE 98.8]; 4.5 minutes in all.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The torch implementation :class:`simulate._reduced.ReducedStep` is the reference (and the CUDA
 path). On the CPU its cost is torch's per-operation overhead on tensors of a few elements; this
 module runs a whole chunk of steps for a block of 32 replicas in one compiled call, in float64,
-the replicas of a block interleaved (structure of arrays) and the blocks spread over threads. It is a second, compiled view of the rule definition
-:meth:`theory.Rule.local_update` (as theory._closed_jit is of the closed forms): the tests hold
+the replicas of a block interleaved (structure of arrays) and the blocks spread over threads.
+It is a second, compiled view of the rule definition :meth:`theory.Rule.local_update` (as
+theory._closed_jit is of the closed forms): the tests hold
 :func:`local_update_batch` against ``Rule.local_update`` and one kernel step against
 ``ReducedStep`` for every rule, variant and activation.
 
