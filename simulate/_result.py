@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from theory import OrderParams, alignment_angles, generalisation_error
+from theory._trajectory import _json_default
 
 __all__ = ["SimulationResult"]
 
@@ -173,11 +174,3 @@ def _observable_view(Q, R, S, v, constants):
                 val = val[:, None, ...]  # (R_, 1, ...) against (R_, n, ...)
         c[k] = val
     return types.SimpleNamespace(Q=Q, R=R, S=S, v=v, **c)
-
-
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
