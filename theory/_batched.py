@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 from scipy.integrate._ivp import dop853_coefficients as _dop
 
-__all__ = ["BatchSolution", "solve_batched", "DOP853"]
+__all__ = ["BatchSolution", "solve_batched", "initial_steps", "DOP853"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +102,24 @@ def _rms(x):
     return np.sqrt(np.mean(x * x, axis=-1))
 
 
+def initial_steps(fun, y, f, rtol, atol, interval, error_order):
+    """Starting step of each row of y (B, n), as scipy's ``select_initial_step`` (Hairer, Norsett & Wanner).
+
+    fun maps states (B, n) to derivatives, f = fun(y); costs one more evaluation of fun.
+    """
+    scale = atol + np.abs(y) * rtol
+    d0, d1 = _rms(y / scale), _rms(f / scale)
+    h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.where(d1 > 0, d1, 1.0))
+    h0 = np.minimum(h0, interval)
+    f1 = fun(y + h0[:, None] * f)
+    with np.errstate(all="ignore"):
+        d2 = _rms((f1 - f) / scale) / h0
+        h1 = np.where((d1 <= 1e-15) & (d2 <= 1e-15), np.maximum(1e-6, h0 * 1e-3),
+                      (0.01 / np.maximum(d1, d2)) ** (1.0 / (error_order + 1)))
+    h = np.minimum(np.minimum(100 * h0, h1), interval)
+    return np.where(np.isfinite(h) & (h > 0), h, 1e-6)
+
+
 def solve_batched(
     subset: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
     y0: np.ndarray,
@@ -165,20 +183,9 @@ def solve_batched(
         with np.errstate(all="ignore"):
             return f(yy)
 
-    # ---- initial step (scipy's select_initial_step, per point)
     f = call(fun, y)
     interval = t[-1] - t[0]
-    scale = atol + np.abs(y) * rtol
-    d0, d1 = _rms(y / scale), _rms(f / scale)
-    h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.where(d1 > 0, d1, 1.0))
-    h0 = np.minimum(h0, interval)
-    f1 = call(fun, y + h0[:, None] * f)
-    with np.errstate(all="ignore"):
-        d2 = _rms((f1 - f) / scale) / h0
-        h1 = np.where((d1 <= 1e-15) & (d2 <= 1e-15), np.maximum(1e-6, h0 * 1e-3),
-                      (0.01 / np.maximum(d1, d2)) ** (1.0 / (tab.error_order + 1)))
-    h = np.minimum(np.minimum(100 * h0, h1), interval)
-    h = np.where(np.isfinite(h) & (h > 0), h, 1e-6)
+    h = initial_steps(lambda yy: call(fun, yy), y, f, rtol, atol, interval, tab.error_order)
 
     bar = None
     if progress:

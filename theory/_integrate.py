@@ -150,12 +150,13 @@ _SEGMENT = 8  # output times per compiled call: Ctrl-C and the progress bar act 
 
 def _integrate_compiled(dyn, y0, t, rtol, atol, out, bar):
     """Compiled DOP853 through the output times t[1:], appending to ``out``; (status, message, fail_t, nfev)."""
-    from ._jit_integrate import COEFFS, dop853_segment, initial_step
+    from ._batched import DOP853, initial_steps
+    from ._jit_integrate import COEFFS, dop853_segment
 
     args = dyn._jit_args
     K, M = dyn.K, dyn.M
     f0 = dyn.rhs(y0)
-    h = initial_step(dyn.rhs, y0, f0, rtol, atol)
+    h = float(initial_steps(lambda y: dyn.rhs(y[0])[None], y0[None], f0[None], rtol, atol, t[-1] - t[0], DOP853.error_order)[0])
     y, t_cur, nfev = y0, float(t[0]), 2
     i = 1
     try:

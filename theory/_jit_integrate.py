@@ -12,22 +12,16 @@ scipy path.
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate._ivp import dop853_coefficients as _dop
 
+from ._batched import DOP853, MAX_FACTOR, MIN_FACTOR, SAFETY
 from ._closed_jit import HAVE_NUMBA, closed_form_rhs_flat
 
 __all__ = ["dop853_segment", "COEFFS"]
 
-_NS = _dop.N_STAGES
-COEFFS = (
-    np.ascontiguousarray(_dop.A[:_NS, :_NS]),
-    np.ascontiguousarray(_dop.B),
-    np.ascontiguousarray(_dop.C[:_NS]),
-    np.ascontiguousarray(_dop.E3),
-    np.ascontiguousarray(_dop.E5),
-)
-
-SAFETY, MIN_FACTOR, MAX_FACTOR, EXPONENT = 0.9, 0.2, 10.0, -1.0 / 8.0
+# the tableau of theory._batched (scipy's DOP853 coefficients), as contiguous arrays for numba
+_NS = len(DOP853.B)
+COEFFS = tuple(np.ascontiguousarray(x) for x in (DOP853.A, DOP853.B, DOP853.C, DOP853.E3, DOP853.E5))
+EXPONENT = -1.0 / (DOP853.error_order + 1)
 
 
 def _make(rhs):
@@ -140,17 +134,3 @@ if HAVE_NUMBA:
 else:  # pragma: no cover
     dop853_segment = None
 
-
-def initial_step(rhs, y0, f0, rtol, atol, order=7):
-    """Hairer, Norsett & Wanner's starting step (as in scipy's select_initial_step)."""
-    scale = atol + np.abs(y0) * rtol
-    d0 = np.sqrt(np.mean((y0 / scale) ** 2))
-    d1 = np.sqrt(np.mean((f0 / scale) ** 2))
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    y1 = y0 + h0 * f0
-    d2 = np.sqrt(np.mean(((rhs(y1) - f0) / scale) ** 2)) / h0
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1 / (order + 1))
-    return min(100 * h0, h1)
