@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from theory import DivergenceError, Rule
-from theory._integrate import BLOWUP, make_dynamics
+from theory._integrate import BLOWUP, make_dynamics, run_params
 
 from ._init import Initialisation, Weights, _check_dtype, resolve_device
 from ._result import SimulationResult
@@ -403,9 +403,9 @@ def run(
     rec = ENGINES[engine](spec)
 
     params = dict(
-        rule=dyn.rule.name, rule_label=dyn.rule.label, presynaptic=dyn.rule.presynaptic, error=dyn.rule.error,
-        eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma, sigma_F=spec.sigma_F, weight_decay=spec.weight_decay,
-        train_second_layer=spec.train_second_layer, activation=dyn.g.name, K=init.K, M=init.M, D=init.D,
+        **run_params(dyn.rule, dyn.g, eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma, sigma_F=spec.sigma_F,
+                     weight_decay=spec.weight_decay, train_second_layer=spec.train_second_layer),
+        K=init.K, M=init.M, D=init.D,
         init_seed=init.seed, w_std=init.w_std, v_std=init.v_std, v_star=init.v_star, replicas=replicas,
         independent_init=bool(independent_init), device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,
         n_test=n_test, engine=engine, steps=[int(s) for s in rec.steps],

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from theory import OrderParams, activation, make_rule
+from theory._integrate import run_params
 
 from . import _reduced_jit
 
@@ -486,10 +487,11 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
                             for i in range(len(out["t"]))], axis=1)
     else:
         eg_test = np.full(out["Q"].shape[:2], np.nan)
-    params = dict(engine="reduced", rule=rule_.name, rule_label=rule_.label, presynaptic=rule_.presynaptic,
-                  error=rule_.error, eta=float(eta), eta_v=float(eta if eta_v is None else eta_v), sigma=float(sigma),
-                  sigma_F=float(sigma_F), weight_decay=float(weight_decay), train_second_layer=bool(train_second_layer),
-                  activation=activation(g).name, K=int(np.shape(state0.R)[-2]), M=int(np.shape(state0.R)[-1]), D=int(D),
+    params = dict(engine="reduced",
+                  **run_params(rule_, g, eta=float(eta), eta_v=float(eta if eta_v is None else eta_v), sigma=float(sigma),
+                               sigma_F=float(sigma_F), weight_decay=float(weight_decay),
+                               train_second_layer=bool(train_second_layer)),
+                  K=int(np.shape(state0.R)[-2]), M=int(np.shape(state0.R)[-1]), D=int(D),
                   replicas=int(replicas), independent_init=bool(independent_init), seed=int(seed),
                   dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=int(n_test), backend=out["backend"],
                   eg_test="Monte Carlo over n_test fresh fields z ~ N(0, Omega) per record",

@@ -131,6 +131,18 @@ def make_dynamics(state0: OrderParams, rule, *, eta, eta_v=None, sigma=0.0, sigm
     )
 
 
+def run_params(rule: Rule, g, *, eta, eta_v, sigma, sigma_F, weight_decay, train_second_layer) -> dict[str, Any]:
+    """The rule and hyper-parameters every result records (Trajectory, SimulationResult, sweep rows).
+
+    One definition so that every result carries the same keys in the same order.
+    """
+    return dict(
+        rule=rule.name, rule_label=rule.label, presynaptic=rule.presynaptic, error=rule.error,
+        eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
+        train_second_layer=train_second_layer, activation=activation(g).name,
+    )
+
+
 def rhs(state: OrderParams, rule, **params) -> dict[str, np.ndarray]:
     """The ODE's right-hand side at one state: {"Q": dQ/dt, "R": dR/dt, "S": dS/dt, "v": dv/dt}.
 
@@ -263,10 +275,9 @@ def integrate(
         raise ValueError(f"integrate: unknown method {method!r}; expected one of {sorted(scipy.integrate._ivp.ivp.METHODS)}")
 
     params = dict(
-        rule=dyn.rule.name, rule_label=dyn.rule.label, presynaptic=dyn.rule.presynaptic, error=dyn.rule.error,
-        eta=dyn.eta, eta_v=dyn.eta_v, sigma=dyn.sigma, sigma_F=dyn.sigma_F, weight_decay=dyn.weight_decay,
-        train_second_layer=dyn.train_second_layer, activation=dyn.g.name, quadrature=repr(quadrature),
-        method=getattr(method, "__name__", method), rtol=rtol, atol=atol, K=dyn.K, M=dyn.M,
+        **run_params(dyn.rule, dyn.g, eta=dyn.eta, eta_v=dyn.eta_v, sigma=dyn.sigma, sigma_F=dyn.sigma_F,
+                     weight_decay=dyn.weight_decay, train_second_layer=dyn.train_second_layer),
+        quadrature=repr(quadrature), method=getattr(method, "__name__", method), rtol=rtol, atol=atol, K=dyn.K, M=dyn.M,
     )
     K, M = dyn.K, dyn.M
     from ._state import field_covariance

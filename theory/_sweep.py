@@ -68,7 +68,7 @@ import numpy as np
 
 from ._activations import activation
 from ._batched import BatchSolution, solve_batched
-from ._integrate import BLOWUP, Dynamics, default_times
+from ._integrate import BLOWUP, Dynamics, default_times, run_params
 from ._observables import alignment_angles, generalisation_error, specialisation
 from ._rules import Rule, make_rule
 from ._state import OrderParams, field_covariance, unpack
@@ -789,10 +789,11 @@ def _assemble(cols, tags, sidx, state_list, rules, num, chunks, sols, t, eg_targ
     for i in range(npts):
         r = rules[i]
         params.append(dict(
-            rule=r.name, rule_label=r.label, presynaptic=r.presynaptic, error=r.error, eta=float(num["eta"][i]),
-            eta_v=float(num["eta_v"][i]), sigma=float(num["sigma"][i]), sigma_F=float(num["sigma_F"][i]),
-            weight_decay=float(num["weight_decay"][i]), train_second_layer=bool(cols["train_second_layer"][i]),
-            activation=cols["g"][i], quadrature=repr(quadrature), method="DOP853 (batched)", rtol=rtol, atol=atol,
+            **run_params(r, cols["g"][i], eta=float(num["eta"][i]), eta_v=float(num["eta_v"][i]),
+                         sigma=float(num["sigma"][i]), sigma_F=float(num["sigma_F"][i]),
+                         weight_decay=float(num["weight_decay"][i]),
+                         train_second_layer=bool(cols["train_second_layer"][i])),
+            quadrature=repr(quadrature), method="DOP853 (batched)", rtol=rtol, atol=atol,
             K=state_list[sidx[i]].K, M=state_list[sidx[i]].M, tags=tuple(tags),
         ))
     return SweepResult(table=Table(table), t=t, eg=eg, states=tuple(state_list), _Y=Ys, _params=params, _angles=angles_t)
