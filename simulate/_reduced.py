@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from theory import OrderParams, activation, make_rule
+from theory import DivergenceError, OrderParams, activation, make_rule
 from theory._integrate import run_params
 
 from . import _reduced_jit
@@ -499,7 +499,7 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
     res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
                                         status=out["status"], message=out["message"])
     if throw and out["status"] < 0:
-        raise RuntimeError(f"run (reduced): {out['message']}")
+        raise DivergenceError(f"run (reduced): {out['message']}", res)
     return res
 
 

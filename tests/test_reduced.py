@@ -220,6 +220,14 @@ def test_divergence_stops_with_reason(backend):
     assert len(out["t"]) < 41 and np.all(np.isfinite(out["Q"]))
 
 
+def test_run_reduced_throw_raises_divergence_error_with_partial_result():
+    s0 = theory.random_state(2, 2, D=50, seed=0)
+    with pytest.raises(theory.DivergenceError, match="diverged") as info:
+        run_reduced(s0, "bp", np.arange(0.0, 20.5, 0.5), D=50, eta=60.0, replicas=4, seed=0, throw=True)
+    partial = info.value.trajectory
+    assert partial.status == -1 and len(partial.t) < 41 and np.all(np.isfinite(partial.Q))
+
+
 def test_auto_backend():
     s0 = theory.random_state(2, 2, D=100, seed=0)
     assert reduced_chain(s0, "bp", [0, 0.1], D=100, eta=1.0)["backend"] == ("numba" if _reduced_jit.HAVE_NUMBA else "torch")
