@@ -34,29 +34,20 @@ from ._result import SimulationResult
 
 __all__ = ["compare", "Comparison", "Agreement", "plateau_split", "ode_rule_for", "PEPITA_ODE_RULE", "rule_key"]
 
-#: The ODE integrated for pepita simulations: "pepita" (exact, numerical expectations; needs
-#: theory._numerical) or "afa" (its first-order approximation). One-line switch.
+#: The ODE integrated for pepita simulations: "pepita" (exact, numerical expectations) or "afa"
+#: (its first-order approximation). One-line switch.
 PEPITA_ODE_RULE = "pepita"
 
 
 _SUMMARY_ANGLES = ("teacher", "degenerate_min", "feedback", "end_to_end")
 
 
-def _has_pepita_engine() -> bool:
-    try:
-        from theory import _numerical  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def ode_rule_for(rule) -> tuple[theory.Rule, str | None]:
     """The rule whose ODE is compared with a simulation of ``rule``, and a note when it differs."""
-    if rule.name != "pepita" or (PEPITA_ODE_RULE == "pepita" and _has_pepita_engine()):
+    if rule.name != "pepita" or PEPITA_ODE_RULE == "pepita":
         return rule, None
     ode = make_rule("afa", presynaptic=rule.presynaptic)
-    why = "PEPITA_ODE_RULE = 'afa'" if PEPITA_ODE_RULE != "pepita" else "theory has no pepita ODE engine yet"
-    return ode, f"ODE of {ode.label} (first-order approximation of pepita) used: {why}"
+    return ode, f"ODE of {ode.label} (first-order approximation of pepita) used: PEPITA_ODE_RULE = 'afa'"
 
 
 def rule_key(rule) -> str:
