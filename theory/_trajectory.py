@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -85,20 +86,20 @@ class Trajectory:
     def __len__(self) -> int:
         return len(self.t)
 
-    @property
+    @functools.cached_property
     def eg(self) -> np.ndarray:
         """Generalisation error at each time."""
-        return generalisation_error(self, self.params.get("activation", "erf"))
+        return _read_only(generalisation_error(self, self.params.get("activation", "erf")))
 
-    @property
+    @functools.cached_property
     def angles(self) -> dict[str, np.ndarray]:
         """Alignment angles (degrees) at each time."""
-        return alignment_angles(self, self.params["rule"], self.params.get("sigma_F", 1.0))
+        return {k: _read_only(a) for k, a in alignment_angles(self, self.params["rule"], self.params.get("sigma_F", 1.0)).items()}
 
-    @property
+    @functools.cached_property
     def specialisation(self) -> np.ndarray:
         """R_kn / sqrt(Q_kk T_nn), shape (n, K, M)."""
-        return specialisation(self)
+        return _read_only(specialisation(self))
 
     def state(self, i: int = -1) -> OrderParams:
         """The order parameters at the i-th recorded time."""
@@ -136,6 +137,13 @@ class Trajectory:
                 t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0),
                 params=meta["params"], status=meta["status"], message=meta["message"], nfev=meta["nfev"],
             )
+
+
+def _read_only(a):
+    """Observables are computed once per trajectory (cached), so hand them out read-only."""
+    a = np.asarray(a)
+    a.setflags(write=False)
+    return a
 
 
 def _json_default(x):
