@@ -33,6 +33,7 @@ import numba
 import torch
 
 import simulate
+import theory
 
 
 def rate_full(rule, D, replicas, steps, device, repeats):
@@ -61,9 +62,23 @@ def rate_reduced(rule, D, replicas, steps, device, backend, repeats):
     return res.params["replica_steps"] / best
 
 
+@theory.register_rule
+class SignSymmetry(theory.Rule):
+    """A user's rule (sign-symmetric feedback), defined here: its compiled update is generated from this definition."""
+
+    name = "sign-symmetry"
+    closed_form = "feedback"
+
+    def feedback(self, x):
+        return x.xp.sign(x.v)
+
+    def update(self, x):
+        return theory.LocalUpdate(delta=self.feedback(x) * x.dg(x.lam) * x.e[..., None])
+
+
 def rate_draws_only(D, replicas, steps):
     """The numba backend's floor: its numpy draws alone (one thread), replica-steps / s."""
-    from simulate._reduced_jit import ChunkSampler
+    from simulate._reduced_kernel import ChunkSampler
 
     sampler = ChunkSampler(0, replicas, 5, D, noise=False, threads=1)
     n = 146
@@ -127,6 +142,12 @@ def main(argv=None):
     for rule in ("bp", "pepita"):
         (n5, t5), (n4, t4) = rates[rule, 500], rates[rule, 10_000]
         print(f"flatness in D ({rule}): rate at D=1e4 / D=500: numba {n4 / n5:.2f}, torch {t4 / t5:.2f}")
+    print("paths of a rule (D = 500): the numba backend runs the rule's compiled update, generated from its one "
+          "definition (theory.compiled_rule); the torch backend is the generic path, correct for any rule")
+    for rule in ("bp", "sign-symmetry"):
+        nb = rate_reduced(rule, 500, a.replicas_reduced, a.steps, "cpu", "numba", a.repeats)
+        tr = rate_reduced(rule, 500, a.replicas_reduced, a.steps_torch, a.device, "torch", a.repeats)
+        print(f"  {rule:14s} compiled (numba) {nb:10.3g}   generic (torch) {tr:10.3g}   ratio {nb / tr:5.1f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Public API (notation of THEORY.md):
 Figures live in simulate._plots; the command line ``pepita-dynamics`` in simulate._cli.
 """
 
-from ._compare import PEPITA_ODE_RULE, Agreement, Comparison, compare, plateau_split
+from ._compare import PEPITA_ODE_RULE, Agreement, Comparison, compare
 from ._engine import ENGINES, Records, RunSpec, register_engine, run
 from ._init import Initialisation, Weights
 from ._result import SimulationResult
@@ -23,7 +23,7 @@ from ._reduced import empirical_eg, run_reduced  # registers engine "reduced" fo
 from ._finite_size import finite_size_study, plateau_escape_times
 
 __all__ = [
-    "PEPITA_ODE_RULE", "Agreement", "Comparison", "compare", "plateau_split",
+    "PEPITA_ODE_RULE", "Agreement", "Comparison", "compare",
     "ENGINES", "Records", "RunSpec", "register_engine", "run",
     "Initialisation", "Weights",
     "SimulationResult",

@@ -1,12 +1,16 @@
 """The command line ``pepita-dynamics``.
 
-    pepita-dynamics compare [--rules bp,fa,afa,pepita] [--D 500] [--K 2] [--M 2] [--eta 1] ...
+    pepita-dynamics compare [--rules bp,fa,afa,pepita] [--rule file.py:NAME] [--g erf] [--D 500] [--eta 1] ...
         simulate every rule, integrate its ODE from the measured initial state, and write into
         --out: sim_<rule>.npz, ode_<rule>.npz, comparison.json (all parameters and agreement),
         summary.txt and the figures eg.png, angles.png, directions.png (K = 2).
     pepita-dynamics ode [--K 2] [--M 2] [--D 1000] [--eta 1] [--t-max 1000] ...
         integrate the ODEs of all rules from a default random initial condition (overlaps of random
         weights at dimension D) and write ode_<rule>.npz and learning_curves.png.
+
+A rule is a registered name (bp, fa, afa, pepita) or a rule of your own, given as
+``path/to/file.py:NAME`` or ``module:NAME`` (NAME a theory.Rule subclass or instance, see
+theory.load_rule), in --rules (comma-separated) or with --rule (repeatable).
 
 Computing writes data first; the figures are then drawn from the data read back from disk.
 """
@@ -28,7 +32,11 @@ COMPARE_DEFAULTS = dict(rules="bp,fa,afa,pepita", D=500, K=2, M=2, eta=1.0, t_ma
 
 
 def _common(p, *, D, t_max):
-    p.add_argument("--rules", default=COMPARE_DEFAULTS["rules"], help="comma-separated rules (bp, fa, afa, pepita)")
+    p.add_argument("--rules", default=None, help="comma-separated rules: names (bp, fa, afa, pepita) or file.py:NAME / "
+                   f"module:NAME (default {COMPARE_DEFAULTS['rules']}, unless --rule is given)")
+    p.add_argument("--rule", action="append", default=[], metavar="RULE",
+                   help="a rule to add (name, path/to/file.py:NAME or module:NAME); repeatable")
+    p.add_argument("--g", default="erf", help="activation of teacher and student (erf, relu, tanh, linear)")
     p.add_argument("--presynaptic", default=None, choices=["modulated", "clean", "forward"], help="afa/pepita presynaptic input")
     p.add_argument("--error", default=None, choices=["first", "modulated"], help="pepita's last-layer error")
     p.add_argument("--K", type=int, default=COMPARE_DEFAULTS["K"], help="student hidden units")
@@ -78,6 +86,29 @@ def _save_fig(fig, path):
     return path
 
 
+def _rules(a) -> list:
+    """The rules of the command line: --rules (comma-separated) then every --rule, loaded and registered."""
+    import theory
+
+    names = [r.strip() for r in (a.rules or ("" if a.rule else COMPARE_DEFAULTS["rules"])).split(",") if r.strip()]
+    return [theory.load_rule(r) for r in names + list(a.rule)]
+
+
+def _hyper(a):
+    import theory
+
+    return theory.HyperParams(eta=a.eta, eta_v=a.eta_v, sigma=a.sigma, sigma_F=a.sigma_F, weight_decay=a.weight_decay,
+                              train_second_layer=not a.freeze_second_layer, g=a.g)
+
+
+def _variants(rule, a):
+    """The rule with the command line's --presynaptic / --error where it has those options."""
+    import theory
+
+    opts = {k: getattr(a, k) for k in ("presynaptic", "error") if k in rule.options() and getattr(a, k) is not None}
+    return theory.make_rule(rule, **opts)
+
+
 def cmd_compare(a) -> int:
     import torch
 
@@ -87,14 +118,13 @@ def cmd_compare(a) -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rules = [r.strip() for r in a.rules.split(",") if r.strip()]
+    rules = [_variants(r, a) for r in _rules(a)]
     init = Initialisation(a.K, a.M, a.D, seed=a.init_seed)
     start = time.perf_counter()
-    cmp = compare(init, rules, _times(a.t_max, a.n_times), eta=a.eta, eta_v=a.eta_v, sigma=a.sigma, sigma_F=a.sigma_F,
-                  weight_decay=a.weight_decay, train_second_layer=not a.freeze_second_layer, presynaptic=a.presynaptic,
-                  error=a.error, replicas=a.replicas, independent_init=a.independent_init, device=a.device,
-                  dtype=None if a.dtype is None else getattr(torch, a.dtype), seed=a.seed, n_test=a.n_test, engine=a.engine, progress=not a.no_progress,
-                  throw=False)
+    cmp = compare(init, rules, _times(a.t_max, a.n_times), _hyper(a), replicas=a.replicas,
+                  independent_init=a.independent_init, device=a.device,
+                  dtype=None if a.dtype is None else getattr(torch, a.dtype), seed=a.seed, n_test=a.n_test,
+                  engine=a.engine, progress=not a.no_progress, throw=False)
     elapsed = time.perf_counter() - start
     cmp.save(out)
     loaded = Comparison.load(out)  # the figures are drawn from the data on disk
@@ -117,15 +147,13 @@ def cmd_ode(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     state0 = theory.random_state(a.K, a.M, D=a.D, seed=a.init_seed)
     t = _times(a.t_max, max(a.n_times, 100))
+    hyper = _hyper(a)
     trajs = {}
-    for name in [r.strip() for r in a.rules.split(",") if r.strip()]:
-        tr = theory.integrate(state0, name, t, eta=a.eta, eta_v=a.eta_v, sigma=a.sigma, sigma_F=a.sigma_F,
-                              weight_decay=a.weight_decay, train_second_layer=not a.freeze_second_layer,
-                              presynaptic=a.presynaptic if name in ("afa", "pepita") else None,
-                              error=a.error if name == "pepita" else None, throw=False, progress=not a.no_progress)
-        tr.save(out / f"ode_{name}.npz")
-        trajs[name] = tr
-        print(f"{name}: {tr.message}; eg(t={tr.t[-1]:g}) = {tr.eg[-1]:.4g}")
+    for rule in [_variants(r, a) for r in _rules(a)]:
+        tr = theory.integrate(state0, rule, t, hyper, throw=False, progress=not a.no_progress)
+        tr.save(out / f"ode_{rule.key}.npz")
+        trajs[rule.key] = tr
+        print(f"{rule.key}: {tr.message}; eg(t={tr.t[-1]:g}) = {tr.eg[-1]:.4g}")
     loaded = {name: theory.Trajectory.load(out / f"ode_{name}.npz") for name in trajs}
     print("wrote", _save_fig(plot_ode_curves(loaded), out / "learning_curves.png"))
     return 0
@@ -135,7 +163,7 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return {"compare": cmd_compare, "ode": cmd_ode}[a.command](a)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         print(f"pepita-dynamics {a.command}: error: {exc}", file=sys.stderr)
         return 2
 

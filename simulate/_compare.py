@@ -8,11 +8,10 @@ Agreement measures (per rule):
 
 - relative deviation of the generalisation error, (mean_r eg_sim(t) - eg_ode(t)) / eg_ode(t),
   and its z-score against the replicas' standard error;
-- the plateau split t_split: the plateau is the flattest point of log eg_ode against log t at
-  t >= 1 (after the initial transient), with value eg_p; t_split is the first time after it at
-  which eg_ode < eg_p / 2 (the escape), or the last time when the ODE does not escape in the
-  window. Deviations are summarised separately for t <= t_split ("before") and t > t_split
-  ("after"), because finite-D fluctuations trigger the escape early and dominate after it;
+- the plateau split t_split of the ODE's eg (:func:`theory.plateau_split`: the escape from the
+  plateau, or the last time). Deviations are summarised separately for t <= t_split ("before")
+  and t > t_split ("after"), because finite-D fluctuations trigger the escape early and dominate
+  after it;
 - angle differences in degrees, mean_r angle_sim(t) - angle_ode(t), for every named angle.
 """
 
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import theory
-from theory import Trajectory, make_rule
+from theory import HyperParams, Trajectory, make_rule, plateau_split
 
 from ._engine import run
 from ._init import Initialisation
@@ -52,25 +51,7 @@ def ode_rule_for(rule) -> tuple[theory.Rule, str | None]:
 
 def rule_key(rule) -> str:
     """A file-safe name of a rule and its variant: bp, fa, afa, afa-clean, pepita, pepita-clean-errmod, ..."""
-    key = rule.name
-    if rule.name in ("afa", "pepita") and not rule.modulated:
-        key += "-clean"
-    if rule.name == "pepita" and rule.error == "modulated":
-        key += "-errmod"
-    return key
-
-
-def plateau_split(t, eg) -> float:
-    """t_split of the module docstring: the time the ODE's eg escapes its plateau (or the last time)."""
-    t, eg = np.asarray(t, float), np.asarray(eg, float)
-    ok = (t >= 1.0) & np.isfinite(eg) & (eg > 0)
-    if ok.sum() < 3:
-        return float(t[-1])
-    tt, le = t[ok], np.log(eg[ok])
-    slope = np.gradient(le, np.log(tt))
-    ip = int(np.argmin(np.abs(slope)))
-    below = np.nonzero(le[ip:] < le[ip] - np.log(2.0))[0]
-    return float(tt[ip + below[0]]) if below.size else float(t[-1])
+    return rule.key
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -138,7 +119,7 @@ class Comparison:
 
     def ode_angles(self, key) -> dict[str, np.ndarray]:
         trs = _aligned(self.trajectories[key])
-        rule = self.results[key].params["rule"]  # angles defined by the simulated rule's feedback
+        rule = theory.rule_from_params(self.results[key].params)  # angles defined by the simulated rule's feedback
         per = [theory.alignment_angles(tr, rule, tr.params.get("sigma_F", 1.0)) for tr in trs]
         return {k: np.nanmean([p[k] for p in per], axis=0) for k in per[0]}
 
@@ -227,16 +208,8 @@ def compare(
     init: Initialisation,
     rules=theory.RULES,
     t=None,
+    params: HyperParams | None = None,
     *,
-    eta: float,
-    eta_v: float | None = None,
-    sigma: float = 0.0,
-    sigma_F: float = 1.0,
-    weight_decay: float = 0.0,
-    train_second_layer: bool = True,
-    presynaptic: str | None = None,
-    error: str | None = None,
-    g="erf",
     replicas: int = 8,
     independent_init: bool = False,
     device=None,
@@ -246,45 +219,60 @@ def compare(
     engine: str = "full",
     progress: bool = True,
     throw: bool = True,
+    quadrature=None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
+    **options,
 ) -> Comparison:
     """Simulate each rule and integrate its ODE from the simulation's measured initial state.
 
-    rules : names or :class:`theory.Rule` objects; ``presynaptic`` applies to afa and pepita
-        given by name, ``error`` to pepita given by name. t : recording times (steps / D);
-        default 0 and 60 log-spaced times from 0.05 to 100. The other options are those of
-        :func:`simulate.run` and :func:`theory.integrate` (rtol, atol of the ODE).
-    dtype None: the engine's default (float32 for "full", float64 for "reduced").
+    rules : names (registered rules, or "file.py:NAME" / "module:NAME", see
+        :func:`theory.load_rule`) or :class:`theory.Rule` objects. t : recording times (steps / D);
+        default 0 and 60 log-spaced times from 0.05 to 100.
+    params, **options : a :class:`theory.HyperParams` and its fields as keyword arguments, shared
+        by all rules; and rule options (presynaptic, error, ...), each applied to the rules given
+        by name that have it. An option no rule has, or any other keyword, is an error.
+    The other options are those of :func:`simulate.run` and :func:`theory.integrate` (quadrature,
+    rtol, atol of the ODE). dtype None: the engine's default (float32 "full", float64 "reduced").
     All rules see the same initial weights and the same data-stream seed. A simulation or ODE
     that diverges raises (throw=True) or is kept with its status (throw=False).
     """
+    where = "compare"
     if isinstance(rules, (str, theory.Rule)):
         rules = [rules]
+    rules = list(rules)
     if len(rules) == 0:
         raise ValueError("compare: rules must name at least one rule")
-    made = []
+    hyper_opts, rule_opts = theory.split_options(options, where=where)
+    made, used = [], set()
     for r in rules:
         if isinstance(r, theory.Rule):
             made.append(r)
-        else:
-            name = r
-            made.append(make_rule(name, presynaptic=presynaptic if name in ("afa", "pepita") else None,
-                                  error=error if name == "pepita" else None))
+            continue
+        base = theory.load_rule(r)
+        mine = {k: v for k, v in rule_opts.items() if k in base.options()}
+        used |= set(mine)
+        made.append(make_rule(base, **mine))
+    unused = sorted(k for k in set(rule_opts) - used if rule_opts[k] is not None)
+    if unused:
+        raise ValueError(f"compare: option(s) {unused} apply to none of the rules {[r.label for r in made]}")
+    try:
+        hyper = theory.hyper_params(params, hyper_opts)
+    except ValueError as exc:
+        raise ValueError(f"compare: {exc}") from None
     keys = [rule_key(r) for r in made]
     if len(set(keys)) != len(keys):
         raise ValueError(f"compare: rules must be distinct, got {keys}")
     if t is None:
         t = np.concatenate([[0.0], np.geomspace(0.05, 100.0, 60)])
-    common = dict(eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
-                  train_second_layer=train_second_layer, g=g)
     results, trajs, ode_rules, notes = {}, {}, {}, {}
     for key, rule in zip(keys, made):
-        res = run(init, rule, t, **common, replicas=replicas, independent_init=independent_init, device=device, dtype=dtype,
+        res = run(init, rule, t, hyper, replicas=replicas, independent_init=independent_init, device=device, dtype=dtype,
                   seed=seed, n_test=n_test, engine=engine, progress=progress, throw=throw)
         ode_rule, note = ode_rule_for(rule)
         starts = [res.initial_state(r) for r in range(res.replicas)] if independent_init else [res.initial_state(0)]
-        trajs[key] = [theory.integrate(s0, ode_rule, res.t, **common, rtol=rtol, atol=atol, throw=throw, progress=progress)
+        trajs[key] = [theory.integrate(s0, ode_rule, res.t, hyper, quadrature=quadrature, rtol=rtol, atol=atol, throw=throw,
+                                       progress=progress)
                       for s0 in starts]
         results[key], ode_rules[key], notes[key] = res, ode_rule.label, note
     first = next(iter(results.values())).params

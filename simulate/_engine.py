@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from theory import DivergenceError, Rule
-from theory._integrate import BLOWUP, make_dynamics, run_params
+import theory
+from theory import DivergenceError, HyperParams, Rule
 
 from ._init import Initialisation, Weights, _check_dtype, resolve_device
 from ._result import SimulationResult
 
-__all__ = ["run", "RunSpec", "Records", "ENGINES", "register_engine", "derived_seed", "simulate_full"]
+__all__ = ["run", "RunSpec", "Records", "ENGINES", "register_engine", "derived_seed", "simulate_full", "FullStep"]
 
 #: Memory budget (elements) of one chunk of pre-drawn inputs, on the CPU and on CUDA.
 CHUNK_ELEMENTS = 1 << 23
@@ -56,20 +56,14 @@ class RunSpec:
     """Everything an engine needs: validated parameters of one simulation run.
 
     weights: initial :class:`Weights` (on ``device`` in ``dtype``); rule: :class:`theory.Rule`;
-    steps: (n,) strictly increasing recording steps (>= 0); seed: run seed (data streams come from
-    :func:`derived_seed`); the rest as in :func:`run`.
+    hyper: :class:`theory.HyperParams`; steps: (n,) strictly increasing recording steps (>= 0);
+    seed: run seed (data streams come from :func:`derived_seed`); the rest as in :func:`run`.
     """
 
     weights: Weights
     rule: Rule
+    hyper: HyperParams
     steps: np.ndarray
-    eta: float
-    eta_v: float
-    sigma: float
-    sigma_F: float
-    weight_decay: float
-    train_second_layer: bool
-    g: Any
     seed: int
     n_test: int
     device: torch.device
@@ -150,7 +144,7 @@ class _InputStream:
     def __init__(self, spec: RunSpec, workers: int):
         self.R, self.D = spec.weights.replicas, spec.D
         self.device, self.dtype = spec.device, spec.dtype
-        self.noise = spec.sigma > 0
+        self.noise = spec.hyper.sigma > 0
         base = derived_seed(spec.seed, STREAM_DATA)
         if self.device.type == "cpu":
             self.gens = [_generator(self.device, derived_seed(base, r)) for r in range(self.R)]
@@ -199,16 +193,45 @@ class _InputStream:
 
 
 def _diagnose(W, v, D) -> str | None:
-    """Why the weights count as diverged (non-finite, or |Q_kk|, |v_k| > BLOWUP), else None."""
-    qd = W.pow(2).sum(-1) / D  # (R, K)
-    big = torch.maximum(qd.amax(-1), v.abs().amax(-1))
-    bad = ~torch.isfinite(big) | (big > BLOWUP)
-    if not bool(bad.any()):
-        return None
-    reps = torch.nonzero(bad).flatten().tolist()
-    if not bool(torch.isfinite(big[bad]).all()):
-        return f"non-finite weights in replica(s) {reps[:8]}"
-    return f"weights exploded in replica(s) {reps[:8]} (max Q_kk, |v_k| = {float(big.max()):.3g} > {BLOWUP:g})"
+    """Why the replicas count as diverged (theory.divergence: the policy of the ODEs), else None.
+
+    Checks Q_kk = |w_k|^2 / D and v_k; S_k = w_k . f / D is bounded by sqrt(Q_kk P) (Cauchy-Schwarz),
+    so it runs away only with Q.
+    """
+    qd = (W.pow(2).sum(-1) / D).to(torch.float64).cpu().numpy()  # (R, K)
+    vv = v.detach().to(torch.float64).cpu().numpy()
+    return theory.divergence.why_replicas(qd, np.zeros_like(qd), vv)
+
+
+class FullStep:
+    """One online step of every replica, in place, from the rule's one-sample update (module docstring).
+
+    ``step(W, Wt, v, xs, nu, zeta)``: W (R, K, D) and its transposed view Wt (R, D, K), v (R, K)
+    are updated in place; xs = x / sqrt D (R, D) are the inputs, nu (R, M) the teacher's fields
+    and zeta (R,) the output noise of this step.
+    """
+
+    def __init__(self, rule: Rule, hyper: HyperParams, *, v_star, b, f, K: int, M: int):
+        D = f.shape[-1]
+        self.rule, self.hyper, self.v_star, self.b, self.D = rule, hyper, v_star, b, D
+        self.fD = f / D  # xp / sqrt D = xs + alpha f / D
+        self.decay = 1.0 - hyper.eta * hyper.weight_decay / D
+        self.needs_S = "S" in rule.reads
+        self.modulates = rule.modulates_input(K, M, hyper.g)
+
+    def __call__(self, W, Wt, v, xs, nu, zeta):
+        hp = self.hyper
+        # (R, 1, D) @ (R, D, K): much faster than (R, K, D) @ (R, D, 1) for small K
+        lam = torch.bmm(xs.unsqueeze(1), Wt).squeeze(1)
+        S = self.fD @ Wt if self.needs_S else None
+        up = self.rule.local_update(lam, nu, zeta, v=v, v_star=self.v_star, S=S, b=self.b, sigma=hp.sigma,
+                                    sigma_F=hp.sigma_F, g=hp.g)
+        xp = torch.addcmul(xs, up.alpha.unsqueeze(1), self.fD) if self.modulates else xs
+        if self.decay != 1.0:
+            W.mul_(self.decay)
+        W.addcmul_(up.delta.unsqueeze(2), xp.unsqueeze(1), value=-hp.eta)
+        if hp.train_second_layer:
+            v.addcmul_(up.e_out.unsqueeze(1), up.h, value=-hp.eta_v / self.D)
 
 
 def simulate_full(spec: RunSpec) -> Records:
@@ -216,18 +239,14 @@ def simulate_full(spec: RunSpec) -> Records:
     w = spec.weights
     Rn, K, D = w.W.shape
     M = w.M
-    rule, g = spec.rule, spec.g
+    rule, hyper = spec.rule, spec.hyper
+    g = hyper.g
     dev, dt = spec.device, spec.dtype
     W = w.W.clone()
     Wt = W.transpose(1, 2)  # a view: (R, D, K)
     v = w.v.clone()
     W_star, v_star, f, b = w.W_star, w.v_star, w.f, w.b
-    fD = f / D  # xp / sqrt D = xs + alpha f / D with xs = x / sqrt D
-    eta, eta_v = spec.eta, spec.eta_v
-    decay = 1.0 - eta * spec.weight_decay / D
-    needs_S = rule.name in ("afa", "pepita")
-    modulated = rule.modulated
-    sigma, sigma_F = spec.sigma, spec.sigma_F
+    step = FullStep(rule, hyper, v_star=v_star, b=b, f=f, K=K, M=M)
     test = _TestSet(spec, g) if spec.n_test > 0 else None
 
     steps = spec.steps
@@ -279,17 +298,7 @@ def simulate_full(spec: RunSpec) -> Records:
             if zeta is None:
                 zeta = zeros[:, :n]
             for j in range(n):
-                x = xs[:, j]
-                # (R, 1, D) @ (R, D, K): much faster than (R, K, D) @ (R, D, 1) for small K
-                lam = torch.bmm(x.unsqueeze(1), Wt).squeeze(1)
-                S = fD @ Wt if needs_S else None
-                up = rule.local_update(lam, nu[:, j], zeta[:, j], v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
-                xp = torch.addcmul(x, up.alpha.unsqueeze(1), fD) if modulated else x
-                if decay != 1.0:
-                    W.mul_(decay)
-                W.addcmul_(up.delta.unsqueeze(2), xp.unsqueeze(1), value=-eta)
-                if spec.train_second_layer:
-                    v.addcmul_(up.e_out.unsqueeze(1), up.h, value=-eta_v / D)
+                step(W, Wt, v, xs[:, j], nu[:, j], zeta[:, j])
             t0, s = s / D, s + n
             why = _diagnose(W, v, D)
             if why is not None:
@@ -320,9 +329,7 @@ register_engine("full", simulate_full)
 
 # --------------------------------------------------------------------------- public entry point
 def _check_times(t, D) -> np.ndarray:
-    t = np.asarray(t, dtype=float).ravel()
-    if t.size < 1 or not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(np.diff(t) <= 0):
-        raise ValueError("run: t must be a non-empty, finite, strictly increasing array of times >= 0 (steps / D)")
+    t = theory.checks.times(t, where="run")
     # Times closer than one step apart round to the same step; that step is recorded once.
     return np.unique(np.round(t * D).astype(np.int64))
 
@@ -331,16 +338,8 @@ def run(
     init: Initialisation,
     rule: str | Rule,
     t,
+    params: HyperParams | None = None,
     *,
-    eta: float,
-    eta_v: float | None = None,
-    sigma: float = 0.0,
-    sigma_F: float = 1.0,
-    weight_decay: float = 0.0,
-    train_second_layer: bool = True,
-    presynaptic: str | None = None,
-    error: str | None = None,
-    g="erf",
     replicas: int = 8,
     independent_init: bool = False,
     device=None,
@@ -351,15 +350,18 @@ def run(
     progress: bool = True,
     throw: bool = True,
     threads: int | None = None,
+    **options,
 ) -> SimulationResult:
     """Simulate ``replicas`` copies of the network learning online with ``rule``.
 
     Parameters
     ----------
     init : :class:`Initialisation` (K, M, D and the seed of the initial weights).
-    rule, presynaptic, error : as :func:`theory.integrate` ("bp", "fa", "afa", "pepita" and variants).
+    rule : a registered rule's name or a :class:`theory.Rule` (as :func:`theory.integrate`).
     t : recording times in steps / D; recorded at steps round(t D) (coinciding steps once).
-    eta, eta_v, sigma, sigma_F, weight_decay, train_second_layer, g : as :func:`theory.integrate`.
+    params, **options : a :class:`theory.HyperParams`, its fields (eta, eta_v, sigma, sigma_F,
+        weight_decay, train_second_layer, g) and the rule's options (presynaptic, error, ...) as
+        keyword arguments, as :func:`theory.integrate`. An unknown keyword is an error.
     replicas : number of independent data streams, batched in one tensor (replicas, K, D).
     independent_init : False, every replica starts from the same weights; True, each replica
         draws its own student (W, v); the teacher, f and b are shared.
@@ -368,46 +370,40 @@ def run(
     seed : seed of the data streams (inputs, noise, test set), distinct from ``init.seed``.
         Same seed, same result (on a given device).
     n_test : size of the held-out set for the empirical test error (0 disables it).
-    engine : "full" (this D-dimensional simulation) or another registered engine.
+    engine : "full" (this D-dimensional simulation) or another registered engine ("reduced").
     threads : CPU threads drawing the Gaussian inputs (default torch.get_num_threads()); the
         arithmetic runs with one intra-op thread (restored afterwards). Results do not depend on it.
     throw : on divergence raise :class:`theory.DivergenceError` carrying the partial result;
         with False return it with status -1. Ctrl-C returns what was recorded, status 1.
     """
+    where = "run"
     if not isinstance(init, Initialisation):
         raise TypeError(f"run: init must be a simulate.Initialisation, got {type(init).__name__}")
     if engine not in ENGINES:
         raise ValueError(f"run: unknown engine {engine!r}; expected one of {sorted(ENGINES)}")
-    if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
-        raise ValueError(f"run: replicas must be a positive integer, got {replicas!r}")
-    if isinstance(n_test, bool) or int(n_test) != n_test or n_test < 0:
-        raise ValueError(f"run: n_test must be a non-negative integer, got {n_test!r}")
-    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-        raise ValueError(f"run: seed must be a non-negative integer, got {seed!r}")
-    if threads is not None and (isinstance(threads, bool) or int(threads) != threads or threads < 1):
-        raise ValueError(f"run: threads must be a positive integer or None, got {threads!r}")
-    replicas, n_test, seed = int(replicas), int(n_test), int(seed)
+    replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
+    n_test = theory.checks.integer("n_test", n_test, where=where, min=0)
+    seed = theory.checks.integer("seed", seed, where=where, min=0)
+    if threads is not None:
+        threads = theory.checks.integer("threads", threads, where=where, min=1)
+    independent_init = theory.checks.boolean("independent_init", independent_init, where=where)
     dev = resolve_device(device)
     # float32 by default for the full simulation; the reduced engine's increments are O(1/D): float64
     dtype = _check_dtype(dtype if dtype is not None else (torch.float64 if engine == "reduced" else torch.float32))
     # The same validation (and messages) as theory.integrate, on the measured initial state.
     state0 = init.order_params(1)
-    dyn = make_dynamics(state0, rule, eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
-                        train_second_layer=train_second_layer, presynaptic=presynaptic, error=error, g=g)
+    dyn = theory.make_dynamics(state0, rule, params, where=where, **options)
     steps = _check_times(t, init.D)
-    weights = init.weights(replicas, independent=bool(independent_init), device=dev, dtype=dtype)
-    spec = RunSpec(weights=weights, rule=dyn.rule, steps=steps, eta=float(dyn.eta), eta_v=float(dyn.eta_v), sigma=dyn.sigma,
-                   sigma_F=dyn.sigma_F, weight_decay=float(dyn.weight_decay), train_second_layer=dyn.train_second_layer,
-                   g=dyn.g, seed=seed, n_test=n_test, device=dev, dtype=dtype, progress=bool(progress),
-                   threads=threads)
+    weights = init.weights(replicas, independent=independent_init, device=dev, dtype=dtype)
+    spec = RunSpec(weights=weights, rule=dyn.rule, hyper=dyn.hyper, steps=steps, seed=seed, n_test=n_test, device=dev,
+                   dtype=dtype, progress=bool(progress), threads=threads)
     rec = ENGINES[engine](spec)
 
     params = dict(
-        **run_params(dyn.rule, dyn.g, eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma, sigma_F=spec.sigma_F,
-                     weight_decay=spec.weight_decay, train_second_layer=spec.train_second_layer),
+        **theory.run_params(dyn.rule, dyn.hyper),
         K=init.K, M=init.M, D=init.D,
         init_seed=init.seed, w_std=init.w_std, v_std=init.v_std, v_star=init.v_star, replicas=replicas,
-        independent_init=bool(independent_init), device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,
+        independent_init=independent_init, device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,
         n_test=n_test, engine=engine, steps=[int(s) for s in rec.steps],
     )
     if independent_init:

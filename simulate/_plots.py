@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # figures are written to files; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import theory  # noqa: E402
+
 __all__ = ["plot_eg", "plot_angles", "plot_directions", "plot_ode_curves", "ANGLE_TITLES"]
 
 ANGLE_TITLES = {
@@ -96,11 +98,15 @@ def _direction(vec):
 
 
 def _feedback_vectors(obj, rule, sigma_F):
-    if rule == "bp":
-        return np.asarray(obj.v, float)
-    if rule == "fa":
-        return np.broadcast_to(np.asarray(obj.b, float), np.shape(obj.v))
-    return sigma_F * np.asarray(obj.S, float)
+    """The rule's feedback vector on obj's (v, S, b), shaped like obj.v; None when the rule has none
+    or its feedback is v itself (bp: nothing more to draw), or its class is not registered here."""
+    if rule is None:
+        return None
+    fb = rule.feedback_of(obj, sigma_F)
+    if fb is None:
+        return None
+    fb = np.broadcast_to(np.asarray(fb, float), np.shape(obj.v))
+    return None if np.array_equal(fb, np.asarray(obj.v, float)) else fb
 
 
 def plot_directions(cmp):
@@ -114,22 +120,21 @@ def plot_directions(cmp):
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.6), squeeze=False, sharey=True)
     for ax, key in zip(axes[0], keys):
         res = cmp.results[key]
-        rule, sF = res.params["rule"], res.params["sigma_F"]
+        rule, sF = theory.rule_from_params(res.params), res.params["sigma_F"]
         pos = res.t > 0
         t = res.t[pos]
         fb = _feedback_vectors(res, rule, sF)
         for r in range(res.replicas):
             ax.plot(t, _direction(res.v[r, pos]), "-", color="C0", lw=0.6, alpha=0.5, label="v (sim)" if r == 0 else None)
-            if rule != "bp":
-                ax.plot(t, _direction(fb[r, pos] if fb.ndim == 3 else fb[pos]), "-", color="C1", lw=0.6, alpha=0.5,
+            if fb is not None:
+                ax.plot(t, _direction(fb[r, pos]), "-", color="C1", lw=0.6, alpha=0.5,
                         label="feedback (sim)" if r == 0 else None)
         tr = cmp.trajectories[key][0]
         tpos = tr.t > 0
         ax.plot(tr.t[tpos], _direction(tr.v[tpos]), "--", color="C0", lw=2, label="v (ODE)")
-        if rule != "bp":
-            fbo = _feedback_vectors(tr, rule, sF)
-            ax.plot(tr.t[tpos], _direction(fbo[tpos] if np.ndim(fbo) == 2 else np.broadcast_to(fbo, tr.v.shape)[tpos]),
-                    "--", color="C1", lw=2, label="feedback (ODE)")
+        fbo = _feedback_vectors(tr, rule, sF)
+        if fbo is not None:
+            ax.plot(tr.t[tpos], _direction(fbo[tpos]), "--", color="C1", lw=2, label="feedback (ODE)")
         vs = np.asarray(res.constants(0)["v_star"], float)
         if vs.shape == (2,):
             ax.axhline(_direction(vs), color="k", lw=1.5, label="v*")

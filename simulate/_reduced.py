@@ -46,13 +46,15 @@ are ordered (nu, phi, lambda); nothing else depends on that order.
 
 Backends
 --------
-``backend="numba"`` (chosen automatically on the CPU in float64): the compiled kernel of
-:mod:`simulate._reduced_jit` runs a chunk of steps for a block of 32 replicas in one call, the
-blocks spread over threads; its random numbers are drawn with numpy Generators outside the kernel
-(:class:`simulate._reduced_jit.ChunkSampler`: one SFC64 Generator per fixed block of 32 replicas,
+``backend="numba"`` (chosen automatically on the CPU in float64 when the rule has a compiled view,
+:func:`theory.compiled_rule`): the compiled kernel of :mod:`simulate._reduced_kernel` runs a chunk
+of steps for a block of 32 replicas in one call, the blocks spread over threads, calling the rule's
+compiled update; its random numbers are drawn with numpy Generators outside the kernel
+(:class:`simulate._reduced_kernel.ChunkSampler`: one SFC64 Generator per fixed block of 32 replicas,
 spawned from ``np.random.SeedSequence(seed)``), so the same seed gives the same result whatever the
-number of threads. ``backend="torch"`` (CUDA, float32, or on request): :class:`ReducedStep`, the
-reference implementation, one step at a time, with r standard normals, one Gamma((D - r)/2)
+number of threads. ``backend="torch"`` (CUDA, float32, rules without a compiled view, or on
+request): :class:`ReducedStep`, the reference implementation, one step at a time, on the rule's
+:meth:`theory.Rule.local_update`, with r standard normals, one Gamma((D - r)/2)
 (chi^2 = 2 Gamma) and one standard normal zeta per step and replica from one seeded
 ``torch.Generator`` on the run's device, drawn in blocks of steps (same seed, same result on the
 same device and dtype). The two backends draw different streams: they agree in law, not sample
@@ -61,23 +63,18 @@ by sample. float64 by default: the increments are O(1/D).
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from typing import Any
-
 import numpy as np
 import torch
 
-from theory import DivergenceError, OrderParams, activation, make_rule
-from theory._integrate import run_params
+import theory
+from theory import DivergenceError, HyperParams, OrderParams
 
-from . import _reduced_jit
+from . import _reduced_kernel
 
 __all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg", "simulate_reduced", "BACKENDS"]
 
-#: |Q_kk|, |v_k| or |S_k| above this counts as divergence (as theory.integrate).
-BLOWUP = 1e8
 _PIVOT_TOL = 1e-13
 BACKENDS = ("auto", "numba", "torch")
 #: numba backend: random numbers per block of replicas and chunk of steps (256 kB of float64: they
@@ -131,9 +128,8 @@ class ReducedStep:
     maps (Q, R, S, v) with a leading replica axis and one step's draws to the next (Q, R, S, v).
     """
 
-    def __init__(self, rule, *, D, T, U, P, v_star, b, eta, eta_v, sigma, sigma_F, weight_decay,
-                 train_second_layer, g, device, dtype):
-        self.rule, self.g = rule, activation(g)
+    def __init__(self, rule, hyper: HyperParams, *, D, T, U, P, v_star, b, device, dtype):
+        self.rule, self.g = rule, hyper.g
         self.D = int(D)
         self.M = T.shape[-1]
         tt = lambda a: None if a is None else torch.as_tensor(np.array(a, dtype=np.float64)).to(device=device, dtype=dtype)  # noqa: E731
@@ -142,10 +138,10 @@ class ReducedStep:
         self.Binv = tt(Binv)  # L21 = [R, S] @ Binv
         self.U, self.P = tt(U), tt(P)
         self.v_star, self.b = tt(v_star), tt(b)
-        self.eta, self.eta_v = float(eta), float(eta_v)
-        self.sigma, self.sigma_F = float(sigma), float(sigma_F)
-        self.c = float(eta) * float(weight_decay) / self.D
-        self.train_second_layer = bool(train_second_layer)
+        self.eta, self.eta_v = hyper.eta, hyper.eta_v
+        self.sigma, self.sigma_F = hyper.sigma, hyper.sigma_F
+        self.c = hyper.eta * hyper.weight_decay / self.D
+        self.train_second_layer = hyper.train_second_layer
 
     def fields(self, Q, R, S, eps):
         """(lam, nu, phi) = A eps and |eps|^2 for eps (..., r) ordered (nu, phi, lambda)."""
@@ -239,13 +235,18 @@ class _TorchChain:
 
 
 class _NumbaChain:
-    """The compiled CPU backend: :func:`simulate._reduced_jit.chain_block` on chunks of steps,
-    with the draws of :class:`simulate._reduced_jit.ChunkSampler` (float64)."""
+    """The compiled CPU backend: :func:`simulate._reduced_kernel.chain_block` on chunks of steps, with the
+    rule's compiled update and the draws of :class:`simulate._reduced_kernel.ChunkSampler` (float64)."""
 
-    def __init__(self, rule, state, *, D, T, U, P, v_star, b, eta, eta_v, sigma, sigma_F, weight_decay,
-                 train_second_layer, g, replicas, r, seed, threads):
+    def __init__(self, rule, hyper: HyperParams, state, *, D, T, U, P, v_star, b, replicas, r, seed, threads):
         K = state[0].shape[-1]
         M = np.shape(T)[-1]
+        comp = theory.compiled_rule(rule, K, M)
+        gk = theory.compiled.activation_code(hyper.g)
+        if not comp.ok or gk is None:
+            raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label} with activation {hyper.g.name!r}: "
+                             + (comp.reason or f"the activation has no compiled form ({sorted(theory.compiled.ACTIVATION_CODES)})"))
+        self.update = comp.update
         self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
         A11T, Binv = _fixed_square_root(T, U, P)
         U, P, v_star = (np.asarray(a, dtype=np.float64) for a in (U, P, v_star))
@@ -253,21 +254,22 @@ class _NumbaChain:
         # constants shared by all replicas (leading axis 1) or per replica (leading axis replicas)
         per = any(a.ndim > nd for a, nd in ((A11T, 2), (U, 1), (P, 0), (v_star, 1), (b, 1)))
         C = replicas if per else 1
-        fix = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, (C,) + tail), dtype=np.float64)  # noqa: E731
+        fix = lambda a, tail: np.array(np.broadcast_to(a, (C,) + tail), dtype=np.float64, order="C")  # noqa: E731
         self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), fix(U, (M,)), fix(P, ()),
                        fix(v_star, (M,)), fix(b, (K,)))
-        self.params = (float(D), float(eta), float(eta_v), float(sigma), float(sigma_F), float(eta) * float(weight_decay) / D,
-                       *_reduced_jit.rule_codes(rule, g), bool(train_second_layer))
+        self.params = (float(D), hyper.eta, hyper.eta_v, hyper.sigma, hyper.sigma_F, hyper.eta * hyper.weight_decay / D,
+                       gk, hyper.train_second_layer)
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.sampler = _reduced_jit.ChunkSampler(seed, replicas, r, D, noise=sigma != 0, threads=threads)
+        self.sampler = _reduced_kernel.ChunkSampler(seed, replicas, r, D, noise=hyper.sigma != 0, threads=threads)
         self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * (r + 2)), 1, _NUMBA_MAX_CHUNK_STEPS))
 
     def advance(self, n):
         """n <= self.chunk steps: each thread draws a block's numbers and advances that block, in turn."""
         def block(j):
             eps, gam, zeta = self.sampler.draw_block(j, n)
-            _reduced_jit.chain_block(j, self.Q, self.R, self.S, self.v, eps, gam, zeta, *self.consts, *self.params)
+            _reduced_kernel.chain_block(self.update, j, self.Q, self.R, self.S, self.v, eps, gam, zeta, *self.consts,
+                                        *self.params)
 
         self.sampler.map_blocks(block)
 
@@ -278,78 +280,74 @@ class _NumbaChain:
         self.sampler.close()
 
 
-def _resolve_backend(backend, device, dtype, g) -> str:
+def _numba_ok(rule, g, K, M) -> bool:
+    return (_reduced_kernel.HAVE_NUMBA and theory.compiled.activation_code(g) is not None
+            and theory.compiled_rule(rule, K, M).ok)
+
+
+def _resolve_backend(backend, device, dtype, rule, g, K, M) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
-    numba_ok = _reduced_jit.HAVE_NUMBA and activation(g).name in _reduced_jit.ACTIVATION_CODES
     if backend == "auto":
-        return "numba" if numba_ok and device.type == "cpu" and dtype == torch.float64 else "torch"
+        return "numba" if device.type == "cpu" and dtype == torch.float64 and _numba_ok(rule, g, K, M) else "torch"
     if backend == "numba":
-        if not _reduced_jit.HAVE_NUMBA:
+        if not _reduced_kernel.HAVE_NUMBA:
             raise ValueError("backend: 'numba' requested but numba is not importable")
         if device.type != "cpu":
             raise ValueError(f"backend: 'numba' runs on the CPU, got device {str(device)!r} (use backend='torch')")
         if dtype != torch.float64:
             raise ValueError(f"backend: 'numba' computes in float64, got dtype {dtype} (use backend='torch')")
-        if not numba_ok:
-            raise ValueError(f"backend: 'numba' supports the activations {sorted(_reduced_jit.ACTIVATION_CODES)}, "
-                             f"got {activation(g).name!r} (use backend='torch')")
+        if theory.compiled.activation_code(g) is None:
+            raise ValueError(f"backend: 'numba' supports the activations {sorted(theory.compiled.ACTIVATION_CODES)}, "
+                             f"got {g.name!r} (use backend='torch')")
+        comp = theory.compiled_rule(rule, K, M)
+        if not comp.ok:
+            raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label}: {comp.reason} (use backend='torch')")
     return backend
 
 
-def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = None, sigma: float = 0.0,
-                  sigma_F: float = 1.0, weight_decay: float = 0.0, train_second_layer: bool = True,
-                  presynaptic: str | None = None, error: str | None = None, g="erf", replicas: int = 1,
-                  device=None, dtype=torch.float64, seed: int = 0, block: int = 256, progress: bool = False,
-                  backend: str = "auto", threads: int | None = None):
+def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int, replicas: int = 1, device=None,
+                  dtype=torch.float64, seed: int = 0, block: int = 256, progress: bool = False, backend: str = "auto",
+                  threads: int | None = None, **options):
     """Run the exact order-parameter chain; return raw records (numpy, float64).
 
     ``state0`` is a :class:`theory.OrderParams` or any object with Q, R, S, v, T, U, P, v_star, b
     (Q, R, S, v may carry a leading replica axis: per-replica initial conditions). ``t`` are the
     recording times in steps / D (steps = round(t D)); the chain starts at step round(t[0] D)
-    from state0. ``backend``: "auto" (default: "numba" on the CPU in float64 for the activations
-    erf, tanh, relu, linear; "torch" otherwise), "numba" (compiled kernel, CPU, float64) or
-    "torch" (reference, any device and dtype; ``block`` steps of draws at a time). ``threads``:
-    threads of the numba backend (default: the CPUs this process may use); results do not depend on it. Returns a
+    from state0. ``params`` / ``**options``: a :class:`theory.HyperParams` and its fields and the
+    rule's options as keyword arguments, as :func:`theory.integrate`. ``backend``: "auto" (default:
+    "numba" on the CPU in float64 for rules with a compiled view and the activations erf, tanh,
+    relu, linear; "torch" otherwise), "numba" (compiled kernel, CPU, float64) or "torch" (reference,
+    any rule, device and dtype; ``block`` steps of draws at a time). ``threads``: threads of the
+    numba backend (default: the CPUs this process may use); results do not depend on it. Returns a
     dict with t, steps, Q (R_, n, K, K), R, S, v, status, message, wall_s, replica_steps, backend.
     """
-    rule = make_rule(rule, presynaptic=presynaptic, error=error)
-    if isinstance(D, bool) or int(D) != D:
-        raise ValueError(f"D: must be an integer, got {D!r}")
-    D = int(D)
+    where = "reduced"
+    rule, hyper = theory.resolve(rule, params, options, where=where)
+    D = theory.checks.integer("D", D, where=where)
     K, M = np.shape(state0.R)[-2:]
     r = K + M + 1
     if D < r:
         raise ValueError(f"D: must be >= K + M + 1 = {r} (the number of vectors whose Gram matrix is tracked), got {D}")
-    if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
-        raise ValueError(f"replicas: must be a positive integer, got {replicas!r}")
-    replicas = int(replicas)
-    for name, val in (("eta", eta), ("sigma", sigma), ("weight_decay", weight_decay)) + ((("eta_v", eta_v),) if eta_v is not None else ()):
-        if not np.isfinite(val) or val < 0:
-            raise ValueError(f"{name}: must be finite and >= 0, got {val!r}")
-    if not np.isfinite(sigma_F):
-        raise ValueError(f"sigma_F: must be finite, got {sigma_F!r}")
-    if rule.name == "fa" and getattr(state0, "b", None) is None:
-        raise ValueError("rule 'fa' needs the feedback vector b in the initial state")
+    replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
+    if "b" in rule.reads and getattr(state0, "b", None) is None:
+        raise ValueError(f"rule {rule.name!r} needs the feedback vector b in the initial state")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: must be torch.float32 or torch.float64, got {dtype!r}")
-    if threads is not None and (isinstance(threads, bool) or int(threads) != threads or threads < 1):
-        raise ValueError(f"threads: must be a positive integer or None, got {threads!r}")
+    if threads is not None:
+        threads = theory.checks.integer("threads", threads, where=where, min=1)
     from ._init import resolve_device
 
     device = resolve_device(device)
-    backend = _resolve_backend(backend, device, dtype, g)
+    backend = _resolve_backend(backend, device, dtype, rule, hyper.g, K, M)
     t, steps = _check_times(t, D)
-    eta_v = eta if eta_v is None else eta_v
 
-    consts = dict(D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star, b=getattr(state0, "b", None), eta=eta,
-                  eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=weight_decay,
-                  train_second_layer=train_second_layer, g=g)
+    consts = dict(D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star, b=getattr(state0, "b", None))
     if backend == "numba":
         state = [a.numpy() for a in _broadcast_state(state0, replicas, torch.device("cpu"), torch.float64)]
-        chain = _NumbaChain(rule, state, replicas=replicas, r=r, seed=seed, threads=threads, **consts)
+        chain = _NumbaChain(rule, hyper, state, replicas=replicas, r=r, seed=seed, threads=threads, **consts)
     else:
-        step = ReducedStep(rule, device=device, dtype=dtype, **consts)
+        step = ReducedStep(rule, hyper, device=device, dtype=dtype, **consts)
         chain = _TorchChain(step, _broadcast_state(state0, replicas, device, dtype), replicas=replicas, r=r, seed=seed,
                             device=device, dtype=dtype, block=block)
 
@@ -380,7 +378,7 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
                 if bar is not None:
                     bar.update(n)
             state = chain.state()
-            why = _diagnose(state[0], state[2], state[3])
+            why = theory.divergence.why_replicas(np.diagonal(state[0], axis1=-2, axis2=-1), state[2], state[3])
             if why is not None:
                 status, message = -1, f"diverged between t = {t[i - 1]:.6g} and t = {t[i]:.6g} (steps/D): {why}"
                 break
@@ -396,19 +394,7 @@ def reduced_chain(state0, rule, t, *, D: int, eta: float, eta_v: float | None = 
     out = {k: np.stack(rec[k], axis=1) for k in "QRSv"}
     out["Q"] = 0.5 * (out["Q"] + np.swapaxes(out["Q"], -1, -2))
     return dict(t=t[:n], steps=steps[:n], status=status, message=message, wall_s=wall,
-                replica_steps=done * replicas, rule=rule, D=D, backend=backend, **out)
-
-
-def _diagnose(Q, S, v):
-    """Why the (numpy) state counts as diverged, or None."""
-    big = np.concatenate([np.abs(np.diagonal(Q, axis1=-2, axis2=-1)), np.abs(S), np.abs(v)], -1)
-    bad = ~np.isfinite(big).all(-1)
-    if bool(bad.any()):
-        return f"non-finite order parameters in {int(bad.sum())} replica(s)"
-    m = float(big.max())
-    if m > BLOWUP:
-        return f"order parameters exploded (max |Q_kk|, |S_k|, |v_k| = {m:.3g} > {BLOWUP:g})"
-    return None
+                replica_steps=done * replicas, rule=rule, hyper=hyper, D=D, backend=backend, **out)
 
 
 def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.random.Generator):
@@ -420,7 +406,7 @@ def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.r
     order-parameter space). It checks the closed-form eg, with statistical error of order
     eg / sqrt(n_test).
     """
-    g = activation(g)
+    g = theory.activation(g)
     Q, R, T, v, v_star = (np.asarray(a, dtype=np.float64) for a in (Q, R, T, v, v_star))
     K, M = R.shape[-2:]
     lead = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2], v.shape[:-1])
@@ -445,17 +431,15 @@ def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.r
     return 0.5 * ((yhat - y) ** 2).mean(-1)
 
 
-def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma: float = 0.0,
-                sigma_F: float = 1.0, weight_decay: float = 0.0, train_second_layer: bool = True,
-                presynaptic: str | None = None, error: str | None = None, g="erf", replicas: int = 1,
-                independent_init: bool = False, device=None, dtype=torch.float64, seed: int = 0,
-                n_test: int = 1000, D: int | None = None, progress: bool = False, throw: bool = False,
-                backend: str = "auto", threads: int | None = None, **ignored: Any):
+def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: int = 1, independent_init: bool = False,
+                device=None, dtype=torch.float64, seed: int = 0, n_test: int = 1000, D: int | None = None,
+                progress: bool = False, throw: bool = False, backend: str = "auto", threads: int | None = None, **options):
     """Simulate with the exact order-parameter sampler; returns a :class:`simulate.SimulationResult`.
 
     ``init`` is a :class:`simulate.Initialisation` (its measured initial order parameters are
     used, as the full simulation's; with ``independent_init`` each replica gets its own student)
-    or a :class:`theory.OrderParams` together with ``D``. Same fields as the full simulation:
+    or a :class:`theory.OrderParams` together with ``D``. ``params`` / ``**options`` as
+    :func:`theory.integrate` (an unknown keyword is an error). Same fields as the full simulation:
     eg from the closed form of the recorded order parameters, angles, and ``eg_test`` the
     Monte Carlo estimate of :func:`empirical_eg` over ``n_test`` fresh fields per record
     (n_test=0 gives nan). Default dtype float64 (increments are O(1/D)). ``backend`` and
@@ -463,6 +447,7 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
     """
     from ._result import SimulationResult
 
+    n_test = theory.checks.integer("n_test", n_test, where="run_reduced", min=0)
     if isinstance(init, OrderParams):
         if D is None:
             raise ValueError("D: the dimension is needed when init is an OrderParams")
@@ -473,27 +458,22 @@ def run_reduced(init, rule, t, *, eta: float, eta_v: float | None = None, sigma:
             raise ValueError(f"D: {D} differs from init.D = {init.D}")
         state0 = _stacked_state(init.order_params(replicas, independent=independent_init)) if independent_init \
             else init.order_params(replicas)
-    out = reduced_chain(state0, rule, t, D=D, eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F,
-                        weight_decay=weight_decay, train_second_layer=train_second_layer, presynaptic=presynaptic,
-                        error=error, g=g, replicas=replicas, device=device, dtype=dtype, seed=seed,
-                        progress=progress, backend=backend, threads=threads)
-    rule_ = out["rule"]
+    out = reduced_chain(state0, rule, t, params, D=D, replicas=replicas, device=device, dtype=dtype, seed=seed,
+                        progress=progress, backend=backend, threads=threads, **options)
+    hyper = out["hyper"]
     constants = dict(T=np.asarray(state0.T), U=np.asarray(state0.U), P=state0.P, v_star=np.asarray(state0.v_star),
                      b=None if state0.b is None else np.asarray(state0.b))
-    if n_test and n_test > 0:
+    if n_test > 0:
         rng = np.random.default_rng([int(seed), 0x7E57])
         eg_test = np.stack([empirical_eg(out["Q"][:, i], out["R"][:, i], out["S"][:, i], out["v"][:, i], constants["T"],
-                                         constants["U"], constants["P"], constants["v_star"], n_test=int(n_test), g=g, rng=rng)
+                                         constants["U"], constants["P"], constants["v_star"], n_test=n_test, g=hyper.g, rng=rng)
                             for i in range(len(out["t"]))], axis=1)
     else:
         eg_test = np.full(out["Q"].shape[:2], np.nan)
-    params = dict(engine="reduced",
-                  **run_params(rule_, g, eta=float(eta), eta_v=float(eta if eta_v is None else eta_v), sigma=float(sigma),
-                               sigma_F=float(sigma_F), weight_decay=float(weight_decay),
-                               train_second_layer=bool(train_second_layer)),
+    params = dict(engine="reduced", **theory.run_params(out["rule"], hyper),
                   K=int(np.shape(state0.R)[-2]), M=int(np.shape(state0.R)[-1]), D=int(D),
                   replicas=int(replicas), independent_init=bool(independent_init), seed=int(seed),
-                  dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=int(n_test), backend=out["backend"],
+                  dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=n_test, backend=out["backend"],
                   eg_test="Monte Carlo over n_test fresh fields z ~ N(0, Omega) per record",
                   wall_s=out["wall_s"], replica_steps=out["replica_steps"], units={"t": "steps / D"})
     res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
@@ -529,15 +509,14 @@ def simulate_reduced(spec) -> "Records":
     else:
         state0 = _stacked_state(w.order_params())
     D = w.D
-    out = reduced_chain(state0, spec.rule, spec.steps / D, D=D, eta=spec.eta, eta_v=spec.eta_v, sigma=spec.sigma,
-                        sigma_F=spec.sigma_F, weight_decay=spec.weight_decay, train_second_layer=spec.train_second_layer,
-                        g=spec.g, replicas=w.replicas, device=spec.device, dtype=spec.dtype,
-                        seed=derived_seed(spec.seed, STREAM_DATA), progress=spec.progress, threads=spec.threads)
+    out = reduced_chain(state0, spec.rule, spec.steps / D, spec.hyper, D=D, replicas=w.replicas, device=spec.device,
+                        dtype=spec.dtype, seed=derived_seed(spec.seed, STREAM_DATA), progress=spec.progress,
+                        threads=spec.threads)
     eg_test = None
     if spec.n_test > 0:
         rng = np.random.default_rng(derived_seed(spec.seed, STREAM_TEST))
         eg_test = np.stack([empirical_eg(out["Q"][:, i], out["R"][:, i], out["S"][:, i], out["v"][:, i], state0.T, state0.U,
-                                         state0.P, state0.v_star, n_test=spec.n_test, g=spec.g, rng=rng)
+                                         state0.P, state0.v_star, n_test=spec.n_test, g=spec.hyper.g, rng=rng)
                             for i in range(len(out["t"]))], axis=1)
     return Records(steps=out["steps"], Q=out["Q"], R=out["R"], S=out["S"], v=out["v"], eg_test=eg_test,
                    status=out["status"], message=out["message"])

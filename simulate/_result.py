@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from theory import OrderParams, alignment_angles, generalisation_error
-from theory._trajectory import _json_default
+from theory import OrderParams, alignment_angles, generalisation_error, json_default, rule_from_params
 
 __all__ = ["SimulationResult"]
 
@@ -61,7 +60,7 @@ class SimulationResult:
         """Build a result, computing eg and the angles from the order parameters."""
         obs = _observable_view(Q, R, S, v, constants)
         eg = generalisation_error(obs, params.get("activation", "erf"))
-        angles = alignment_angles(obs, params["rule"], params.get("sigma_F", 1.0))
+        angles = alignment_angles(obs, rule_from_params(params), params.get("sigma_F", 1.0))
         return cls(t=np.asarray(t, dtype=float), Q=Q, R=R, S=S, v=v, eg=eg, eg_test=np.asarray(eg_test, dtype=float),
                    angles=angles, params=params, status=status, message=message, **constants)
 
@@ -148,7 +147,7 @@ class SimulationResult:
                 arrays[f"const_{k}"] = np.asarray(getattr(self, k))
         for i, (k, val) in enumerate(self.angles.items()):
             arrays[f"angle_{i}"] = val
-        np.savez_compressed(path, __meta__=np.array(json.dumps(meta, default=_json_default)), **arrays)
+        np.savez_compressed(path, __meta__=np.array(json.dumps(meta, default=json_default)), **arrays)
         return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
 
     @classmethod

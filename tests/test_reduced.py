@@ -7,7 +7,7 @@
    matches a full D-dimensional simulation (a small reference loop written here from the same
    Rule.local_update), by two-sample KS tests and a comparison of means in standard errors.
 3. As D grows the mean approaches the ODE and the spread shrinks like 1/sqrt(D) (slow).
-4. The compiled CPU kernel (simulate._reduced_jit, backend "numba") against the rule definition
+4. The compiled CPU kernel (simulate._reduced_kernel, backend "numba") against the rule definition
    Rule.local_update and against the torch step, one step from random states, for every rule,
    variant and activation; its results do not depend on the thread count.
 """
@@ -22,7 +22,7 @@ import scipy.stats
 import torch
 
 import theory
-from simulate import _reduced_jit
+from simulate import _reduced_kernel
 from simulate._reduced import ReducedStep, _fixed_square_root, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
 
 VARIANTS = [
@@ -63,8 +63,8 @@ def test_one_step_equals_explicit_update(variant):
     v1 = w["v"] - (eta_v / D) * up.e_out * up.h
     s1 = theory.state_from_weights(W1, w["W_star"], v1, w["v_star"], w["f"], w["b"])
     # reduced step with eps such that A eps = z and |eps|^2 + chi2 = |x|^2
-    step = ReducedStep(rule, D=D, T=s0.T, U=s0.U, P=s0.P, v_star=s0.v_star, b=s0.b, eta=eta, eta_v=eta_v, sigma=sigma,
-                       sigma_F=sigma_F, weight_decay=kappa, train_second_layer=True, g="erf", device="cpu", dtype=torch.float64)
+    hyper = theory.HyperParams(eta=eta, eta_v=eta_v, sigma=sigma, sigma_F=sigma_F, weight_decay=kappa, train_second_layer=True)
+    step = ReducedStep(rule, hyper, D=D, T=s0.T, U=s0.U, P=s0.P, v_star=s0.v_star, b=s0.b, device="cpu", dtype=torch.float64)
     t = lambda a: torch.as_tensor(np.array(a, dtype=float))[None]  # noqa: E731
     Q, R, S, v = t(s0.Q), t(s0.R), t(s0.S), t(s0.v)
     A = _square_root(step, Q, R, S)
@@ -92,8 +92,8 @@ def test_square_root_reproduces_gram_matrix_and_handles_singular():
     s0 = theory.state_from_weights(w["W"], w["W_star"], w["v"], w["v_star"], w["f"], w["b"])
     for Wscale in (1.0, 0.0):  # w = 0: G singular
         s = s0.replace(Q=s0.Q * Wscale**2, R=s0.R * Wscale, S=s0.S * Wscale)
-        step = ReducedStep(theory.make_rule("bp"), D=D, T=s.T, U=s.U, P=s.P, v_star=s.v_star, b=s.b, eta=1, eta_v=1,
-                           sigma=0, sigma_F=1, weight_decay=0, train_second_layer=True, g="erf", device="cpu", dtype=torch.float64)
+        step = ReducedStep(theory.make_rule("bp"), theory.HyperParams(eta=1), D=D, T=s.T, U=s.U, P=s.P, v_star=s.v_star,
+                           b=s.b, device="cpu", dtype=torch.float64)
         t = lambda a: torch.as_tensor(np.array(a, dtype=float))[None]  # noqa: E731
         A = _square_root(step, t(s.Q), t(s.R), t(s.S))
         perm = list(range(M + 1, M + 1 + K)) + list(range(M)) + [M]  # (nu, phi, lam) -> (lam, nu, phi)
@@ -122,7 +122,7 @@ def test_kernel_rule_equals_local_update(variant, g):
     rule = theory.make_rule(variant["rule"], presynaptic=variant.get("presynaptic"), error=variant.get("error"))
     for sigma, sigma_F in ((0.0, 1.0), (0.3, -0.7)):
         ref = rule.local_update(lam, nu, zeta, v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
-        got = _reduced_jit.local_update_batch(lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, *_reduced_jit.rule_codes(rule, g))
+        got = theory.compiled.update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F)[:4]
         for name, a, r in zip(("delta", "alpha", "e_out", "h"), got, ref[:4]):
             r = np.broadcast_to(r, a.shape)
             assert np.ptp(r) > 0 or name == "alpha", f"{name}: constant, the comparison would be vacuous"
@@ -146,19 +146,20 @@ def _kernel_and_torch_step(state, rule, *, D, g, R_, seed=4, **cfg):
 
     K, M = state.R.shape[-2:]
     r = K + M + 1
-    consts = dict(D=D, T=state.T, U=state.U, P=state.P, v_star=state.v_star, b=state.b, g=g, **cfg)
+    consts = dict(D=D, T=state.T, U=state.U, P=state.P, v_star=state.v_star, b=state.b)
+    hyper = theory.HyperParams(g=g, **cfg)
     x0 = [np.broadcast_to(np.asarray(getattr(state, k), dtype=float), (R_,) + sh).copy()
           for k, sh in (("Q", (K, K)), ("R", (K, M)), ("S", (K,)), ("v", (K,)))]
-    chain = _NumbaChain(rule, [a.copy() for a in x0], replicas=R_, r=r, seed=seed, threads=2, **consts)
+    chain = _NumbaChain(rule, hyper, [a.copy() for a in x0], replicas=R_, r=r, seed=seed, threads=2, **consts)
     chain.advance(1)
     mine = [a - a0 for a, a0 in zip(chain.state(), x0)]
     chain.close()
     # the chain's draws, again, from a sampler with the same seed
-    eps, gam, zeta = _reduced_jit.ChunkSampler(seed, R_, r, D, noise=cfg["sigma"] != 0).draw(1)
+    eps, gam, zeta = _reduced_kernel.ChunkSampler(seed, R_, r, D, noise=cfg["sigma"] != 0).draw(1)
     # the same draws, replica by replica, for the torch step: replica j*B + t reads [j, 0, ..., t]
     per_replica = lambda a: np.moveaxis(a[:, 0], -1, 1).reshape((-1,) + a.shape[2:-1])[:R_]  # noqa: E731
     tt = lambda a: torch.as_tensor(np.ascontiguousarray(a))  # noqa: E731
-    step = ReducedStep(rule, device="cpu", dtype=torch.float64, **consts)
+    step = ReducedStep(rule, hyper, device="cpu", dtype=torch.float64, **consts)
     z = per_replica(zeta) if zeta.shape[-1] else np.zeros(R_)
     ref = step(*(tt(a) for a in x0), tt(per_replica(eps)), tt(2.0 * per_replica(gam)), tt(z))
     return mine, [a.numpy() - a0 for a, a0 in zip(ref, x0)]
@@ -230,7 +231,7 @@ def test_run_reduced_throw_raises_divergence_error_with_partial_result():
 
 def test_auto_backend():
     s0 = theory.random_state(2, 2, D=100, seed=0)
-    assert reduced_chain(s0, "bp", [0, 0.1], D=100, eta=1.0)["backend"] == ("numba" if _reduced_jit.HAVE_NUMBA else "torch")
+    assert reduced_chain(s0, "bp", [0, 0.1], D=100, eta=1.0)["backend"] == ("numba" if _reduced_kernel.HAVE_NUMBA else "torch")
     assert reduced_chain(s0, "bp", [0, 0.1], D=100, eta=1.0, dtype=torch.float32)["backend"] == "torch"
 
 

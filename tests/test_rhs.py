@@ -161,7 +161,7 @@ def test_afa_with_sigma_F_S_equal_v_is_bp_on_the_clean_input(rng):
 @pytest.mark.parametrize("K,M", [(2, 2), (3, 1), (1, 3)])
 def test_compiled_rhs_equals_numpy_reference(name, presynaptic, K, M, rng):
     """The numba single-state right-hand side is the batched numpy one, entry by entry."""
-    from theory._closed_jit import HAVE_NUMBA
+    from theory._compiled import HAVE_NUMBA
 
     if not HAVE_NUMBA:
         pytest.skip("numba not installed")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import theory
-from theory._batched import DOP853, _Tableau, solve_batched
-from theory._sweep import Table, plateau, sweep
+from theory import Table, plateau, sweep
+from theory._dop853 import DOP853, _Tableau
+from theory._driver import solve_batched
 
 T_SHORT = np.concatenate([[0.0], np.geomspace(0.05, 200.0, 40)])
 
@@ -115,7 +116,7 @@ def test_steps_are_scipys_dop853(states):
     """Each point takes exactly the steps of scipy's DOP853 (same controller, same dense output)."""
     import scipy.integrate
 
-    from theory._integrate import make_dynamics
+    from theory import make_dynamics
 
     etas = [1.0, 0.4]
     res = sweep(states[1], "bp", T_SHORT, eta=etas, progress=False)
@@ -238,7 +239,7 @@ def test_plateau_and_target_on_a_constructed_curve():
     eg2 = np.exp(np.interp(lt, np.log([0.01, 1, 10, 1000]), np.log([0.5, 0.5, 0.02, 0.02])))
     assert plateau(t, eg2, spread_end=0.01)[4] is False and plateau(t, eg2, spread_end=0.01)[0] > 900
     assert plateau(t, eg2, spread_end=0.9)[0] == 0.0
-    from theory._sweep import _t_target
+    from theory import crossing_time as _t_target
 
     # ln eg is linear in ln t from (300, 0.02) to (1000, 1e-6): eg = 1e-3 at t = 300 (10/3)^(ln 20 / ln 2e4)
     assert _t_target(t, eg, 1e-3) == pytest.approx(300 * (10 / 3) ** (np.log(20) / np.log(2e4)), rel=1e-3)
@@ -305,12 +306,13 @@ def test_compiled_batch_kernel_equals_numpy_dynamics(states):
     for rule, pre in (("bp", "clean"), ("fa", "clean"), ("afa", "modulated"), ("afa", "clean")):
         B = 5
         ss = [states[i % 3] for i in range(B)]
-        ch = _Chunk(rule=theory.make_rule(rule, presynaptic=pre), g="erf", quadrature=None, train_second_layer=True,
+        hyper = theory._hyper.HyperBatch.of([theory.HyperParams(
+            eta=rng.uniform(0.1, 2), eta_v=rng.uniform(0.1, 2), sigma=rng.uniform(0, 0.5), sigma_F=rng.uniform(-2, 2),
+            weight_decay=rng.uniform(0, 0.1)) for _ in range(B)])
+        ch = _Chunk(rule=theory.make_rule(rule, presynaptic=pre), hyper=hyper, quadrature=None,
                     K=2, M=2, y0=np.stack([s.to_vector() for s in ss]), T=np.stack([s.T for s in ss]),
                     U=np.stack([s.U for s in ss]), P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
-                    b=np.stack([s.b for s in ss]), eta=rng.uniform(0.1, 2, B), eta_v=rng.uniform(0.1, 2, B),
-                    sigma=rng.uniform(0, 0.5, B), sigma_F=rng.uniform(-2, 2, B), weight_decay=rng.uniform(0, 0.1, B),
-                    t=T_SHORT, rtol=1e-8, atol=1e-10, batched_noise=True)
+                    b=np.stack([s.b for s in ss]), t=T_SHORT, rtol=1e-8, atol=1e-10)
         idx = np.array([4, 0, 2])
         fast = _factory(ch, compiled=True)(idx)(ch.y0[idx])
         ref = _factory(ch, compiled=False)(idx)(ch.y0[idx])

@@ -1,55 +1,78 @@
-"""Order-parameter ODEs of two-layer erf committee machines under bp, fa, afa and pepita.
+"""Order-parameter ODEs of two-layer committee machines learning a teacher under any learning rule.
 
 Public API (the notation is THEORY.md's; see docs/notation.md):
 
-State and rules
+Rules (the extension point: write a rule once, by its one-sample update; it runs everywhere)
+    Rule, LocalUpdate, Sample   the base class, what ``Rule.update`` returns, what it sees.
+    variant                a rule option with a fixed set of values (presynaptic, error, ...).
+    register_rule          make a rule's name usable everywhere a rule name is accepted.
+    registered_rules, make_rule, load_rule, rule_from_params, RULES (the built-in names).
+    compiled_rule          the rule's compiled view, generated from its definition (or why none).
+
+State and parameters
     OrderParams            Q, R, T, S, U, P, v, v_star, b; validated, with Omega and a flat vector.
     random_state           measured order parameters of random weights at dimension D.
     state_from_weights     measured order parameters of given weights.
-    Rule, make_rule        the four rules and their variants, defined by one sample's update.
+    HyperParams            eta, eta_v, sigma, sigma_F, weight_decay, train_second_layer, g; validated.
     Activation, activation g and g' for "erf", "relu", "tanh", "linear".
 
 ODEs
     integrate              integrate a rule's ODE with error control -> Trajectory.
-    rhs                    the right-hand side at one state.
+    rhs, Dynamics, make_dynamics   the right-hand side.
     Trajectory             times, order parameters, eg, angles, status, parameters; save/load.
     DivergenceError        raised when a run diverges (carries the partial trajectory).
 
-Numerical expectations (pepita, and any activation)
+Numerical expectations (rules without closed forms, any activation)
     GaussHermite, SparseGrid, QMC   quadrature rules for integrate(..., quadrature=...).
     numerical_terms        E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k] by quadrature.
 
-Sweeps
+Sweeps and summaries
     sweep                  many parameter points integrated at once (batched) -> SweepResult.
     SweepResult, Table     one row per point (parameters and summaries); long table by curves().
+    plateau, plateau_split, crossing_time, PLATEAU_DEFAULTS   learning-curve summaries.
 
 Observables
     generalisation_error, alignment_angles, angle, specialisation.
 
 Gaussian integrals (erf)
     I2, J2, I3, I4, tilt.
+
+Shared with simulate: checks (input checks), divergence (when a run has diverged), compiled (the
+compiled-rule ABI), resolve, split_options, hyper_params (keyword options -> rule and
+HyperParams), run_params (what a result records), json_default.
 """
 
+from . import _checks as checks
+from . import _compiled as compiled
+from . import _divergence as divergence
 from ._activations import ACTIVATIONS, Activation, activation
+from ._compiled import compiled_rule
+from ._dynamics import Dynamics, make_dynamics, rhs
+from ._hyper import HyperParams, hyper_params, resolve, split_options
+from ._hyper import record as run_params
 from ._init import random_state, state_from_weights
 from ._integrals import I2, I3, I4, J2, tilt
+from ._integrate import default_times, integrate
+from ._io import json_default
 from ._numerical import QMC, GaussHermite, SparseGrid, numerical_terms
-from ._integrate import Dynamics, default_times, integrate, make_dynamics, rhs
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
-from ._rules import RULES, LocalUpdate, Rule, make_rule
+from ._rules import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
+                     rule_from_params, variant)
 from ._state import OrderParams
-from ._sweep import SweepResult, Table, sweep
+from ._summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
+from ._sweep import SweepResult, sweep
+from ._table import Table
 from ._trajectory import DivergenceError, Trajectory
+from . import rules as _builtin_rules  # noqa: E402,F401  (registers bp, fa, afa, pepita)
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "activation",
-    "random_state", "state_from_weights",
-    "I2", "I3", "I4", "J2", "tilt",
+    "Rule", "LocalUpdate", "Sample", "variant", "register_rule", "registered_rules", "make_rule", "load_rule",
+    "rule_from_params", "RULES", "compiled_rule",
+    "OrderParams", "random_state", "state_from_weights", "HyperParams", "ACTIVATIONS", "Activation", "activation",
+    "integrate", "rhs", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
     "GaussHermite", "QMC", "SparseGrid", "numerical_terms",
-    "Dynamics", "default_times", "integrate", "make_dynamics", "rhs",
+    "sweep", "SweepResult", "Table", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
-    "RULES", "LocalUpdate", "Rule", "make_rule",
-    "OrderParams",
-    "DivergenceError", "Trajectory",
-    "sweep", "SweepResult", "Table",
+    "I2", "I3", "I4", "J2", "tilt",
+    "checks", "divergence", "compiled", "resolve", "split_options", "hyper_params", "run_params", "json_default",
 ]

@@ -94,6 +94,12 @@ class Activation:
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
 
+    def __reduce__(self):
+        # registered activations travel by name (their g, dg are lambdas): sweeps send them to worker processes
+        if ACTIVATIONS.get(self.name) is self:
+            return activation, (self.name,)
+        return object.__reduce__(self)
+
 
 ACTIVATIONS: dict[str, Activation] = {
     "erf": Activation(

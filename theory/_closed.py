@@ -1,6 +1,8 @@
-"""Closed-form ODE right-hand sides of bp, fa and afa for erf (THEORY.md section 4).
+"""Closed-form ODE right-hand sides of the feedback family for erf (THEORY.md section 4).
 
-For these rules delta_k = c_k g'(lambda_k) e with c = v (bp), b (fa) or sigma_F S (afa), and
+For rules with ``closed_form = "feedback"`` (bp, fa, afa, and any user rule of that form)
+delta_k = c_k g'(lambda_k) e with c the rule's feedback vector (v for bp, b for fa, sigma_F S
+for afa; :meth:`theory.Rule.feedback`), e_out = e, h = g(lambda), and
 e = sum_j a_j g(z_j) - sigma zeta over the fields z = (lambda, nu), a = (v, -v_star). Then
 
     X_ku  = E[delta_k xi_u] = c_k ( sum_j a_j I3(k, u, j)  -  sigma_F Ov_u E[g'(lambda_k) e^2] [modulated] )
@@ -20,28 +22,25 @@ Everything is vectorised over leading batch dimensions of the order parameters.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from ._integrals import I2_matrix, I3_tensor, I4_tensor, J2_matrix, dg_mean, dgg_tensor
 from ._state import field_covariance
 
-__all__ = ["closed_form_rhs", "closed_form_terms"]
+__all__ = ["closed_form_terms", "assemble"]
 
 
 def _feedback(rule, v, S, b, sigma_F):
-    if rule.name == "bp":
-        return v
-    if rule.name == "fa":
-        if b is None:
-            raise ValueError("rule 'fa' needs the feedback vector b (OrderParams.b)")
-        return b
-    if rule.name == "afa":
-        return sigma_F * S
-    raise ValueError(f"closed forms: rule {rule.name!r} has no closed form; use the numerical engine")
+    """The coefficient c (..., K) of delta_k = c_k g'(lambda_k) e: the rule's feedback vector."""
+    if rule.closed_form != "feedback":
+        raise ValueError(f"closed forms: rule {rule.name!r} has no closed form; use the numerical engine")
+    return rule.feedback_of(SimpleNamespace(v=v, S=S, b=b), sigma_F)
 
 
 def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0):
-    """The expectations the ODE is built from, for bp, fa and afa with erf.
+    """The expectations the ODE is built from, for the feedback family with erf.
 
     Returns X (..., K, K+M+1) = E[delta_k xi_u], DD (..., K, K) = E[delta_k delta_l] and
     EH (..., K) = E[e_out h_k].
@@ -71,12 +70,6 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     DD = c[..., :, None] * c[..., None, :] * DD
     EH = np.einsum("...kj,...j->...k", I2_matrix(C)[..., :K, :], a)
     return X, DD, EH
-
-
-def closed_form_rhs(rule, Q, R, T, S, U, P, v, v_star, b=None, *, eta, eta_v, sigma=0.0, sigma_F=1.0, weight_decay=0.0, train_second_layer=True):
-    """dQ, dR, dS, dv of bp, fa or afa (erf) at the given order parameters (batched)."""
-    X, DD, EH = closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F)
-    return assemble(X, DD, EH, Q, R, S, v, eta=eta, eta_v=eta_v, weight_decay=weight_decay, train_second_layer=train_second_layer)
 
 
 def assemble(X, DD, EH, Q, R, S, v, *, eta, eta_v, weight_decay=0.0, train_second_layer=True):

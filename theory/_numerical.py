@@ -254,14 +254,34 @@ def _is_odd(g: Activation) -> bool:
         return bool(np.allclose(g.g(-x), -g.g(x), rtol=1e-13, atol=1e-15) and np.allclose(g.dg(-x), g.dg(x), rtol=1e-13, atol=1e-15))
 
 
+@functools.lru_cache(maxsize=256)
+def _rule_is_odd(rule, g: Activation, K: int, M: int) -> bool:
+    """Whether the rule's delta, alpha, e_out and h change sign with (lambda, nu, zeta), checked on
+    random probe samples and states (exact symmetries give equality to rounding)."""
+    rng = np.random.default_rng(12345)
+    n = 64
+    lam, nu, zeta = 1.3 * rng.standard_normal((n, K)), 1.3 * rng.standard_normal((n, M)), rng.standard_normal(n)
+    state = dict(v=rng.standard_normal((n, K)), v_star=rng.standard_normal((n, M)), S=0.5 * rng.standard_normal((n, K)),
+                 b=rng.standard_normal((n, K)), sigma=0.3, sigma_F=0.9, g=g)
+    with np.errstate(all="ignore"):
+        a = rule.local_update(lam, nu, zeta, **state)
+        m = rule.local_update(-lam, -nu, -zeta, **state)
+    for x, y in zip(a[:4], m[:4]):
+        x, y = np.broadcast_to(np.asarray(x, float), np.shape(lam)[:1] + np.shape(x)[1:]), np.asarray(y, float)
+        if not np.allclose(x, -y, rtol=1e-12, atol=1e-12 * max(1.0, float(np.nanmax(np.abs(x), initial=0.0)))):
+            return False
+    return True
+
+
 @functools.lru_cache(maxsize=64)
 def _prepared(quad, n: int, noise: bool, odd: bool):
     """The rule's nodes (N, d), weights (N,) and scramble groups; for odd g and a symmetric rule,
     folded onto the half-space "first non-zero coordinate > 0" with doubled weights.
 
-    Folding is exact: for odd g (erf, tanh, linear) every rule's delta, alpha, e_out and h are odd
-    in (y, zeta) (e is odd, g(lambda - sigma_F S e) is odd, g' is even), so every integrand of X, DD
-    and EH is even, and a symmetric rule gives it equal values at p and -p.
+    Folding is exact when the rule's delta, alpha, e_out and h are odd in (y, zeta): then every
+    integrand of X, DD and EH is even, and a symmetric rule gives it equal values at p and -p. For
+    odd g (erf, tanh, linear) this holds for bp, fa, afa and pepita (e is odd, g(lambda - sigma_F S e)
+    is odd, g' is even); for any rule it is checked on probe samples (:func:`_rule_is_odd`).
     """
     nodes, weights, groups = quad.nodes(n, noise)
     if odd and groups is None:
@@ -311,7 +331,7 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     n = K + M
     noise = bool(sigma != 0)
     quad = quadrature_rule(quadrature, n + int(noise), g)
-    nodes, weights, groups = _prepared(quad, n, noise, _is_odd(g))
+    nodes, weights, groups = _prepared(quad, n, noise, _is_odd(g) and _rule_is_odd(rule, g, K, M))
 
     om = field_covariance(Q, R, T, S, U, P)  # (..., n+1, n+1)
     B = _whiten(om, n)

@@ -7,7 +7,7 @@
       "teacher"        angle(v, v_star)                         (K == M only)
       "degenerate:s"   angle(v, s * v_star) for each sign pattern s != all-ones (K == M only)
       "degenerate_min" the minimum of those
-      "feedback"       angle(b_fb, v), b_fb = sigma_F S (afa, pepita), b (fa), v (bp)
+      "feedback"       angle(b_fb, v), b_fb the rule's feedback vector: sigma_F S (afa, pepita), b (fa), v (bp)
       "end_to_end"     angle between F and (W2 W1)^T: cos = sign(sigma_F) v.S / sqrt(P v^T Q v)
 - Specialisation R_kn / sqrt(Q_kk T_nn).
 """
@@ -19,6 +19,7 @@ import itertools
 import numpy as np
 
 from ._activations import activation
+from ._rules import Rule, make_rule
 
 __all__ = ["generalisation_error", "alignment_angles", "angle", "specialisation", "expected_gg"]
 
@@ -80,21 +81,19 @@ def angle(a, b):
 
 
 def feedback_vector(state, rule, sigma_F=1.0):
-    """b_fb: what the first layer's update sees as second-layer weights under each rule."""
-    name = getattr(rule, "name", rule)
-    if name == "bp":
-        return np.asarray(state.v, dtype=float)
-    if name == "fa":
-        if state.b is None:
-            raise ValueError("alignment_angles: rule 'fa' needs the feedback vector b")
-        return np.asarray(state.b, dtype=float)
-    if name in ("afa", "pepita"):
-        return sigma_F * np.asarray(state.S, dtype=float)
-    raise ValueError(f"alignment_angles: unknown rule {rule!r}")
+    """b_fb: what the first layer's update sees as second-layer weights (:meth:`theory.Rule.feedback`),
+    or None for a rule without one."""
+    rule = rule if isinstance(rule, Rule) else make_rule(rule)
+    fb = rule.feedback_of(state, sigma_F)
+    return None if fb is None else np.broadcast_to(np.asarray(fb, dtype=float), np.shape(state.v))
 
 
 def alignment_angles(state, rule="bp", sigma_F=1.0) -> dict[str, np.ndarray]:
-    """The named alignment angles of THEORY.md section 5, in degrees (batched)."""
+    """The named alignment angles of THEORY.md section 5, in degrees (batched).
+
+    ``rule`` (a name or :class:`theory.Rule`) gives the feedback vector of the "feedback" angle;
+    with None, or a rule without a feedback vector, that angle is left out.
+    """
     v, vs = _second_layers(state)
     K, M = v.shape[-1], vs.shape[-1]
     out: dict[str, np.ndarray] = {}
@@ -109,7 +108,9 @@ def alignment_angles(state, rule="bp", sigma_F=1.0) -> dict[str, np.ndarray]:
             flips.append(out[key])
         if flips:
             out["degenerate_min"] = np.min(np.stack(flips), axis=0)
-    out["feedback"] = angle(feedback_vector(state, rule, sigma_F), v)
+    fb = None if rule is None else feedback_vector(state, rule, sigma_F)
+    if fb is not None:
+        out["feedback"] = angle(fb, v)
     S = np.asarray(state.S, dtype=float)
     Q = np.asarray(state.Q, dtype=float)
     P = np.asarray(state.P, dtype=float)

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from ._io import dumps
 from ._observables import alignment_angles, generalisation_error, specialisation
+from ._rules import rule_from_params
 from ._state import OrderParams
 
 __all__ = ["Trajectory", "DivergenceError", "STATUS"]
@@ -94,7 +96,8 @@ class Trajectory:
     @functools.cached_property
     def angles(self) -> dict[str, np.ndarray]:
         """Alignment angles (degrees) at each time."""
-        return {k: _read_only(a) for k, a in alignment_angles(self, self.params["rule"], self.params.get("sigma_F", 1.0)).items()}
+        rule = rule_from_params(self.params)
+        return {k: _read_only(a) for k, a in alignment_angles(self, rule, self.params.get("sigma_F", 1.0)).items()}
 
     @functools.cached_property
     def specialisation(self) -> np.ndarray:
@@ -124,7 +127,7 @@ class Trajectory:
                 arrays[f"state0_{k}"] = np.asarray(val)
         for k, val in self.angles.items():
             arrays[f"angle_{k}"] = val
-        np.savez_compressed(path, __meta__=np.array(json.dumps(meta, default=_json_default)), **arrays)
+        np.savez_compressed(path, __meta__=np.array(dumps(meta)), **arrays)
         return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
 
     @classmethod
@@ -133,10 +136,13 @@ class Trajectory:
             meta = json.loads(str(z["__meta__"]))
             s0 = {k[len("state0_"):]: z[k] for k in z.files if k.startswith("state0_")}
             s0["P"] = float(s0["P"])
-            return cls(
+            traj = cls(
                 t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0),
                 params=meta["params"], status=meta["status"], message=meta["message"], nfev=meta["nfev"],
             )
+            # the angles as computed when saved (the rule's class need not be registered here)
+            traj.__dict__["angles"] = {k[len("angle_"):]: _read_only(z[k]) for k in z.files if k.startswith("angle_")}
+            return traj
 
 
 def _read_only(a):
@@ -144,11 +150,3 @@ def _read_only(a):
     a = np.asarray(a)
     a.setflags(write=False)
     return a
-
-
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)

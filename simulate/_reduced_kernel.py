@@ -4,16 +4,16 @@ The torch implementation :class:`simulate._reduced.ReducedStep` is the reference
 path). On the CPU its cost is torch's per-operation overhead on tensors of a few elements; this
 module runs a whole chunk of steps for a block of 32 replicas in one compiled call, in float64,
 the replicas of a block interleaved (structure of arrays) and the blocks spread over threads.
-It is a second, compiled view of the rule definition :meth:`theory.Rule.local_update` (as
-theory._closed_jit is of the closed forms): the tests hold
-:func:`local_update_batch` against ``Rule.local_update`` and one kernel step against
-``ReducedStep`` for every rule, variant and activation.
+The kernel knows no rule: it receives the rule's compiled ``update`` (generated from the rule's
+one definition, :func:`theory.compiled_rule`) as a first-class function, so it is compiled once
+for every rule. The tests hold one kernel step against ``ReducedStep`` for every registered rule,
+variant and activation.
 
 Per step and replica (fields ordered (nu, phi, lambda) as in _reduced, eps ~ N(0, I_r)):
 
     (nu, phi) = A11 eps_1,   L21 = [R, S] Binv,   L22 L22^T = Q - L21 L21^T (PSD Cholesky),
     lambda = L21 eps_1 + L22 eps_2,
-    (delta, alpha, e_out, h) = Rule.local_update(lambda, nu, zeta; v, v*, S, b, sigma, sigma_F, g),
+    (delta, alpha, e_out, h) = the rule's compiled update(lambda, nu, zeta; v, v*, S, b, sigma, sigma_F, g),
     xi = (lambda + alpha S, nu + alpha U, phi + alpha P),  |xp|^2 = |eps|^2 + chi2 + 2 alpha phi + alpha^2 P,
     Q' = (1-c)^2 Q - (1-c)(eta/D)(delta xi_lam^T + xi_lam delta^T) + (eta^2/D^2) |xp|^2 delta delta^T,
     R' = (1-c) R - (eta/D) delta xi_nu^T,   S' = (1-c) S - (eta/D) delta xi_phi,
@@ -40,141 +40,25 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     prange = range
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "RULE_CODES", "ACTIVATION_CODES", "rule_codes", "local_update_batch", "chain_block",
-           "ChunkSampler", "RNG_REPLICA_BLOCK"]
+__all__ = ["HAVE_NUMBA", "chain_block", "ChunkSampler", "RNG_REPLICA_BLOCK"]
 
-RULE_CODES = {"bp": 0, "fa": 1, "afa": 2, "pepita": 3}
-ACTIVATION_CODES = {"erf": 0, "tanh": 1, "relu": 2, "linear": 3}
 #: replicas per block: one numpy Generator and one kernel work item each (fixed, so that the
 #: draws do not depend on the thread count)
 RNG_REPLICA_BLOCK = 32
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _PIVOT_TOL = 1e-13  # as simulate._reduced._psd_cholesky
 
 
-def _jit(**kw):
+def _jit(*args, **kw):
     def deco(fn):
-        return numba.njit(cache=True, **kw)(fn) if HAVE_NUMBA else fn
+        return numba.njit(*args, cache=True, **kw)(fn) if HAVE_NUMBA else fn
 
     return deco
 
 
-def rule_codes(rule, g) -> tuple[int, bool, bool, int]:
-    """(rule code, modulated presynaptic input, pepita error from the modulated pass, activation code)."""
-    from theory import activation
-
-    name = activation(g).name
-    if name not in ACTIVATION_CODES:
-        raise ValueError(f"g: the numba backend supports activations {sorted(ACTIVATION_CODES)}, got {name!r}")
-    return RULE_CODES[rule.name], bool(rule.modulated), rule.name == "pepita" and rule.error == "modulated", \
-        ACTIVATION_CODES[name]
-
-
-@_jit(inline="always")
-def _g(z, gk):
-    """g(z): 0 erf(z / sqrt 2), 1 tanh, 2 relu, 3 linear (theory._activations)."""
-    if gk == 0:
-        return math.erf(z * _INV_SQRT2)
-    if gk == 1:
-        return math.tanh(z)
-    if gk == 2:
-        return z if z > 0.0 else 0.0
-    return z
-
-
-@_jit(inline="always")
-def _dg(z, gk):
-    """g'(z) for the codes of :func:`_g` (relu: Heaviside with g'(0) = 0, as theory)."""
-    if gk == 0:
-        return _SQRT_2_OVER_PI * math.exp(-0.5 * z * z)
-    if gk == 1:
-        t = math.tanh(z)
-        return 1.0 - t * t
-    if gk == 2:
-        return 1.0 if z > 0.0 else 0.0
-    return 1.0
-
-
-@_jit(inline="always")
-def _local_update(lam, nu, zeta, bi, j, noisy, v, v_star, S, b, nv, sigma, sigma_F, rule, modulated, err_mod, gk,
-                  delta, h, alpha, e_out, y):
-    """Rule.local_update for nv samples stored along the last axis (structure of arrays).
-
-    lam (K, B), nu (>= M, B) (rows 0..M-1 used), zeta[bi, j, t] when ``noisy``; v, S, b (K, B);
-    v_star (M, B). Fills delta (K, B), h (K, B), alpha (B,), e_out (B,) and y (B,) the label:
-
-    y = sum_m v*_m g(nu_m) + sigma zeta, e = sum_k v_k g(lambda_k) - y, alpha = -sigma_F e
-    (modulated) or 0; delta_k = v_k g'(lambda_k) e (bp), b_k g'(lambda_k) e (fa),
-    sigma_F S_k g'(lambda_k) e (afa), g(lambda_k) - g(lambdat_k) with lambdat_k = lambda_k - sigma_F S_k e
-    (pepita, with h_k = g(lambdat_k) and, for the modulated error, e_out = sum_k v_k h_k - y);
-    otherwise h_k = g(lambda_k) and e_out = e.
-    """
-    K = lam.shape[0]
-    M = v_star.shape[0]
-    for t in range(nv):
-        acc = 0.0
-        for m in range(M):
-            acc += v_star[m, t] * _g(nu[m, t], gk)
-        if noisy:
-            acc += sigma * zeta[bi, j, t]
-        y[t] = acc
-    for t in range(nv):
-        acc = 0.0
-        for k in range(K):
-            hk = _g(lam[k, t], gk)
-            h[k, t] = hk
-            acc += v[k, t] * hk
-        e = acc - y[t]
-        e_out[t] = e
-        alpha[t] = -sigma_F * e if modulated else 0.0
-    if rule == 0:
-        for k in range(K):
-            for t in range(nv):
-                delta[k, t] = v[k, t] * _dg(lam[k, t], gk) * e_out[t]
-    elif rule == 1:
-        for k in range(K):
-            for t in range(nv):
-                delta[k, t] = b[k, t] * _dg(lam[k, t], gk) * e_out[t]
-    elif rule == 2:
-        for k in range(K):
-            for t in range(nv):
-                delta[k, t] = sigma_F * S[k, t] * _dg(lam[k, t], gk) * e_out[t]
-    else:
-        for t in range(nv):
-            e = e_out[t]
-            acc = 0.0
-            for k in range(K):
-                ht = _g(lam[k, t] - sigma_F * S[k, t] * e, gk)
-                delta[k, t] = h[k, t] - ht
-                h[k, t] = ht
-                acc += v[k, t] * ht
-            if err_mod:
-                e_out[t] = acc - y[t]
-
-
-@_jit()
-def local_update_batch(lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, rule, modulated, err_mod, gk):
-    """The kernel's rule (:func:`_local_update`) on a batch: lam (n, K), nu (n, M), zeta (n,),
-    v, S, b (n, K), v_star (n, M). Returns delta (n, K), alpha (n,), e_out (n,), h (n, K).
-    For the tests, which hold it against theory.Rule.local_update.
-    """
-    n, K = lam.shape
-    delta = np.empty((K, n))
-    h = np.empty((K, n))
-    alpha = np.empty(n)
-    e_out = np.empty(n)
-    y = np.empty(n)
-    c = np.ascontiguousarray
-    _local_update(c(lam.T), c(nu.T), zeta.reshape(1, 1, n), 0, 0, True, c(v.T), c(v_star.T), c(S.T), c(b.T), n, sigma,
-                  sigma_F, rule, modulated, err_mod, gk, delta, h, alpha, e_out, y)
-    return delta.T.copy(), alpha, e_out, h.T.copy()
-
-
 @_jit(inline="never")
-def _advance_block(bi, eb, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
-                   rule, modulated, err_mod, gk, train_v):
+def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F,
+                   c, gk, train_v):
     """Replicas bi*B .. bi*B + B - 1 of :func:`chain_block`, with the draws eps[eb], gam[eb], zeta[eb]. State and constants are held along the
     last axis of scratch arrays (one column per replica) and every loop runs over the replicas
     innermost, so that their independent arithmetic vectorises and interleaves."""
@@ -228,9 +112,8 @@ def _advance_block(bi, eb, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star,
     xl = np.empty((K, B))
     delta = np.empty((K, B))
     h = np.empty((K, B))
-    alpha = np.empty(B)
-    e_out = np.empty(B)
-    y = np.empty(B)
+    res = np.empty((3, B))  # alpha, e_out, e of each replica
+    no_noise = np.zeros(B)
     scale = np.empty(B)
     tmp = np.empty(B)
     xp2 = np.empty(B)
@@ -286,8 +169,9 @@ def _advance_block(bi, eb, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star,
             for p in range(k + 1):
                 for t in range(nv):
                     lam[k, t] += L22[k, p, t] * eps[eb, j, M1 + p, t]
-        _local_update(lam, yv, zeta, eb, j, noisy, vv, vsb, s, bb_, nv, sigma, sigma_F, rule, modulated, err_mod, gk,
-                      delta, h, alpha, e_out, y)
+        update(lam, yv, zeta[eb, j] if noisy else no_noise, vv, vsb, s, bb_, nv, 1, sigma, sigma_F, gk, delta, h, res)
+        alpha = res[0]
+        e_out = res[1]
         # |xp|^2 = |eps|^2 + chi2 + 2 alpha phi + alpha^2 P and the presynaptic overlaps xi
         for t in range(nv):
             al = alpha[t]
@@ -326,9 +210,8 @@ def _advance_block(bi, eb, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star,
             v[b0 + t, k] = vv[k, t]
 
 
-@_jit(nogil=True)
-def chain_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
-                rule, modulated, err_mod, gk, train_v):
+def _chain_block(update, bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
+                gk, train_v):
     """Advance the replicas of block bi (bi*B .. bi*B + B - 1, the last block possibly partial) by
     n = eps.shape[1] steps of the chain, in place; releases the GIL, so Python threads run blocks
     in parallel, each drawing its numbers and using them while they are hot in cache.
@@ -339,11 +222,25 @@ def chain_block(bi, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, 
     zeta (1, n, B) output noise (last axis 0 when sigma = 0).
     Constants with a leading axis of 1 (shared) or nR (per replica): A11T (., M+1, M+1) with
     (nu, phi) = eps_1 @ A11T, Binv (., M+1, M+1) with L21 = [R, S] @ Binv, U (., M), P (.,),
-    v_star (., M), b (., K). Codes as :func:`rule_codes`. Each replica's arithmetic is the same
-    whichever thread runs it.
+    v_star (., M), b (., K). ``update`` is the rule's compiled update (theory._compiled), gk the
+    activation's code. Each replica's arithmetic is the same whichever thread runs it.
     """
-    _advance_block(bi, 0, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F, c,
-                   rule, modulated, err_mod, gk, train_v)
+    _advance_block(update, bi, 0, Q, R, S, v, eps, gam, zeta, A11T, Binv, U, P, v_star, b, D, eta, eta_v, sigma, sigma_F,
+                   c, gk, train_v)
+
+
+if HAVE_NUMBA:
+    import theory
+
+    UPDATE_TYPE = theory.compiled.UPDATE_TYPE
+    _f8, _i8 = numba.float64, numba.int64
+    _A = lambda nd: numba.types.Array(_f8, nd, "C")  # noqa: E731
+    chain_block = numba.njit(
+        numba.types.void(UPDATE_TYPE, _i8, _A(3), _A(3), _A(2), _A(2), _A(4), _A(3), _A(3), _A(3), _A(3), _A(2), _A(1),
+                         _A(2), _A(2), _f8, _f8, _f8, _f8, _f8, _f8, _i8, numba.types.boolean),
+        cache=True, nogil=True)(_chain_block)
+else:  # pragma: no cover
+    chain_block = _chain_block
 
 
 class ChunkSampler:

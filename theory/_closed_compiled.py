@@ -1,9 +1,12 @@
-"""Compiled (numba) version of theory._closed for one unbatched state.
+"""The closed-form ODE right-hand side of the feedback family, compiled (numba), for one state.
 
-The numpy version in :mod:`theory._closed` is the reference (and handles batches); this one
-evaluates the same formulas with explicit loops, which removes numpy's per-call overhead for
-the small arrays of a single learning curve (~60x faster at K = M = 2). Tests hold the two
-against each other. Used automatically by :class:`theory.Dynamics` when numba is importable.
+For rules with ``closed_form = "feedback"`` (delta_k = c_k g'(lambda_k) e, e_out = e, h = g(lambda);
+bp, fa, afa and any user rule of that form) the right-hand side depends on the rule only through
+the coefficient c (K,), which the rule's generated ``closed_rhs`` (:mod:`theory._compiled`)
+evaluates from the state and passes here. The formulas are those of :mod:`theory._closed` (the
+numpy reference, batched), written with explicit loops, which removes numpy's per-call overhead
+for the small arrays of a single learning curve (~60x faster at K = M = 2); the tests hold the two
+against each other. Compiled once for every rule and (K, M).
 """
 
 from __future__ import annotations
@@ -20,18 +23,25 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "closed_form_rhs_flat"]
+__all__ = ["HAVE_NUMBA", "closed_form_rhs_c"]
 
 _2_PI = 2.0 / math.pi
 _4_PI2 = 4.0 / math.pi**2
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
+_HEADER = 11  # theory._compiled.ODE_HEADER
 
 
-def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, kappa, modulated, train_v):
-    """dy/dt for the flat state y = (Q, R, S, v) (see theory._state.pack).
-
-    c_kind: 0 bp (c = v), 1 fa (c = b), 2 afa (c = sigma_F S).
-    """
+def _rhs_c(y, p, c, out):
+    """dy/dt (written to ``out``) at the flat state y = (Q, R, S, v) (theory._state.pack), with the
+    feedback coefficient c (K,) and the parameters p of theory._compiled.ode_params."""
+    K, M = int(p[0]), int(p[1])
+    eta, eta_v, sigma, sigma_F, kappa = p[2], p[3], p[4], p[5], p[6]
+    modulated, train_v = p[7] != 0.0, p[8] != 0.0
+    P = p[10]
+    o = _HEADER
+    T = p[o : o + M * M]
+    U = p[o + M * M : o + M * M + M]
+    v_star = p[o + M * M + M : o + M * M + 2 * M]
     n = K + M
     N1 = n + 1
     om = np.empty((N1, N1))
@@ -51,8 +61,8 @@ def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, k
         i += 1
     v = y[i : i + K]
     for m in range(M):
-        for p in range(M):
-            om[K + m, K + p] = T[m, p]
+        for m2 in range(M):
+            om[K + m, K + m2] = T[m * M + m2]
         om[K + m, n] = U[m]
         om[n, K + m] = U[m]
     om[n, n] = P
@@ -61,17 +71,9 @@ def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, k
         a[k] = v[k]
     for m in range(M):
         a[K + m] = -v_star[m]
-    c = np.empty(K)
-    for k in range(K):
-        if c_kind == 0:
-            c[k] = v[k]
-        elif c_kind == 1:
-            c[k] = b[k]
-        else:
-            c[k] = sigma_F * om[k, n]
     d1 = np.empty(N1)
-    for p in range(N1):
-        d1[p] = 1.0 + om[p, p]
+    for q in range(N1):
+        d1[q] = 1.0 + om[q, q]
 
     # X[k, u] = sum_j a_j I3(k, u, j)
     X = np.zeros((K, N1))
@@ -123,7 +125,6 @@ def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, k
             DD[k, l] = c[k] * c[l] * val
             DD[l, k] = DD[k, l]
 
-    out = np.empty_like(y)
     i = 0
     for k in range(K):
         for l in range(K):
@@ -143,10 +144,11 @@ def _rhs_flat(y, K, M, T, U, P, v_star, c_kind, b, eta, eta_v, sigma, sigma_F, k
                 eh += a[j] * _2_PI * math.asin(om[k, j] / math.sqrt(d1[k] * d1[j]))
         out[i] = -eta_v * eh
         i += 1
-    return out
 
 
 if HAVE_NUMBA:
-    closed_form_rhs_flat = numba.njit(cache=True, error_model="numpy")(_rhs_flat)
+    closed_form_rhs_c = numba.njit(
+        numba.types.void(numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.float64[::1]),
+        cache=True, error_model="numpy")(_rhs_c)
 else:  # pragma: no cover
-    closed_form_rhs_flat = _rhs_flat
+    closed_form_rhs_c = _rhs_c

@@ -1,0 +1,115 @@
+"""Input checks shared by every public entry point of ``theory`` and ``simulate``.
+
+Each check takes the parameter's name and the caller's name (``where``) and either returns the
+value normalised (a float, an int, a bool, an array) or raises one clear error that names the
+parameter and the problem: ``ValueError`` for a bad value, ``TypeError`` for an unknown keyword.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+__all__ = ["number", "integer", "boolean", "choice", "times", "tolerances", "reject_unknown"]
+
+
+def _prefix(where: str | None) -> str:
+    return f"{where}: " if where else ""
+
+
+def number(name: str, x, *, where: str | None = None, min: float | None = None, finite: bool = True) -> float:
+    """A real number (Python or numpy scalar; not a bool, string or sequence), optionally >= min."""
+    if isinstance(x, (bool, np.bool_, str, bytes)) or not np.isscalar(x) and np.ndim(x) != 0:
+        raise ValueError(f"{_prefix(where)}{name} must be a number, got {x!r}")
+    try:
+        if np.iscomplexobj(x):
+            raise TypeError
+        val = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{_prefix(where)}{name} must be a number, got {x!r}") from None
+    if finite and not math.isfinite(val):
+        raise ValueError(f"{_prefix(where)}{name} must be finite, got {val}")
+    if min is not None and val < min:
+        raise ValueError(f"{_prefix(where)}{name} must be >= {min:g}, got {val}")
+    return val
+
+
+def integer(name: str, x, *, where: str | None = None, min: int | None = None) -> int:
+    """An integer (a float with an integral value is accepted), optionally >= min."""
+    if isinstance(x, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{_prefix(where)}{name} must be an integer, got {x!r}")
+    try:
+        val = int(x)
+        ok = val == x
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{_prefix(where)}{name} must be an integer, got {x!r}")
+    if min is not None and val < min:
+        what = "a positive integer" if min == 1 else f"an integer >= {min}"
+        raise ValueError(f"{_prefix(where)}{name} must be {what}, got {x!r}")
+    return val
+
+
+def boolean(name: str, x, *, where: str | None = None) -> bool:
+    """True or False (numpy booleans too); strings such as "False" are refused."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise ValueError(f"{_prefix(where)}{name} must be True or False, got {x!r}")
+    return bool(x)
+
+
+def choice(name: str, x, choices: Iterable, *, where: str | None = None):
+    """One of ``choices``."""
+    choices = tuple(choices)
+    if not isinstance(x, str) or x not in choices:
+        raise ValueError(f"{_prefix(where)}{name}={x!r}; expected one of {choices}")
+    return x
+
+
+def times(t, *, where: str | None = None) -> np.ndarray:
+    """Output or recording times: a non-empty, finite, strictly increasing 1-D array of times >= 0."""
+    msg = f"{_prefix(where)}t must be a non-empty, finite, strictly increasing array of times >= 0 (steps / D)"
+    try:
+        a = np.asarray(t, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(msg + f", got {t!r}") from None
+    if a.ndim > 1:
+        raise ValueError(msg + f", got shape {a.shape}")
+    a = a.ravel()
+    if a.size < 1 or not np.all(np.isfinite(a)) or a[0] < 0 or np.any(np.diff(a) <= 0):
+        raise ValueError(msg)
+    return a
+
+
+def tolerances(rtol, atol, *, where: str | None = None) -> tuple[float, float]:
+    """Relative and absolute tolerances of an adaptive integrator: both finite and > 0."""
+    r = number("rtol", rtol, where=where)
+    a = number("atol", atol, where=where)
+    if r <= 0 or a <= 0:
+        raise ValueError(f"{_prefix(where)}rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    return r, a
+
+
+def reject_unknown(names: Iterable[str], valid: Iterable[str], *, where: str | None = None) -> None:
+    """Raise ``TypeError`` naming every unknown keyword, with the closest valid name when there is one."""
+    valid = sorted(set(valid))
+    bad = [n for n in names if n not in valid]
+    if not bad:
+        return
+    hints = []
+    for n in bad:
+        close = difflib.get_close_matches(n, valid, n=1, cutoff=0.6)
+        if not close:
+            close = [v for v in valid if v.lower() == str(n).lower()]
+        hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(f"{_prefix(where)}unknown option{'s' if len(bad) > 1 else ''} {', '.join(hints)}; "
+                    f"valid options are {', '.join(valid)}")
+
+
+def describe(x: Any) -> str:
+    """A short description of a value for an error message."""
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."

@@ -1,0 +1,123 @@
+"""The ODE of a rule at fixed hyper-parameters: right-hand sides (THEORY.md section 4).
+
+:class:`Dynamics` maps the flat dynamic order parameters y = (Q, R, S, v) to dy/dt. Three views
+of the same right-hand side, chosen by what the rule declares and what is installed:
+
+- the erf closed forms of the feedback family (``Rule.closed_form == "feedback"``), compiled from
+  the rule's definition (theory._compiled) for a single state, numpy (theory._closed) for batches;
+- the numerical Gaussian expectations of the rule's one-sample update (theory._numerical), for
+  every other rule and activation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import numpy as np
+
+from ._closed import assemble, closed_form_terms
+from ._hyper import HyperParams, resolve
+from ._rules import Rule
+from ._state import OrderParams, pack, unpack
+
+__all__ = ["Dynamics", "make_dynamics", "rhs"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dynamics:
+    """The ODE of one rule at fixed hyper-parameters, around a state's constants (T, U, P, v_star, b).
+
+    ``rhs(y)`` maps flat dynamic order parameters y (..., n) to dy/dt (..., n). For sweeps, the
+    numeric hyper-parameters (``hyper`` may then be any object with the HyperParams attributes)
+    and the constants may be arrays broadcasting against the batch dimensions of y.
+    """
+
+    rule: Rule
+    hyper: Any
+    K: int
+    M: int
+    T: Any
+    U: Any
+    P: Any
+    v_star: Any
+    b: Any
+    quadrature: Any = None
+    use_jit: bool = True
+
+    @property
+    def g(self):
+        return self.hyper.g
+
+    @property
+    def closed_form(self) -> bool:
+        return self.g.closed_forms and self.rule.closed_form == "feedback" and self.quadrature in (None, "closed")
+
+    def terms(self, Q, R, S, v):
+        """(X, DD, EH): the expectations E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k]."""
+        hp = self.hyper
+        args = (self.rule, Q, R, self.T, S, self.U, self.P, v, self.v_star, self.b)
+        if self.closed_form:
+            return closed_form_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F)
+        from ._numerical import numerical_terms
+
+        return numerical_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F, g=self.g, quadrature=self.quadrature)
+
+    def derivatives(self, Q, R, S, v):
+        """(dQ, dR, dS, dv) at the given dynamic order parameters."""
+        X, DD, EH = self.terms(Q, R, S, v)
+        hp = self.hyper
+        return assemble(X, DD, EH, Q, R, S, v, eta=hp.eta, eta_v=hp.eta_v, weight_decay=hp.weight_decay,
+                        train_second_layer=hp.train_second_layer)
+
+    def rhs(self, y):
+        if self._jit_args is not None and np.ndim(y) == 1:
+            fn, p = self._jit_args
+            dy = np.empty(np.shape(y))
+            fn(np.ascontiguousarray(y, dtype=np.float64), p, dy)
+            return dy
+        Q, R, S, v = unpack(y, self.K, self.M)
+        return pack(*self.derivatives(Q, R, S, v))
+
+    @functools.cached_property
+    def _jit_args(self):
+        """(compiled rhs(y, p, dy), p) for a single state, or None where no compiled view applies."""
+        if not (self.closed_form and self.use_jit):
+            return None
+        hp = self.hyper
+        if not isinstance(hp, HyperParams) or np.ndim(self.T) != 2 or np.ndim(self.U) != 1 or np.ndim(self.P) != 0:
+            return None
+        from ._compiled import compiled_rule, ode_params
+
+        comp = compiled_rule(self.rule, self.K, self.M)
+        if comp.closed_rhs is None:
+            return None
+        return comp.closed_rhs, ode_params(self.K, self.M, self.T, self.U, float(self.P), self.v_star, self.b, hp,
+                                           self.rule.modulated)
+
+    def compiled(self):
+        """(rhs, p) of the compiled single-state right-hand side, or None (see :attr:`_jit_args`)."""
+        return self._jit_args
+
+
+def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, where="integrate",
+                  **options) -> Dynamics:
+    """Validate the parameters of a run and build its :class:`Dynamics` (options: HyperParams fields
+    and rule options such as presynaptic, error)."""
+    if not isinstance(state0, OrderParams):
+        raise TypeError(f"{where}: state0 must be a theory.OrderParams, got {type(state0).__name__}")
+    rule, hyper = resolve(rule, params, options, where=where)
+    if "b" in rule.reads and state0.b is None:
+        raise ValueError(f"{where}: rule {rule.name!r} needs the feedback vector b; build the state with OrderParams(..., b=...)")
+    return Dynamics(rule=rule, hyper=hyper, K=state0.K, M=state0.M, T=state0.T, U=state0.U, P=state0.P,
+                    v_star=state0.v_star, b=state0.b, quadrature=quadrature)
+
+
+def rhs(state: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, **options) -> dict[str, np.ndarray]:
+    """The ODE's right-hand side at one state: {"Q": dQ/dt, "R": dR/dt, "S": dS/dt, "v": dv/dt}.
+
+    Takes the same parameters as :func:`theory.integrate`.
+    """
+    dyn = make_dynamics(state, rule, params, quadrature=quadrature, where="rhs", **options)
+    return dict(zip(("Q", "R", "S", "v"), dyn.derivatives(state.Q, state.R, state.S, state.v)))
