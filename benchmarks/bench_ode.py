@@ -20,6 +20,8 @@ import numpy as np
 
 import theory
 
+import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
+
 
 def best_of(fn, repeats):
     times, out = [], None
@@ -44,20 +46,6 @@ def euler(dyn, y0, t_max, dt, t_out):
         if step < n:
             y = y + dt * dyn.rhs(y)
     return out
-
-
-@theory.register_rule
-class SignSymmetry(theory.Rule):
-    """A user's rule (sign-symmetric feedback), defined here: its compiled closed form is generated from it."""
-
-    name = "sign-symmetry"
-    closed_form = "feedback"
-
-    def feedback(self, x):
-        return x.xp.sign(x.v)
-
-    def update(self, x):
-        return theory.LocalUpdate(delta=self.feedback(x) * x.dg(x.lam) * x.e[..., None])
 
 
 def paths(st, repeats):

@@ -35,6 +35,8 @@ import torch
 import simulate
 import theory
 
+import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
+
 
 def rate_full(rule, D, replicas, steps, device, repeats):
     init = simulate.Initialisation(K=2, M=2, D=D, seed=0)
@@ -60,20 +62,6 @@ def rate_reduced(rule, D, replicas, steps, device, backend, repeats):
         best = min(best, res.params["wall_s"])  # the chain itself (not the initial weights' overlaps)
     assert res.params["backend"] == backend
     return res.params["replica_steps"] / best
-
-
-@theory.register_rule
-class SignSymmetry(theory.Rule):
-    """A user's rule (sign-symmetric feedback), defined here: its compiled update is generated from this definition."""
-
-    name = "sign-symmetry"
-    closed_form = "feedback"
-
-    def feedback(self, x):
-        return x.xp.sign(x.v)
-
-    def update(self, x):
-        return theory.LocalUpdate(delta=self.feedback(x) * x.dg(x.lam) * x.e[..., None])
 
 
 def rate_draws_only(D, replicas, steps):

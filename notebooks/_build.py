@@ -1,6 +1,6 @@
 """Build the notebooks of notebooks/ (outputs stripped) from the cell sources below.
 
-    python notebooks/_build.py
+    python notebooks/_build.py [NAME.ipynb ...]
 
 Every notebook reads PEPITA_NB_SIZE ("small" for CI: tiny sizes, same story; anything else: the
 full sizes) and, when PEPITA_NB_FIGDIR is set, saves its figures there as PNG.
@@ -322,13 +322,111 @@ fig.tight_layout()
 save(fig, "05_finite_size.png")'''),
 ]
 
+# --------------------------------------------------------------------------- 6 your own rule
+NOTEBOOKS["06_your_own_rule.ipynb"] = [
+    new_markdown_cell("""\
+# Your own learning rule, everywhere
 
-def build():
+A learning rule is defined once, by what it does to one sample: from the local fields
+lambda = w.x / sqrt D, nu = w*.x / sqrt D, the noise zeta and the current state (v, v*, S, b), it
+gives the postsynaptic term delta, the presynaptic input xp = x + alpha f / sqrt D, and the last
+layer's e_out and h (THEORY.md section 3). Every view of the toolkit is derived from that one
+definition: the ODE (closed forms where the rule declares them, numerical Gaussian expectations
+otherwise), the D-dimensional simulation, the exact reduced sampler and its compiled kernel.
+
+Here we add **sign-symmetric feedback** (Liao, Leibo & Poggio 2016): the backward pass uses
+sign(v) instead of v, delta_k = sign(v_k) g'(lambda_k) e."""),
+    new_code_cell(SETUP),
+    new_code_cell('''\
+import simulate
+
+
+@theory.register_rule
+class SignSymmetry(theory.Rule):
+    """Sign-symmetric feedback: delta_k = sign(v_k) g'(lambda_k) e."""
+
+    name = "sign-symmetry"
+    closed_form = "feedback"  # delta = feedback * g'(lambda) * e, e_out = e, h = g(lambda): erf closed forms apply
+
+    def feedback(self, x):  # the vector the first layer's update uses in place of v (alignment angles)
+        return x.xp.sign(x.v)
+
+    def update(self, x):
+        return theory.LocalUpdate(delta=self.feedback(x) * x.dg(x.lam) * x.e[..., None])
+
+
+print(theory.registered_rules())'''),
+    new_markdown_cell("""\
+The built-in rules are written the same way (`theory/rules/`). PEPITA, for example, replaces the
+postsynaptic term by the difference of two forward passes and has two variants:"""),
+    new_code_cell('''\
+import inspect
+print(inspect.getsource(type(theory.make_rule("pepita"))))'''),
+    new_markdown_cell("""\
+The compiled views are generated from `update`: the toolkit runs it on sympy symbols and compiles
+the resulting expressions with numba (cached on disk). This is the code the reduced sampler's kernel
+calls for our rule:"""),
+    new_code_cell('''\
+comp = theory.compiled_rule(SignSymmetry(), 2, 2)
+print(comp.path.read_text().split("@numba.njit(COEF_SIG")[0])'''),
+    new_markdown_cell("""\
+Its ODE against bp and fa from the same initial overlaps, and its simulation (full D-dimensional
+and exact reduced sampler) against its ODE."""),
+    new_code_cell('''\
+D = 200 if SMALL else 1000
+T_MAX = 50.0 if SMALL else 300.0
+t = np.concatenate([[0.0], np.geomspace(0.05, T_MAX, 40)])
+init = simulate.Initialisation(K=2, M=2, D=D, seed=1)
+cmp = simulate.compare(init, ["bp", "fa", "sign-symmetry"], t, eta=1.0, replicas=4 if SMALL else 16, seed=0,
+                       n_test=0, progress=False)
+red = simulate.run(init, "sign-symmetry", t, eta=1.0, replicas=64 if SMALL else 256, engine="reduced", n_test=0,
+                   progress=False)
+print(cmp.summary())'''),
+    new_code_cell('''\
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+pos = t > 0
+for key, c in zip(cmp.rules, ("C0", "C1", "C2")):
+    res = cmp.results[key]
+    m, s = res.mean("eg"), res.sem("eg")
+    axes[0].fill_between(res.t[pos], (m - s)[pos], (m + s)[pos], color=c, alpha=0.3, label=f"{key} simulation")
+    axes[0].plot(cmp.ode_t(key)[pos], cmp.ode_eg(key)[pos], "--", color=c, label=f"{key} ODE")
+axes[0].plot(red.t[pos], red.mean("eg")[pos], ".", color="C2", ms=4, label="sign-symmetry, reduced sampler")
+axes[0].set(xscale="log", yscale="log", xlabel="t = steps / D", ylabel="generalisation error", title=f"D = {D}, K = M = 2")
+axes[0].legend(fontsize=7)
+for key, c in zip(("fa", "sign-symmetry"), ("C1", "C2")):
+    res = cmp.results[key]
+    axes[1].plot(res.t[pos], res.mean("feedback")[pos], color=c, label=f"{key} simulation")
+    axes[1].plot(cmp.ode_t(key)[pos], cmp.ode_angles(key)["feedback"][pos], "--", color=c, label=f"{key} ODE")
+axes[1].set(xscale="log", ylim=(0, 180), xlabel="t = steps / D", ylabel="degrees", title="angle(feedback, v)")
+axes[1].legend(fontsize=7)
+fig.tight_layout()
+save(fig, "06_your_own_rule.png")'''),
+    new_markdown_cell("""\
+Sweeps take it like any other rule, and so does the command line:
+`pepita-dynamics compare --rule my_rules.py:SignSymmetry`."""),
+    new_code_cell('''\
+states = [theory.random_state(2, 2, D=1000, seed=s) for s in range(2 if SMALL else 10)]
+res = theory.sweep(states, grid=dict(rule=["bp", "sign-symmetry"], eta=[0.5, 1.0, 2.0]), t=theory.default_times(300.0),
+                   eg_target=1e-3, progress=False)
+tab = res.table
+for rule in ("bp", "sign-symmetry"):
+    for eta in (0.5, 1.0, 2.0):
+        sel = tab[(tab["rule"] == rule) & (tab["eta"] == eta)]
+        print(f"{rule:14s} eta={eta}: median eg(300) {np.median(sel['eg_final']):.3g}, "
+              f"plateau length {np.median(sel['plateau_length']):.1f}, t(eg = 1e-3) {np.nanmedian(sel['t_target']):.1f}")'''),
+]
+
+
+def build(names=None):
     for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
         nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
         nbformat.write(nb, HERE / name)
         print("wrote", HERE / name)
 
 
 if __name__ == "__main__":
-    build()
+    import sys
+
+    build(sys.argv[1:])  # notebook names (default: all)

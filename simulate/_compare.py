@@ -153,7 +153,7 @@ class Comparison:
                 lines.append(f"  note: {self.notes[key]}")
             lines.append(
                 f"  final t={res.t[n - 1]:g}: eg sim {res.mean('eg')[n - 1]:.4g} +- {res.sem('eg')[n - 1]:.2g} "
-                f"(test set {res.mean('eg_test')[n - 1]:.4g}), ODE {eg_ode[n - 1]:.4g}; t_split = {ag.t_split:g}"
+                f"({_test_set(res, n - 1)}), ODE {eg_ode[n - 1]:.4g}; t_split = {ag.t_split:g}"
             )
             for name, part in (("before", ag.before), ("after", ag.after)):
                 if part.get("n_times", 0) == 0:
@@ -194,6 +194,11 @@ class Comparison:
             names = [f"ode_{key}.npz"] if n == 1 else [f"ode_{key}_r{i}.npz" for i in range(n)]
             trajs[key] = [Trajectory.load(folder / nm) for nm in names]
         return cls(results=results, trajectories=trajs, ode_rules=meta["ode_rules"], notes=meta["notes"], params=meta["params"])
+
+
+def _test_set(res: SimulationResult, i: int) -> str:
+    col = res.eg_test[:, i]
+    return f"test set {np.mean(col):.4g}" if np.isfinite(col).all() else "no test set"
 
 
 def _aligned(trs: list[Trajectory]) -> list[Trajectory]:

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from theory import OrderParams, state_from_weights
+from theory import checks, state_from_weights
 
 __all__ = ["Initialisation", "Weights", "resolve_device"]
 
@@ -99,12 +99,6 @@ class Weights:
         )
 
 
-def _positive_int(name, val):
-    if isinstance(val, bool) or int(val) != val or val < 1:
-        raise ValueError(f"Initialisation: {name} must be a positive integer, got {val!r}")
-    return int(val)
-
-
 @dataclasses.dataclass(frozen=True)
 class Initialisation:
     """How to draw the initial weights of a K-unit student and an M-unit teacher at dimension D.
@@ -122,15 +116,12 @@ class Initialisation:
     v_star: float = 1.0
 
     def __post_init__(self):
+        where = "Initialisation"
         for name in ("K", "M", "D"):
-            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
-        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
-            raise ValueError(f"Initialisation: seed must be a non-negative integer, got {self.seed!r}")
+            object.__setattr__(self, name, checks.integer(name, getattr(self, name), where=where, min=1))
+        object.__setattr__(self, "seed", checks.integer("seed", self.seed, where=where, min=0))
         for name in ("w_std", "v_std"):
-            val = float(getattr(self, name))
-            if not np.isfinite(val) or val < 0:
-                raise ValueError(f"Initialisation: {name} must be finite and >= 0, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, val)
+            object.__setattr__(self, name, checks.number(name, getattr(self, name), where=where, min=0.0))
         vs = np.asarray(self.v_star, dtype=float)
         if vs.ndim > 1 or (vs.ndim == 1 and vs.shape != (self.M,)) or not np.all(np.isfinite(vs)):
             raise ValueError(f"Initialisation: v_star must be a finite scalar or a vector of length M={self.M}, got {self.v_star!r}")
@@ -145,7 +136,7 @@ class Initialisation:
         independent=False: every replica starts from the same student; True: each gets its own.
         Draws happen in float64 on a CPU generator (order: W*, W, f, v, b), then are cast/moved.
         """
-        replicas = _positive_int("replicas", replicas)
+        replicas = checks.integer("replicas", replicas, where="Initialisation.weights", min=1)
         dev = resolve_device(device)
         dtype = _check_dtype(dtype)
         K, M, D = self.K, self.M, self.D

@@ -16,9 +16,9 @@ written here, in a test file, through every entry point of the toolkit.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
-import textwrap
 
 import numpy as np
 import pytest
@@ -37,6 +37,7 @@ from .test_compare import REPLICAS, T_REC, _deviations, _max_t
 from .test_reduced import ACTIVATIONS, STEP_CONFIGS, _kernel_and_torch_step, _per_replica_state, _square_root, _weights
 
 
+# (its source is also the user's script of the command-line test)
 @theory.register_rule
 class SignSymmetry(theory.Rule):
     """Sign-symmetric feedback: the backward pass uses sign(v) in place of v."""
@@ -254,29 +255,14 @@ def test_user_rule_deviation_shrinks_with_D():
     assert -0.7 < slope < -0.3, (rms, slope)
 
 
-USER_SCRIPT = '''
-import theory
-
-
-class SignSymmetryScript(theory.Rule):
-    """A user's rule in their own script: sign-symmetric feedback."""
-
-    name = "sign-symmetry-script"
-    closed_form = "feedback"
-
-    def feedback(self, x):
-        return x.xp.sign(x.v)
-
-    def update(self, x):
-        return theory.LocalUpdate(delta=self.feedback(x) * x.dg(x.lam) * x.e[..., None])
-'''
 
 
 def test_user_rule_on_the_command_line(tmp_path, capsys):
     from simulate._cli import main
 
-    script = tmp_path / "my_rules.py"
-    script.write_text(textwrap.dedent(USER_SCRIPT))
+    script = tmp_path / "my_rules.py"  # a user's script: the rule of this file, under another name
+    script.write_text("import theory\n\n\n" + inspect.getsource(SignSymmetry).replace('"sign-symmetry"', '"sign-symmetry-script"')
+                      .replace("class SignSymmetry", "class SignSymmetryScript"))
     out = tmp_path / "cmp"
     rc = main(["compare", "--rules", "bp", "--rule", f"{script}:SignSymmetryScript", "--D", "60", "--t-max", "1",
                "--n-times", "4", "--replicas", "2", "--n-test", "100", "--device", "cpu", "--out", str(out),
