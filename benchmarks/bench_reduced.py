@@ -33,7 +33,6 @@ import numba
 import torch
 
 import simulate
-import theory
 
 import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
 

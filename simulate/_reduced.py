@@ -493,7 +493,7 @@ def _stacked_state(states):
                                  T=s0.T, U=s0.U, P=s0.P, v_star=s0.v_star, b=s0.b)
 
 
-def simulate_reduced(spec) -> "Records":
+def simulate_reduced(spec):
     """Engine "reduced" for :func:`simulate.run`: the exact chain from the weights' measured overlaps.
 
     Uses spec.dtype (run's default for this engine is float64), spec.device, spec.threads (numba
