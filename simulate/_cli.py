@@ -44,6 +44,11 @@ def _common(p, *, D, t_max):
     p.add_argument("--D", type=int, default=D, help="input dimension")
     p.add_argument("--eta", type=float, default=COMPARE_DEFAULTS["eta"], help="first-layer learning rate")
     p.add_argument("--eta-v", type=float, default=None, help="second-layer learning rate (default eta)")
+    p.add_argument("--eta-schedule", default=None,
+                   help="learning-rate schedule from --eta: constant, power:t0=10,p=1, step:every=50,factor=0.5,until=500, "
+                        "piecewise:50=0.5,100=0.25 or table:path.csv (t, eta)")
+    p.add_argument("--eta-v-schedule", default=None, help="second-layer schedule (same forms; default: eta's)")
+    p.add_argument("--batch", type=int, default=1, help="mini-batch: samples averaged per step (t stays steps / D)")
     p.add_argument("--sigma", type=float, default=0.0, help="output noise std")
     p.add_argument("--sigma-F", type=float, default=1.0, help="scale (and sign) of the top-down projection F")
     p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay kappa")
@@ -97,8 +102,10 @@ def _rules(a) -> list:
 def _hyper(a):
     import theory
 
-    return theory.HyperParams(eta=a.eta, eta_v=a.eta_v, sigma=a.sigma, sigma_F=a.sigma_F, weight_decay=a.weight_decay,
-                              train_second_layer=not a.freeze_second_layer, g=a.g)
+    eta = theory.parse_schedule(a.eta_schedule, a.eta)
+    eta_v = a.eta_v if a.eta_v_schedule is None else theory.parse_schedule(a.eta_v_schedule, a.eta if a.eta_v is None else a.eta_v)
+    return theory.HyperParams(eta=eta, eta_v=eta_v, sigma=a.sigma, sigma_F=a.sigma_F, weight_decay=a.weight_decay,
+                              train_second_layer=not a.freeze_second_layer, g=a.g, batch=a.batch)
 
 
 def _variants(rule, a):

@@ -134,7 +134,8 @@ class Comparison:
         """A short text report of the agreement of every rule."""
         p = self.params
         lines = [
-            f"Simulation vs ODE: K={p['K']}, M={p['M']}, D={p['D']}, g={p['g']}, eta={p['eta']}, eta_v={p['eta_v']}, "
+            f"Simulation vs ODE: K={p['K']}, M={p['M']}, D={p['D']}, g={p['g']}, B={p.get('batch', 1)}, "
+            f"eta={_rate(p, 'eta')}, eta_v={_rate(p, 'eta_v')}, "
             f"sigma={p['sigma']}, sigma_F={p['sigma_F']}, weight_decay={p['weight_decay']}, replicas={p['replicas']}"
             f"{' (independent initial weights)' if p['independent_init'] else ''}, engine={p['engine']}, "
             f"device={p['device']}, dtype={p['dtype']}, seed={p['seed']}, init seed={p['init_seed']}",
@@ -194,6 +195,12 @@ class Comparison:
             names = [f"ode_{key}.npz"] if n == 1 else [f"ode_{key}_r{i}.npz" for i in range(n)]
             trajs[key] = [Trajectory.load(folder / nm) for nm in names]
         return cls(results=results, trajectories=trajs, ode_rules=meta["ode_rules"], notes=meta["notes"], params=meta["params"])
+
+
+def _rate(p, name) -> str:
+    """A learning rate as recorded: its value, or its schedule."""
+    sched = p.get(f"{name}_schedule", "constant")
+    return f"{p[name]}" if sched == "constant" else sched
 
 
 def _test_set(res: SimulationResult, i: int) -> str:
@@ -283,6 +290,6 @@ def compare(
     first = next(iter(results.values())).params
     params = {k: first[k] for k in ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas", "independent_init",
                                     "device", "dtype", "seed", "n_test", "engine", "eta", "eta_v", "sigma", "sigma_F",
-                                    "weight_decay", "train_second_layer")}
+                                    "weight_decay", "train_second_layer", "batch", "eta_schedule", "eta_v_schedule")}
     params.update(g=first["activation"], rules=keys, rtol=rtol, atol=atol, t=[float(x) for x in np.asarray(t, float).ravel()])
     return Comparison(results=results, trajectories=trajs, ode_rules=ode_rules, notes=notes, params=params)

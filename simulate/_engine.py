@@ -206,32 +206,54 @@ def _diagnose(W, v, D) -> str | None:
 class FullStep:
     """One online step of every replica, in place, from the rule's one-sample update (module docstring).
 
-    ``step(W, Wt, v, xs, nu, zeta)``: W (R, K, D) and its transposed view Wt (R, D, K), v (R, K)
-    are updated in place; xs = x / sqrt D (R, D) are the inputs, nu (R, M) the teacher's fields
-    and zeta (R,) the output noise of this step.
+    ``step(W, Wt, v, xs, nu, zeta, t)``: W (R, K, D) and its transposed view Wt (R, D, K), v (R, K)
+    are updated in place; xs = x / sqrt D (R, D), or (R, B, D) for a mini-batch of B samples, are the
+    inputs, nu (R, [B,] M) the teacher's fields and zeta (R, [B]) the output noise of this step, at
+    time t = step / D (learning-rate schedules). A batch averages the B samples' updates.
     """
 
     def __init__(self, rule: Rule, hyper: HyperParams, *, v_star, b, f, K: int, M: int):
         D = f.shape[-1]
         self.rule, self.hyper, self.v_star, self.b, self.D = rule, hyper, v_star, b, D
         self.fD = f / D  # xp / sqrt D = xs + alpha f / D
-        self.decay = 1.0 - hyper.eta * hyper.weight_decay / D
         self.needs_S = "S" in rule.reads
         self.modulates = rule.modulates_input(K, M, hyper.g)
+        self.rates = None if hyper.time_dependent else self._rates(0.0)
 
-    def __call__(self, W, Wt, v, xs, nu, zeta):
+    def _rates(self, t):
+        eta, eta_v = (float(r) for r in self.hyper.rates(t))
+        return eta, eta_v, 1.0 - eta * self.hyper.weight_decay / self.D
+
+    def __call__(self, W, Wt, v, xs, nu, zeta, t=0.0):
         hp = self.hyper
+        eta, eta_v, decay = self.rates or self._rates(t)
+        if xs.ndim == 3:
+            return self._batch(W, Wt, v, xs, nu, zeta, eta, eta_v, decay)
         # (R, 1, D) @ (R, D, K): much faster than (R, K, D) @ (R, D, 1) for small K
         lam = torch.bmm(xs.unsqueeze(1), Wt).squeeze(1)
         S = self.fD @ Wt if self.needs_S else None
         up = self.rule.local_update(lam, nu, zeta, v=v, v_star=self.v_star, S=S, b=self.b, sigma=hp.sigma,
                                     sigma_F=hp.sigma_F, g=hp.g)
         xp = torch.addcmul(xs, up.alpha.unsqueeze(1), self.fD) if self.modulates else xs
-        if self.decay != 1.0:
-            W.mul_(self.decay)
-        W.addcmul_(up.delta.unsqueeze(2), xp.unsqueeze(1), value=-hp.eta)
+        if decay != 1.0:
+            W.mul_(decay)
+        W.addcmul_(up.delta.unsqueeze(2), xp.unsqueeze(1), value=-eta)
         if hp.train_second_layer:
-            v.addcmul_(up.e_out.unsqueeze(1), up.h, value=-hp.eta_v / self.D)
+            v.addcmul_(up.e_out.unsqueeze(1), up.h, value=-eta_v / self.D)
+
+    def _batch(self, W, Wt, v, xs, nu, zeta, eta, eta_v, decay):
+        hp = self.hyper
+        B = xs.shape[1]
+        lam = torch.bmm(xs, Wt)  # (R, B, K)
+        S = (self.fD @ Wt).unsqueeze(1) if self.needs_S else None
+        up = self.rule.local_update(lam, nu, zeta, v=v.unsqueeze(1), v_star=self.v_star, S=S, b=self.b, sigma=hp.sigma,
+                                    sigma_F=hp.sigma_F, g=hp.g)
+        xp = xs + up.alpha.unsqueeze(2) * self.fD if self.modulates else xs
+        if decay != 1.0:
+            W.mul_(decay)
+        W.baddbmm_(up.delta.transpose(1, 2), xp, alpha=-eta / B)  # - (eta / B) sum_s delta_s xp_s^T
+        if hp.train_second_layer:
+            v.sub_((up.e_out.unsqueeze(2) * up.h).sum(1), alpha=eta_v / (self.D * B))
 
 
 def simulate_full(spec: RunSpec) -> Records:
@@ -259,7 +281,8 @@ def simulate_full(spec: RunSpec) -> Records:
 
     # chunk sizes: as large as the memory budget allows, cut at every recording step
     budget = CHUNK_ELEMENTS_CUDA if dev.type == "cuda" else CHUNK_ELEMENTS
-    chunk_max = int(max(1, min(MAX_CHUNK_STEPS, budget // (Rn * D))))
+    Bs = hyper.batch
+    chunk_max = int(max(1, min(MAX_CHUNK_STEPS, budget // (Rn * D * Bs))))
     plan = []  # (steps in the chunk, number of records due after it)
     s_, i_ = 0, 0
     while i_ < len(steps):
@@ -273,7 +296,7 @@ def simulate_full(spec: RunSpec) -> Records:
         s_ += n
     n_first = int(np.searchsorted(steps, 0, side="right"))  # records due at step 0
 
-    zeros = torch.zeros(Rn, chunk_max, device=dev, dtype=dt)
+    zeros = torch.zeros(Rn, chunk_max * Bs, device=dev, dtype=dt)
     status, message = 0, "finished"
     bar = None
     if spec.progress:
@@ -290,15 +313,20 @@ def simulate_full(spec: RunSpec) -> Records:
     try:
         for _ in range(n_first):
             record()
-        pending = stream.submit(plan[0][0]) if plan else None
+        pending = stream.submit(plan[0][0] * Bs) if plan else None
         for c, (n, n_rec) in enumerate(plan):
             xs, zeta = pending()
-            pending = stream.submit(plan[c + 1][0]) if c + 1 < len(plan) else None
+            pending = stream.submit(plan[c + 1][0] * Bs) if c + 1 < len(plan) else None
             nu = xs @ W_star.T  # (R, n, M): the teacher is fixed, so its fields come in one call
             if zeta is None:
-                zeta = zeros[:, :n]
-            for j in range(n):
-                step(W, Wt, v, xs[:, j], nu[:, j], zeta[:, j])
+                zeta = zeros[:, : n * Bs]
+            if Bs == 1:
+                for j in range(n):
+                    step(W, Wt, v, xs[:, j], nu[:, j], zeta[:, j], (s + j) / D)
+            else:
+                for j in range(n):
+                    sl = slice(j * Bs, (j + 1) * Bs)
+                    step(W, Wt, v, xs[:, sl], nu[:, sl], zeta[:, sl], (s + j) / D)
             t0, s = s / D, s + n
             why = _diagnose(W, v, D)
             if why is not None:
@@ -405,6 +433,7 @@ def run(
         init_seed=init.seed, w_std=init.w_std, v_std=init.v_std, v_star=init.v_star, replicas=replicas,
         independent_init=independent_init, device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,
         n_test=n_test, engine=engine, steps=[int(s) for s in rec.steps],
+        samples=[int(s) * dyn.hyper.batch for s in rec.steps],
     )
     if independent_init:
         states = init.order_params(replicas, independent=True)

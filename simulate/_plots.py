@@ -57,7 +57,11 @@ def plot_eg(cmp, *, show_test: bool = True, show_split: bool = True):
     ax.set_xlabel("t = steps / D")
     ax.set_ylabel(r"$\epsilon_g$")
     p = cmp.params
-    ax.set_title(f"K={p['K']}, M={p['M']}, D={p['D']}, eta={p['eta']}, sigma_F={p['sigma_F']}, {p['replicas']} replicas", fontsize=9)
+    sched = p.get("eta_schedule", "constant")
+    eta = f"eta={p['eta']}" if sched == "constant" else f"eta: {sched}"
+    batch = f", B={p['batch']}" if p.get("batch", 1) != 1 else ""
+    ax.set_title(f"K={p['K']}, M={p['M']}, D={p['D']}, {eta}{batch}, sigma_F={p['sigma_F']}, {p['replicas']} replicas",
+                 fontsize=8)
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.text(0.5, 0.005, "solid + band: simulation mean +- sem; dots: test-set eg; dashed: ODE; dotted: plateau escape (ODE)",
              ha="center", va="bottom", fontsize=7)
@@ -161,6 +165,10 @@ def plot_ode_curves(trajectories: dict):
     ax.set_yscale("log")
     ax.set_xlabel("t = steps / D")
     ax.set_ylabel(r"$\epsilon_g$ (ODE)")
+    first = next(iter(trajectories.values())).params if trajectories else {}
+    sched = first.get("eta_schedule", "constant")
+    eta = f"eta={first.get('eta')}" if sched == "constant" else f"eta: {sched}"
+    ax.set_title(eta + (f", B={first['batch']}" if first.get("batch", 1) != 1 else ""), fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -125,7 +125,8 @@ class ReducedStep:
     """One step of the order-parameter Markov chain for a fixed rule and fixed constants.
 
     Holds the fixed square root of the teacher/f block and the run's parameters; ``__call__``
-    maps (Q, R, S, v) with a leading replica axis and one step's draws to the next (Q, R, S, v).
+    maps (Q, R, S, v) with a leading replica axis and one step's draws to the next (Q, R, S, v);
+    ``batch_step`` does the same for a mini-batch of B samples per step (module docstring).
     """
 
     def __init__(self, rule, hyper: HyperParams, *, D, T, U, P, v_star, b, device, dtype):
@@ -138,23 +139,33 @@ class ReducedStep:
         self.Binv = tt(Binv)  # L21 = [R, S] @ Binv
         self.U, self.P = tt(U), tt(P)
         self.v_star, self.b = tt(v_star), tt(b)
-        self.eta, self.eta_v = hyper.eta, hyper.eta_v
+        self.hyper = hyper
         self.sigma, self.sigma_F = hyper.sigma, hyper.sigma_F
-        self.c = hyper.eta * hyper.weight_decay / self.D
         self.train_second_layer = hyper.train_second_layer
 
-    def fields(self, Q, R, S, eps):
-        """(lam, nu, phi) = A eps and |eps|^2 for eps (..., r) ordered (nu, phi, lambda)."""
+    def fields(self, Q, R, S, eps, *, sample_axis=False):
+        """(lam, nu, phi) = A eps and |eps|^2 for eps (..., r) ordered (nu, phi, lambda); with
+        ``sample_axis``, eps (R_, B, r) against Q, R, S with a length-1 axis for the samples."""
         M = self.M
+        A11T, Binv = self.A11T, self.Binv
+        if sample_axis and A11T.ndim > 2:  # per-replica constants: room for the sample axis
+            A11T, Binv = A11T[:, None], Binv[:, None]
         e1, e2 = eps[..., : M + 1], eps[..., M + 1 :]
-        y = (e1[..., None, :] * self.A11T.transpose(-1, -2)).sum(-1) if self.A11T.ndim > 2 else e1 @ self.A11T
-        L21 = torch.cat([R, S[..., None]], -1) @ self.Binv
+        y = (e1[..., None, :] * A11T.transpose(-1, -2)).sum(-1) if A11T.ndim > 2 else e1 @ A11T
+        L21 = torch.cat([R, S[..., None]], -1) @ Binv
         L22 = _psd_cholesky(Q - L21 @ L21.transpose(-1, -2))
         lam = (L21 @ e1[..., None]).squeeze(-1) + (L22 @ e2[..., None]).squeeze(-1)
         return lam, y[..., :M], y[..., M]
 
-    def __call__(self, Q, R, S, v, eps, chi2, zeta):
-        D, eta = self.D, self.eta
+    def _rates(self, t):
+        """(eta, eta_v, c = eta kappa / D) at time t = step / D."""
+        eta, eta_v = (float(r) for r in self.hyper.rates(t))
+        return eta, eta_v, eta * self.hyper.weight_decay / self.D
+
+    def __call__(self, Q, R, S, v, eps, chi2, zeta, t=0.0):
+        """One step with one sample: eps (R_, r), chi2 (R_,) ~ chi^2_{D-r}, zeta (R_,); t = step / D."""
+        eta, eta_v, c = self._rates(t)
+        D = self.D
         lam, nu, phi = self.fields(Q, R, S, eps)
         up = self.rule.local_update(lam, nu, zeta, v=v, v_star=self.v_star, S=S, b=self.b,
                                     sigma=self.sigma, sigma_F=self.sigma_F, g=self.g)
@@ -166,14 +177,44 @@ class ReducedStep:
         xi_nu = nu + a * self.U
         xi_phi = phi + alpha * self.P
         xp2 = (eps * eps).sum(-1) + chi2 + 2.0 * alpha * phi + alpha * alpha * self.P  # |xp|^2
-        k = 1.0 - self.c
+        k = 1.0 - c
         dxi = delta[..., :, None] * xi_lam[..., None, :]
         Q = (k * k) * Q - (k * eta / D) * (dxi + dxi.transpose(-1, -2)) \
             + (eta * eta / D**2) * xp2[..., None, None] * delta[..., :, None] * delta[..., None, :]
         R = k * R - (eta / D) * delta[..., :, None] * xi_nu[..., None, :]
         S = k * S - (eta / D) * delta * xi_phi[..., None]
         if self.train_second_layer:
-            v = v - (self.eta_v / D) * up.e_out[..., None] * up.h
+            v = v - (eta_v / D) * up.e_out[..., None] * up.h
+        return Q, R, S, v
+
+    def batch_step(self, Q, R, S, v, eps, W, zeta, t=0.0):
+        """One step with B samples: eps (R_, B, r), W (R_, B, B) the Gram matrix of the inputs' parts
+        orthogonal to the r vectors (Wishart(D - r, I_B)), zeta (R_, B); t = step / D."""
+        eta, eta_v, c = self._rates(t)
+        D, B = self.D, eps.shape[-2]
+        lam, nu, phi = self.fields(Q[:, None], R[:, None], S[:, None], eps, sample_axis=True)  # (R_, B, ...)
+        per = lambda a, nd: a if a is None or a.ndim <= nd else a[:, None]  # noqa: E731  (per-replica constants)
+        U, P, v_star, b = per(self.U, 1), per(self.P, 0), per(self.v_star, 1), per(self.b, 1)
+        up = self.rule.local_update(lam, nu, zeta, v=v[:, None], v_star=v_star, S=S[:, None], b=b,
+                                    sigma=self.sigma, sigma_F=self.sigma_F, g=self.g)
+        alpha, delta = up.alpha, up.delta
+        if not torch.is_tensor(alpha):
+            alpha = torch.zeros_like(phi)
+        a = alpha[..., None]
+        xi_lam = lam + a * S[:, None]
+        xi_nu = nu + a * U
+        xi_phi = phi + alpha * P
+        P2 = P if P.ndim == 0 else P[..., None]
+        G = eps @ eps.transpose(-1, -2) + W + alpha[..., None, :] * phi[..., :, None] + alpha[..., :, None] * phi[..., None, :] \
+            + P2 * alpha[..., :, None] * alpha[..., None, :]  # xp_s . xp_s'
+        k = 1.0 - c
+        dxi = delta.transpose(-1, -2) @ xi_lam  # sum_s delta_s xi_s^T
+        Q = (k * k) * Q - (k * eta / (D * B)) * (dxi + dxi.transpose(-1, -2)) \
+            + (eta * eta / (D * D * B * B)) * delta.transpose(-1, -2) @ G @ delta
+        R = k * R - (eta / (D * B)) * delta.transpose(-1, -2) @ xi_nu
+        S = k * S - (eta / (D * B)) * (delta * xi_phi[..., None]).sum(-2)
+        if self.train_second_layer:
+            v = v - (eta_v / (D * B)) * (up.e_out[..., None] * up.h).sum(-2)
         return Q, R, S, v
 
 
@@ -202,11 +243,15 @@ def _check_times(t, D):
 class _TorchChain:
     """The reference backend: :class:`ReducedStep` one step at a time, draws from a torch.Generator."""
 
-    def __init__(self, step: ReducedStep, state, *, replicas, r, seed, device, dtype, block):
+    def __init__(self, step: ReducedStep, state, *, replicas, r, seed, device, dtype, block, step0=0):
         self.step, self.r, self.D = step, r, step.D
+        self.batch = step.hyper.batch
         self.Q, self.R, self.S, self.v = state
         self.gen = torch.Generator(device=device).manual_seed(int(seed))
         self.conc = torch.full((block, replicas), 0.5 * (self.D - r), device=device, dtype=dtype)
+        if self.batch > 1:
+            self.conc_w = (0.5 * (self.D - r - torch.arange(self.batch, device=device, dtype=dtype))).expand(block, replicas, -1)
+        self.step_index = int(step0)
         self.replicas, self.device, self.dtype = replicas, device, dtype
         self.chunk = int(block)
         self.threads = torch.get_num_threads()
@@ -215,6 +260,8 @@ class _TorchChain:
 
     def advance(self, n):
         """n <= self.chunk steps."""
+        if self.batch > 1:
+            return self._advance_batch(n)
         shape = (n, self.replicas)
         eps = torch.randn(shape + (self.r,), generator=self.gen, device=self.device, dtype=self.dtype)
         zeta = torch.randn(shape, generator=self.gen, device=self.device, dtype=self.dtype)
@@ -224,8 +271,27 @@ class _TorchChain:
             chi2 = torch.zeros(shape, device=self.device, dtype=self.dtype)
         Q, R, S, v = self.Q, self.R, self.S, self.v
         for j in range(n):
-            Q, R, S, v = self.step(Q, R, S, v, eps[j], chi2[j], zeta[j])
+            Q, R, S, v = self.step(Q, R, S, v, eps[j], chi2[j], zeta[j], t=(self.step_index + j) / self.D)
         self.Q, self.R, self.S, self.v = Q, R, S, v
+        self.step_index += n
+
+    def _advance_batch(self, n):
+        """n steps of B samples: the Wishart Gram matrix by Bartlett's decomposition, W = L L^T with
+        L_ii = sqrt(chi^2_{D-r-i}) and standard normals below the diagonal."""
+        Bs, R_ = self.batch, self.replicas
+        eps = torch.randn((n, R_, Bs, self.r), generator=self.gen, device=self.device, dtype=self.dtype)
+        chi2 = 2.0 * torch._standard_gamma(self.conc_w[:n].contiguous(), generator=self.gen)  # (n, R_, Bs)
+        low = torch.randn((n, R_, Bs * (Bs - 1) // 2), generator=self.gen, device=self.device, dtype=self.dtype)
+        zeta = torch.randn((n, R_, Bs), generator=self.gen, device=self.device, dtype=self.dtype)
+        L = torch.diag_embed(chi2.sqrt())
+        rows, cols = torch.tril_indices(Bs, Bs, -1, device=self.device)
+        L[..., rows, cols] = low
+        W = L @ L.transpose(-1, -2)
+        Q, R, S, v = self.Q, self.R, self.S, self.v
+        for j in range(n):
+            Q, R, S, v = self.step.batch_step(Q, R, S, v, eps[j], W[j], zeta[j], t=(self.step_index + j) / self.D)
+        self.Q, self.R, self.S, self.v = Q, R, S, v
+        self.step_index += n
 
     def state(self):
         return tuple(a.detach().to("cpu", torch.float64).numpy().copy() for a in (self.Q, self.R, self.S, self.v))
@@ -238,7 +304,7 @@ class _NumbaChain:
     """The compiled CPU backend: :func:`simulate._reduced_kernel.chain_block` on chunks of steps, with the
     rule's compiled update and the draws of :class:`simulate._reduced_kernel.ChunkSampler` (float64)."""
 
-    def __init__(self, rule, hyper: HyperParams, state, *, D, T, U, P, v_star, b, replicas, r, seed, threads):
+    def __init__(self, rule, hyper: HyperParams, state, *, D, T, U, P, v_star, b, replicas, r, seed, threads, step0=0):
         K = state[0].shape[-1]
         M = np.shape(T)[-1]
         comp = theory.compiled_rule(rule, K, M)
@@ -257,21 +323,28 @@ class _NumbaChain:
         fix = lambda a, tail: np.array(np.broadcast_to(a, (C,) + tail), dtype=np.float64, order="C")  # noqa: E731
         self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), fix(U, (M,)), fix(P, ()),
                        fix(v_star, (M,)), fix(b, (K,)))
-        self.params = (float(D), hyper.eta, hyper.eta_v, hyper.sigma, hyper.sigma_F, hyper.eta * hyper.weight_decay / D,
-                       gk, hyper.train_second_layer)
+        self.hyper, self.D, self.step_index = hyper, int(D), int(step0)
+        self.params = (hyper.sigma, hyper.sigma_F, hyper.weight_decay, gk, hyper.train_second_layer)
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.sampler = _reduced_kernel.ChunkSampler(seed, replicas, r, D, noise=hyper.sigma != 0, threads=threads)
-        self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * (r + 2)), 1, _NUMBA_MAX_CHUNK_STEPS))
+        self.sampler = _reduced_kernel.ChunkSampler(seed, replicas, r, D, noise=hyper.sigma != 0, threads=threads,
+                                                    batch=hyper.batch)
+        per_step = hyper.batch * (r + 3)
+        self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * per_step), 1, _NUMBA_MAX_CHUNK_STEPS))
 
     def advance(self, n):
         """n <= self.chunk steps: each thread draws a block's numbers and advances that block, in turn."""
+        t = (self.step_index + np.arange(n)) / self.D
+        etas, etas_v = (np.ascontiguousarray(np.broadcast_to(np.asarray(r, dtype=np.float64), (n,))).copy()
+                        for r in self.hyper.rates(t))
+
         def block(j):
-            eps, gam, zeta = self.sampler.draw_block(j, n)
-            _reduced_kernel.chain_block(self.update, j, self.Q, self.R, self.S, self.v, eps, gam, zeta, *self.consts,
-                                        *self.params)
+            draws = self.sampler.kernel_arrays(self.sampler.draw_block(j, n))
+            _reduced_kernel.chain_block(self.update, j, self.Q, self.R, self.S, self.v, *draws, *self.consts, float(self.D),
+                                        etas, etas_v, *self.params)
 
         self.sampler.map_blocks(block)
+        self.step_index += n
 
     def state(self):
         return self.Q.copy(), self.R.copy(), self.S.copy(), self.v.copy()
@@ -329,6 +402,8 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     r = K + M + 1
     if D < r:
         raise ValueError(f"D: must be >= K + M + 1 = {r} (the number of vectors whose Gram matrix is tracked), got {D}")
+    if hyper.batch > 1 and D < r + hyper.batch:
+        raise ValueError(f"D: {hyper.batch} samples per step need D >= K + M + 1 + batch = {r + hyper.batch}, got {D}")
     replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
     if "b" in rule.reads and getattr(state0, "b", None) is None:
         raise ValueError(f"rule {rule.name!r} needs the feedback vector b in the initial state")
@@ -345,11 +420,11 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     consts = dict(D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star, b=getattr(state0, "b", None))
     if backend == "numba":
         state = [a.numpy() for a in _broadcast_state(state0, replicas, torch.device("cpu"), torch.float64)]
-        chain = _NumbaChain(rule, hyper, state, replicas=replicas, r=r, seed=seed, threads=threads, **consts)
+        chain = _NumbaChain(rule, hyper, state, replicas=replicas, r=r, seed=seed, threads=threads, step0=steps[0], **consts)
     else:
         step = ReducedStep(rule, hyper, device=device, dtype=dtype, **consts)
         chain = _TorchChain(step, _broadcast_state(state0, replicas, device, dtype), replicas=replicas, r=r, seed=seed,
-                            device=device, dtype=dtype, block=block)
+                            device=device, dtype=dtype, block=block, step0=steps[0])
 
     rec = {k: [] for k in "QRSv"}
 
@@ -475,7 +550,8 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
                   replicas=int(replicas), independent_init=bool(independent_init), seed=int(seed),
                   dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=n_test, backend=out["backend"],
                   eg_test="Monte Carlo over n_test fresh fields z ~ N(0, Omega) per record",
-                  wall_s=out["wall_s"], replica_steps=out["replica_steps"], units={"t": "steps / D"})
+                  wall_s=out["wall_s"], replica_steps=out["replica_steps"], steps=[int(s) for s in out["steps"]],
+                  samples=[int(s) * hyper.batch for s in out["steps"]], units={"t": "steps / D"})
     res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
                                         status=out["status"], message=out["message"])
     if throw and out["status"] < 0:

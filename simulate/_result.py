@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 import types
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ class SimulationResult:
         return self.R.shape[-1]
 
     @property
+    def samples(self) -> np.ndarray:
+        """Samples seen per replica at each recorded time: steps x batch size (t = steps / D)."""
+        return np.round(np.asarray(self.t) * self.params["D"]).astype(np.int64) * int(self.params.get("batch", 1))
+
+    @property
     def independent_init(self) -> bool:
         return np.ndim(self.T) == 3
 
@@ -99,7 +105,12 @@ class SimulationResult:
 
     def mean(self, name: str) -> np.ndarray:
         """Mean over replicas of a per-replica quantity ("eg", "Q", ... or an angle name)."""
-        return np.nanmean(self._get(name), axis=0) if self.replicas > 1 else self._get(name)[0]
+        x = self._get(name)
+        if self.replicas == 1:
+            return x[0]
+        with warnings.catch_warnings():  # a quantity that was not recorded (eg_test with n_test = 0) is all nan
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(x, axis=0)
 
     def sem(self, name: str) -> np.ndarray:
         """Standard error of the replica mean, std(ddof=1) / sqrt(R_) (nan for one replica)."""

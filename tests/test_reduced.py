@@ -155,7 +155,7 @@ def _kernel_and_torch_step(state, rule, *, D, g, R_, seed=4, **cfg):
     mine = [a - a0 for a, a0 in zip(chain.state(), x0)]
     chain.close()
     # the chain's draws, again, from a sampler with the same seed
-    eps, gam, zeta = _reduced_kernel.ChunkSampler(seed, R_, r, D, noise=cfg["sigma"] != 0).draw(1)
+    eps, gam, zeta = _reduced_kernel.ChunkSampler(seed, R_, r, D, noise=cfg["sigma"] != 0).draw(1)[:3]
     # the same draws, replica by replica, for the torch step: replica j*B + t reads [j, 0, ..., t]
     per_replica = lambda a: np.moveaxis(a[:, 0], -1, 1).reshape((-1,) + a.shape[2:-1])[:R_]  # noqa: E731
     tt = lambda a: torch.as_tensor(np.ascontiguousarray(a))  # noqa: E731

@@ -13,7 +13,8 @@ State and parameters
     OrderParams            Q, R, T, S, U, P, v, v_star, b; validated, with Omega and a flat vector.
     random_state           measured order parameters of random weights at dimension D.
     state_from_weights     measured order parameters of given weights.
-    HyperParams            eta, eta_v, sigma, sigma_F, weight_decay, train_second_layer, g; validated.
+    HyperParams            eta, eta_v, sigma, sigma_F, weight_decay, train_second_layer, g, batch; validated.
+    Constant, PowerLaw, Piecewise, Interpolated, Schedule, parse_schedule   learning-rate schedules eta(t).
     Activation, activation g and g' for "erf", "relu", "tanh", "linear".
 
 ODEs
@@ -56,6 +57,7 @@ from ._integrate import default_times, integrate
 from ._io import json_default
 from ._numerical import QMC, GaussHermite, SparseGrid, numerical_terms
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
+from ._schedules import Constant, Interpolated, Piecewise, PowerLaw, Schedule, parse_schedule
 from ._rules import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
                      rule_from_params, variant)
 from ._state import OrderParams
@@ -68,7 +70,8 @@ from . import rules as _builtin_rules  # noqa: E402,F401  (registers bp, fa, afa
 __all__ = [
     "Rule", "LocalUpdate", "Sample", "variant", "register_rule", "registered_rules", "make_rule", "load_rule",
     "rule_from_params", "RULES", "compiled_rule",
-    "OrderParams", "random_state", "state_from_weights", "HyperParams", "ACTIVATIONS", "Activation", "activation",
+    "OrderParams", "random_state", "state_from_weights", "HyperParams",
+    "Schedule", "Constant", "PowerLaw", "Piecewise", "Interpolated", "parse_schedule", "ACTIVATIONS", "Activation", "activation",
     "integrate", "rhs", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
     "GaussHermite", "QMC", "SparseGrid", "numerical_terms",
     "sweep", "SweepResult", "Table", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",

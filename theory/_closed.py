@@ -72,17 +72,20 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     return X, DD, EH
 
 
-def assemble(X, DD, EH, Q, R, S, v, *, eta, eta_v, weight_decay=0.0, train_second_layer=True):
+def assemble(X, DD, EH, Q, R, S, v, *, eta, eta_v, weight_decay=0.0, train_second_layer=True, batch=1):
     """Turn the expectations X, DD, EH into (dQ, dR, dS, dv) (THEORY.md section 4).
 
-    eta, eta_v and weight_decay may be arrays broadcasting against the batch dimensions.
+    With mini-batches of B samples per step the second-order term is divided by B (the B samples'
+    cross terms vanish as D grows; THEORY.md section 4b). eta, eta_v, weight_decay and batch may be
+    arrays broadcasting against the batch dimensions.
     """
     K = np.shape(Q)[-1]
     M = np.shape(R)[-1]
     eta = np.asarray(eta, dtype=float)[..., None, None]
     kappa = np.asarray(weight_decay, dtype=float)[..., None, None]
     XQ = X[..., :K]
-    dQ = -eta * (XQ + np.swapaxes(XQ, -1, -2)) + eta**2 * DD - 2 * eta * kappa * Q
+    inv_batch = 1.0 / np.asarray(batch, dtype=float)[..., None, None]
+    dQ = -eta * (XQ + np.swapaxes(XQ, -1, -2)) + eta**2 * inv_batch * DD - 2 * eta * kappa * Q
     dR = -eta * X[..., K : K + M] - eta * kappa * R
     dS = -eta[..., 0] * X[..., -1] - eta[..., 0] * kappa[..., 0] * S
     if train_second_layer:

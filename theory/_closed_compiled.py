@@ -28,16 +28,28 @@ __all__ = ["HAVE_NUMBA", "closed_form_rhs_c"]
 _2_PI = 2.0 / math.pi
 _4_PI2 = 4.0 / math.pi**2
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
-_HEADER = 11  # theory._compiled.ODE_HEADER
+_HEADER = 18  # theory._compiled.ODE_HEADER
 
 
-def _rhs_c(y, p, c, out):
-    """dy/dt (written to ``out``) at the flat state y = (Q, R, S, v) (theory._state.pack), with the
-    feedback coefficient c (K,) and the parameters p of theory._compiled.ode_params."""
+def _rate(kind, a, b, c, t):
+    """A schedule piece at t (theory._schedules.Piece): 0 constant a, 1 linear a + b t, 2 a / (1 + t/b)^c."""
+    if kind == 0.0:
+        return a
+    if kind == 1.0:
+        return a + b * t
+    return a / (1.0 + t / b) ** c
+
+
+def _rhs_c(t, y, p, c, out):
+    """dy/dt (written to ``out``) at time t and flat state y = (Q, R, S, v) (theory._state.pack), with
+    the feedback coefficient c (K,) and the parameters p of theory._compiled.ode_params."""
     K, M = int(p[0]), int(p[1])
-    eta, eta_v, sigma, sigma_F, kappa = p[2], p[3], p[4], p[5], p[6]
-    modulated, train_v = p[7] != 0.0, p[8] != 0.0
-    P = p[10]
+    eta = _rate(p[2], p[3], p[4], p[5], t)
+    eta_v = _rate(p[6], p[7], p[8], p[9], t)
+    sigma, sigma_F, kappa = p[10], p[11], p[12]
+    modulated, train_v = p[13] != 0.0, p[14] != 0.0
+    P = p[16]
+    inv_batch = 1.0 / p[17]
     o = _HEADER
     T = p[o : o + M * M]
     U = p[o + M * M : o + M * M + M]
@@ -128,7 +140,7 @@ def _rhs_c(y, p, c, out):
     i = 0
     for k in range(K):
         for l in range(K):
-            out[i] = -eta * (X[k, l] + X[l, k]) + eta * eta * DD[k, l] - 2.0 * eta * kappa * om[k, l]
+            out[i] = -eta * (X[k, l] + X[l, k]) + eta * eta * inv_batch * DD[k, l] - 2.0 * eta * kappa * om[k, l]
             i += 1
     for k in range(K):
         for m in range(M):
@@ -147,8 +159,9 @@ def _rhs_c(y, p, c, out):
 
 
 if HAVE_NUMBA:
+    _rate = numba.njit(cache=True, inline="always")(_rate)
     closed_form_rhs_c = numba.njit(
-        numba.types.void(numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.float64[::1]),
+        numba.types.void(numba.float64, numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.float64[::1]),
         cache=True, error_model="numpy")(_rhs_c)
 else:  # pragma: no cover
     closed_form_rhs_c = _rhs_c

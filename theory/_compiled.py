@@ -16,10 +16,10 @@ first-class function values with the fixed signatures below:
     for samples t < n: fields lam[k, t], nu[m, t], zeta[t]; state v[k, s], v_star[m, s], S[k, s],
     b[k, s] with s = t * sv (sv = 1: one state per sample, 0: one state for all); writes
     delta[k, t], h[k, t] and out[:, t] = (alpha, e_out, e). gk is the activation's code.
-``closed_rhs(y, p, dy)`` (rules with ``closed_form = "feedback"``, erf)
-    the closed-form ODE right-hand side at the flat state y (see :func:`ode_params` for p);
-    ``closed_rhs_rows(Y, Pm, dY)`` applies it to every row (a batch of points, each with its own
-    parameters; a direct call, since passing a function from Python costs ~50 us a call).
+``closed_rhs(t, y, p, dy)`` (rules with ``closed_form = "feedback"``, erf)
+    the closed-form ODE right-hand side at time t and flat state y (see :func:`ode_params` for p);
+    ``closed_rhs_rows(t, Y, Pm, dY)`` applies it to every row (a batch of points, each with its own
+    time and parameters; a direct call, since passing a function from Python costs ~50 us a call).
 
 A rule whose update cannot be traced (it calls torch or numpy functions directly, branches on
 the values of the fields, ...) has no compiled view: :func:`compiled_rule` says why, and every
@@ -105,22 +105,32 @@ if HAVE_NUMBA:
     UPDATE_SIG = nbt.void(_A2, _A2, _A1, _A2, _A2, _A2, _A2, nbt.int64, nbt.int64, nbt.float64, nbt.float64, nbt.int64,
                           _A2, _A2, _A2)
     COEF_SIG = nbt.void(nbt.float64[:], nbt.float64[:], nbt.float64[:], nbt.float64, nbt.float64[::1])
-    RHS_SIG = nbt.void(_A1, _A1, _A1)
-    ROWS_SIG = nbt.void(_A2, _A2, _A2)
+    RHS_SIG = nbt.void(nbt.float64, _A1, _A1, _A1)
+    ROWS_SIG = nbt.void(_A1, _A2, _A2, _A2)
     UPDATE_TYPE = nbt.FunctionType(UPDATE_SIG)
     RHS_TYPE = nbt.FunctionType(RHS_SIG)
 
 
 # ====================================================================== parameters of the compiled ODE
-#: p[0..10] = K, M, eta, eta_v, sigma, sigma_F, kappa, modulated, train_v, gk, P; then T (M*M), U (M), v_star (M), b (K)
-ODE_HEADER = 11
+#: p[0..17] = K, M, eta's piece (kind, a, b, c; theory._schedules.Piece), eta_v's piece, sigma, sigma_F, kappa,
+#: modulated, train_v, gk, P, B (batch); then T (M*M), U (M), v_star (M), b (K)
+ODE_HEADER = 18
+P_SIGMA_F = 11
+
+
+def _piece(r) -> tuple:
+    """(kind, a, b, c) of a rate: a number, a smooth piece, or a schedule without breakpoints (a power law)."""
+    if isinstance(r, float):
+        return 0.0, r, 0.0, 0.0
+    return (r if hasattr(r, "encode") else r.piece(0.0, 0.0)).encode()
 
 
 def ode_params(K, M, T, U, P, v_star, b, hyper, modulated: bool) -> np.ndarray:
-    """The flat parameter vector p of a compiled right-hand side ``rhs(y, p, dy)`` (one point)."""
+    """The flat parameter vector p of a compiled right-hand side ``rhs(t, y, p, dy)`` (one point);
+    ``hyper`` restricted to an interval without schedule breakpoints (HyperParams.on)."""
     gk = activation_code(hyper.g)
-    head = [K, M, hyper.eta, hyper.eta_v, hyper.sigma, hyper.sigma_F, hyper.weight_decay, float(modulated),
-            float(hyper.train_second_layer), -1 if gk is None else gk, P]
+    head = [K, M, *_piece(hyper.eta), *_piece(hyper.eta_v), hyper.sigma, hyper.sigma_F, hyper.weight_decay,
+            float(modulated), float(hyper.train_second_layer), -1 if gk is None else gk, P, hyper.batch]
     b = np.zeros(K) if b is None else b
     return np.concatenate([np.asarray(head, float), np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
 
@@ -288,16 +298,17 @@ def _source(rule, K, M, traced, feedback) -> str:
                 "",
                 "",
                 "@numba.njit(RHS_SIG, cache=True, error_model=\"numpy\")",
-                "def closed_rhs(y, p, dy):",
+                "def closed_rhs(t, y, p, dy):",
                 f"    c = np.empty({K})",
-                f"    coefficient(y[{off['v']}:{off['v'] + K}], y[{off['S']}:{off['S'] + K}], p[{off['b']}:{off['b'] + K}], p[5], c)",
-                "    closed_form_rhs_c(y, p, c, dy)",
+                f"    coefficient(y[{off['v']}:{off['v'] + K}], y[{off['S']}:{off['S'] + K}], p[{off['b']}:{off['b'] + K}], "
+                f"p[{P_SIGMA_F}], c)",
+                "    closed_form_rhs_c(t, y, p, c, dy)",
                 "",
                 "",
                 "@numba.njit(ROWS_SIG, cache=True, error_model=\"numpy\", nogil=True)",
-                "def closed_rhs_rows(Y, Pm, dY):",
+                "def closed_rhs_rows(t, Y, Pm, dY):",
                 "    for i in range(Y.shape[0]):",
-                "        closed_rhs(Y[i], Pm[i], dY[i])",
+                "        closed_rhs(t[i], Y[i], Pm[i], dY[i])",
             ]
     return "\n".join(src) + "\n"
 

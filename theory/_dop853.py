@@ -10,7 +10,7 @@ a step is accepted when err < 1 and the next step is h min(10, 0.9 err^(-1/8)) (
 right after a rejection; shrinking at most to 0.2 h on rejection).
 
 :func:`dop853_segment` runs this method for one curve entirely in numba, on any compiled
-right-hand side ``rhs(y, p, dy)`` passed as a first-class function (theory._compiled), so a K = M = 2
+right-hand side ``rhs(t, y, p, dy)`` passed as a first-class function (theory._compiled), so a K = M = 2
 learning curve costs milliseconds instead of scipy's per-step Python overhead. Output times are hit
 exactly (the step is clipped to the next one). It is the compiled stepper of theory._driver,
 called a few output times at a time so that progress bars and Ctrl-C keep working; tests hold it
@@ -84,16 +84,17 @@ def _rms(x):
     return np.sqrt(np.mean(x * x, axis=-1))
 
 
-def initial_steps(fun, y, f, rtol, atol, interval, error_order):
+def initial_steps(fun, t0, y, f, rtol, atol, interval, error_order):
     """Starting step of each row of y (B, n), as scipy's ``select_initial_step`` (Hairer, Norsett & Wanner).
 
-    fun maps states (B, n) to derivatives, f = fun(y); costs one more evaluation of fun.
+    fun(t, y) maps times (B,) and states (B, n) to derivatives, f = fun(t0, y); costs one more
+    evaluation of fun.
     """
     scale = atol + np.abs(y) * rtol
     d0, d1 = _rms(y / scale), _rms(f / scale)
     h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / np.where(d1 > 0, d1, 1.0))
     h0 = np.minimum(h0, interval)
-    f1 = fun(y + h0[:, None] * f)
+    f1 = fun(t0 + h0, y + h0[:, None] * f)
     with np.errstate(all="ignore"):
         d2 = _rms((f1 - f) / scale) / h0
         h1 = np.where((d1 <= 1e-15) & (d2 <= 1e-15), np.maximum(1e-6, h0 * 1e-3),
@@ -107,12 +108,12 @@ def initial_steps(fun, y, f, rtol, atol, interval, error_order):
 _NS = len(DOP853.B)
 COEFFS = tuple(np.ascontiguousarray(x) for x in (DOP853.A, DOP853.B, DOP853.C, DOP853.E3, DOP853.E5))
 EXPONENT = -1.0 / (DOP853.error_order + 1)
-#: extra stages and interpolation coefficients of DOP853's 7th-order dense output
-DENSE_A, DENSE_D = _dop.A, _dop.D
+#: extra stages (their A rows and C nodes) and interpolation coefficients of DOP853's 7th-order dense output
+DENSE_A, DENSE_C, DENSE_D = _dop.A, _dop.C, _dop.D
 
 
 def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A, B, C, E3, E5):
-    """Integrate dy/dt = rhs(y, p) from (t0, y0) through the times t_out; returns
+    """Integrate dy/dt = rhs(t, y, p) from (t0, y0) through the times t_out; returns
     (Y, n_done, t, y, h, nfev, status).
 
     status 0: all of t_out reached; -1: non-finite values; -2: step size too small;
@@ -125,7 +126,7 @@ def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A,
     t = t0
     h_abs = h0
     f = np.empty(n)
-    rhs(y, p, f)
+    rhs(t, y, p, f)
     nfev = 1
     steps = 0
     i = 0
@@ -153,12 +154,12 @@ def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A,
                 dy = np.zeros(n)
                 for j in range(s):
                     dy += A[s, j] * Ks[j]
-                rhs(y + h * dy, p, Ks[s])
+                rhs(t + C[s] * h, y + h * dy, p, Ks[s])
             acc = np.zeros(n)
             for j in range(_NS):
                 acc += B[j] * Ks[j]
             y_new = y + h * acc
-            rhs(y_new, p, Ks[_NS])
+            rhs(t_new, y_new, p, Ks[_NS])
             f_new = Ks[_NS].copy()
             nfev += _NS
             e5 = 0.0

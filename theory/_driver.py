@@ -29,9 +29,10 @@ from typing import Callable
 import numpy as np
 
 from . import _divergence
-from ._dop853 import DENSE_A, DENSE_D, DOP853, MAX_FACTOR, MIN_FACTOR, SAFETY, _combine, initial_steps
+from ._dop853 import DENSE_A, DENSE_C, DENSE_D, DOP853, MAX_FACTOR, MIN_FACTOR, SAFETY, _combine, initial_steps
 
-__all__ = ["BatchSolution", "drive", "solve_batched", "Stepper", "ScipyStepper", "CompiledStepper", "BatchedStepper"]
+__all__ = ["BatchSolution", "drive", "drive_segments", "solve_batched", "Stepper", "ScipyStepper", "CompiledStepper",
+           "BatchedStepper"]
 
 #: output times per call of the compiled stepper: Ctrl-C and the progress bar act between calls
 SEGMENT = 8
@@ -180,7 +181,7 @@ def _diverged(t, why) -> str:
 
 
 class ScipyStepper(Stepper):
-    """One point, stepped by a scipy ``OdeSolver`` class on ``fun(y) -> dy/dt``."""
+    """One point, stepped by a scipy ``OdeSolver`` class on ``fun(t, y) -> dy/dt``."""
 
     def __init__(self, solver_cls, fun: Callable[[np.ndarray], np.ndarray], *, rtol: float, atol: float):
         self.solver_cls, self.fun, self.rtol, self.atol = solver_cls, fun, rtol, atol
@@ -190,10 +191,10 @@ class ScipyStepper(Stepper):
             raise ValueError("ScipyStepper integrates one point")
         self.point, self.t, self.check, self.i = int(points[0]), t, step_check, 1
 
-        def f(_t, y):
-            dy = self.fun(y)
+        def f(t_, y):
+            dy = self.fun(t_, y)
             if not np.all(np.isfinite(dy)):
-                raise _NonFinite(_t, y)
+                raise _NonFinite(t_, y)
             return dy
 
         self.solver = self.solver_cls(f, t[0], y0[0], t[-1], rtol=self.rtol, atol=self.atol)
@@ -248,7 +249,7 @@ class _NonFinite(Exception):
 
 
 class CompiledStepper(Stepper):
-    """One point, stepped by the compiled DOP853 (theory._dop853) on a compiled ``rhs(y, p, dy)``.
+    """One point, stepped by the compiled DOP853 (theory._dop853) on a compiled ``rhs(t, y, p, dy)``.
 
     ``watch`` are the indices of y that the divergence policy bounds (|Q_kk|, |S_k|, |v_k|); the
     compiled loop checks them after every step against theory._divergence.BLOWUP.
@@ -257,9 +258,9 @@ class CompiledStepper(Stepper):
     def __init__(self, rhs, p: np.ndarray, watch: np.ndarray, *, rtol: float, atol: float):
         self.rhs, self.p, self.watch, self.rtol, self.atol = rhs, p, np.ascontiguousarray(watch, dtype=np.int64), rtol, atol
 
-    def _f(self, y):
+    def _f(self, t, y):
         dy = np.empty_like(y)
-        self.rhs(np.ascontiguousarray(y, dtype=float), self.p, dy)
+        self.rhs(float(t), np.ascontiguousarray(y, dtype=float), self.p, dy)
         return dy
 
     def start(self, y0, points, t, step_check):
@@ -269,10 +270,10 @@ class CompiledStepper(Stepper):
             raise ValueError("CompiledStepper integrates one point")
         self.point, self.t, self.i = int(points[0]), t, 1
         self.y, self.tc = np.ascontiguousarray(y0[0], dtype=float), float(t[0])
-        f0 = self._f(self.y)
+        f0 = self._f(self.tc, self.y)
         with np.errstate(all="ignore"):
-            self.h = float(initial_steps(lambda y: self._f(y[0])[None], self.y[None], f0[None], self.rtol, self.atol,
-                                         t[-1] - t[0], DOP853.error_order)[0])
+            self.h = float(initial_steps(lambda tt, y: self._f(tt[0], y[0])[None], np.array([self.tc]), self.y[None],
+                                         f0[None], self.rtol, self.atol, t[-1] - t[0], DOP853.error_order)[0])
         self.nfev, self.n_steps, self.n_calls = np.array([2], np.int64), np.zeros(1, np.int64), 0
 
     def advance(self):
@@ -314,18 +315,19 @@ class BatchedStepper(Stepper):
     """All active points in one vectorised DOP853 step (see the module docstring).
 
     subset(idx) returns the batched right-hand side of the points ``idx`` (an integer array): a
-    function mapping their states (len(idx), n) to derivatives (len(idx), n). It is called again
-    only when the set of active points changes.
+    function mapping their states (len(idx), n) to derivatives (len(idx), n); with
+    ``time_dependent`` it also receives their times (len(idx),) as a second argument. It is called
+    again only when the set of active points changes.
     """
 
-    def __init__(self, subset: Callable[[np.ndarray], Callable], *, rtol: float, atol: float):
-        self.subset, self.rtol, self.atol = subset, rtol, atol
+    def __init__(self, subset: Callable[[np.ndarray], Callable], *, rtol: float, atol: float, time_dependent: bool = False):
+        self.subset, self.rtol, self.atol, self.time_dependent = subset, rtol, atol, time_dependent
 
-    def _call(self, f, yy, points):
+    def _call(self, f, tt, yy, points):
         self.n_calls += 1
         self.nfev[points] += 1
         with np.errstate(all="ignore"):
-            return f(yy)
+            return f(yy, tt) if self.time_dependent else f(yy)
 
     def start(self, y0, points, t, step_check):
         B = int(points.max()) + 1
@@ -337,9 +339,9 @@ class BatchedStepper(Stepper):
         self.iout = np.ones(self.act.size, dtype=np.int64)
         self.rej = np.zeros(self.act.size, dtype=bool)
         self.fun = self.subset(self.act)
-        self.f = self._call(self.fun, self.y, self.act)
-        self.h = initial_steps(lambda yy: self._call(self.fun, yy, self.act), self.y, self.f, self.rtol, self.atol,
-                               t[-1] - t[0], DOP853.error_order)
+        self.f = self._call(self.fun, self.tc, self.y, self.act)
+        self.h = initial_steps(lambda tt, yy: self._call(self.fun, tt, yy, self.act), self.tc, self.y, self.f, self.rtol,
+                               self.atol, t[-1] - t[0], DOP853.error_order)
 
     def counts(self, B):
         nfev = np.zeros(B, np.int64)
@@ -376,9 +378,9 @@ class BatchedStepper(Stepper):
         Kst[0] = f
         for i in range(1, s):
             dy = _combine(tab.A[i], Kst, i) * hs[:, None]
-            Kst[i] = self._call(self.fun, y + dy, act)
+            Kst[i] = self._call(self.fun, tc + tab.C[i] * hs, y + dy, act)
         y_new = y + hs[:, None] * _combine(tab.B, Kst, s)
-        f_new = self._call(self.fun, y_new, act)
+        f_new = self._call(self.fun, np.where(clipped, t_end, tc + hs), y_new, act)
         Kst[s] = f_new
         with np.errstate(all="ignore"):
             sc = atol + np.maximum(np.abs(y), np.abs(y_new)) * rtol
@@ -419,7 +421,7 @@ class BatchedStepper(Stepper):
             fsub = self.subset(act[sel])
             for i in range(s + 1, s + 4):
                 dy = _combine(DENSE_A[i], Kx, i) * hh
-                Kx[i] = self._call(fsub, y_old[sel] + dy, act[sel])
+                Kx[i] = self._call(fsub, t_old[sel] + DENSE_C[i] * hs[sel], y_old[sel] + dy, act[sel])
             dY = y[sel] - y_old[sel]
             F = [dY, hh * f_old[sel] - dY, 2 * dY - hh * (f[sel] + f_old[sel])]
             F += [hh * _combine(DENSE_D[m], Kx, s + 4) for m in range(DENSE_D.shape[0])]
@@ -442,10 +444,66 @@ class BatchedStepper(Stepper):
 
 
 def solve_batched(subset, y0, t, *, rtol: float = 1e-8, atol: float = 1e-10, diagnose=None, progress: bool = False,
-                  desc: str = "sweep") -> BatchSolution:
+                  desc: str = "sweep", time_dependent: bool = False) -> BatchSolution:
     """Integrate the B independent ODEs of ``subset`` (see :class:`BatchedStepper`) from the rows of y0
     through the output times t; ``diagnose`` as in :func:`drive`."""
     y0 = np.asarray(y0, dtype=float)
     if y0.ndim != 2:
         raise ValueError(f"solve_batched: y0 must be (B, n), got shape {y0.shape}")
-    return drive(BatchedStepper(subset, rtol=rtol, atol=atol), y0, t, diagnose=diagnose, progress=progress, desc=desc)
+    return drive(BatchedStepper(subset, rtol=rtol, atol=atol, time_dependent=time_dependent), y0, t, diagnose=diagnose,
+                 progress=progress, desc=desc)
+
+
+def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0: np.ndarray, t: np.ndarray, breaks=(), *,
+                   diagnose=None, progress: bool = False, desc: str = "ODE") -> BatchSolution:
+    """:func:`drive`, stopping and restarting at the times ``breaks`` (where the right-hand side is not
+    smooth, e.g. a learning-rate schedule jumps): stepper_on(a, b, points) gives the stepper of [a, b]
+    for the points (rows of y0) still running.
+
+    No adaptive step straddles a break; each interval starts with a fresh step-size estimate. Without
+    breaks inside (t[0], t[-1]) this is exactly :func:`drive`.
+    """
+    t = np.asarray(t, dtype=float)
+    inner = sorted({float(b) for b in breaks if t[0] < b < t[-1]})
+    if not inner:
+        return drive(stepper_on(t[0], t[-1], np.arange(len(y0))), y0, t, diagnose=diagnose, progress=progress, desc=desc)
+    y0 = np.asarray(y0, dtype=float)
+    Bn, n = y0.shape
+    nt = t.size
+    Y = np.full((Bn, nt, n), np.nan)
+    Y[:, 0] = y0
+    n_rec = np.ones(Bn, dtype=np.int64)
+    status = np.zeros(Bn, dtype=int)
+    message = ["finished"] * Bn
+    nfev, n_steps, n_calls = np.zeros(Bn, np.int64), np.zeros(Bn, np.int64), 0
+    check = diagnose or (lambda y, idx, at_output: [None] * len(y))
+    alive = np.arange(Bn)
+    y_cur = y0.copy()
+    edges = [float(t[0])] + inner + [float(t[-1])]
+    for a, b in zip(edges[:-1], edges[1:]):
+        outs = np.nonzero((t > a) & (t <= b))[0]
+        seg_t = np.concatenate([[a], t[outs]])
+        if seg_t[-1] < b:
+            seg_t = np.append(seg_t, b)  # the break itself: where the next interval starts
+        sol = drive(stepper_on(a, b, alive), y_cur[alive], seg_t, progress=progress, desc=f"{desc} [{a:g}, {b:g}]",
+                    diagnose=lambda y, idx, at_output, alive=alive: check(y, alive[idx], at_output))
+        nfev[alive] += sol.nfev
+        n_steps[alive] += sol.n_steps
+        n_calls += sol.n_calls
+        for j, p in enumerate(alive):
+            m = min(int(sol.n_recorded[j]) - 1, outs.size)
+            if m > 0:
+                Y[p, outs[:m]] = sol.y[j, 1 : 1 + m]
+                n_rec[p] = outs[m - 1] + 1
+            if sol.status[j] != 0:
+                status[p], message[p] = sol.status[j], sol.message[j]
+            else:
+                y_cur[p] = sol.y[j, seg_t.size - 1]
+        if np.any(sol.status == 1):  # Ctrl-C: stop everything
+            for p in alive[sol.status == 0]:
+                status[p], message[p] = 1, f"interrupted at t = {t[n_rec[p] - 1]:.6g} (last recorded time)"
+            break
+        alive = alive[sol.status == 0]
+        if alive.size == 0:
+            break
+    return BatchSolution(t, Y, n_rec, status, message, nfev, n_steps, n_calls)

@@ -29,9 +29,10 @@ __all__ = ["Dynamics", "make_dynamics", "rhs"]
 class Dynamics:
     """The ODE of one rule at fixed hyper-parameters, around a state's constants (T, U, P, v_star, b).
 
-    ``rhs(y)`` maps flat dynamic order parameters y (..., n) to dy/dt (..., n). For sweeps, the
-    numeric hyper-parameters (``hyper`` may then be any object with the HyperParams attributes)
-    and the constants may be arrays broadcasting against the batch dimensions of y.
+    ``rhs(y, t)`` maps flat dynamic order parameters y (..., n) at time t to dy/dt (..., n); t matters
+    only for a learning-rate schedule (``hyper`` restricted to an interval without breakpoints,
+    HyperParams.on). For sweeps, ``hyper`` is a HyperBatch and the constants may be arrays
+    broadcasting against the batch dimensions of y (and t one time per point).
     """
 
     rule: Rule
@@ -64,29 +65,39 @@ class Dynamics:
 
         return numerical_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F, g=self.g, quadrature=self.quadrature)
 
-    def derivatives(self, Q, R, S, v):
-        """(dQ, dR, dS, dv) at the given dynamic order parameters."""
+    @property
+    def time_dependent(self) -> bool:
+        return self.hyper.time_dependent
+
+    def derivatives(self, Q, R, S, v, t=0.0):
+        """(dQ, dR, dS, dv) at the given dynamic order parameters and time."""
         X, DD, EH = self.terms(Q, R, S, v)
         hp = self.hyper
-        return assemble(X, DD, EH, Q, R, S, v, eta=hp.eta, eta_v=hp.eta_v, weight_decay=hp.weight_decay,
-                        train_second_layer=hp.train_second_layer)
+        eta, eta_v = hp.rates(t)
+        return assemble(X, DD, EH, Q, R, S, v, eta=eta, eta_v=eta_v, weight_decay=hp.weight_decay,
+                        train_second_layer=hp.train_second_layer, batch=hp.batch)
 
-    def rhs(self, y):
+    def rhs(self, y, t=0.0):
         if self._jit_args is not None and np.ndim(y) == 1:
             fn, p = self._jit_args
             dy = np.empty(np.shape(y))
-            fn(np.ascontiguousarray(y, dtype=np.float64), p, dy)
+            fn(float(t), np.ascontiguousarray(y, dtype=np.float64), p, dy)
             return dy
         Q, R, S, v = unpack(y, self.K, self.M)
-        return pack(*self.derivatives(Q, R, S, v))
+        return pack(*self.derivatives(Q, R, S, v, t))
+
+    def on(self, a: float, b: float) -> "Dynamics":
+        """This ODE on [a, b], an interval without schedule breakpoints (HyperParams.on)."""
+        return dataclasses.replace(self, hyper=self.hyper.on(a, b)) if self.hyper.time_dependent else self
 
     @functools.cached_property
     def _jit_args(self):
-        """(compiled rhs(y, p, dy), p) for a single state, or None where no compiled view applies."""
+        """(compiled rhs(t, y, p, dy), p) for a single state, or None where no compiled view applies."""
         if not (self.closed_form and self.use_jit):
             return None
         hp = self.hyper
-        if not isinstance(hp, HyperParams) or np.ndim(self.T) != 2 or np.ndim(self.U) != 1 or np.ndim(self.P) != 0:
+        if not isinstance(hp, HyperParams) or hp.breakpoints() or np.ndim(self.T) != 2 or np.ndim(self.U) != 1 \
+                or np.ndim(self.P) != 0:
             return None
         from ._compiled import compiled_rule, ode_params
 

@@ -16,42 +16,72 @@ import numpy as np
 from . import _checks as checks
 from ._activations import Activation, activation
 from ._rules import Rule, make_rule, registered_rules
+from ._schedules import Constant, Piece, Schedule
 
 __all__ = ["HyperParams", "HyperBatch", "resolve", "split_options", "hyper_params", "record", "HYPER_FIELDS"]
 
 
 @dataclasses.dataclass(frozen=True)
 class HyperParams:
-    """Learning rates, noise, feedback scale, weight decay and activation of a run (THEORY.md sections 1-3).
+    """Learning rates, noise, feedback scale, weight decay, activation and batch size of a run
+    (THEORY.md sections 1-3).
 
-    eta : first-layer learning rate (>= 0). eta_v : second-layer learning rate (default eta).
-    sigma : standard deviation of the output noise (>= 0). sigma_F : scale of the top-down
-    projection F = sigma_F f / sqrt D (a negative value flips its sign). weight_decay : kappa (>= 0).
-    train_second_layer : False freezes v. g : the activation of teacher and student ("erf",
-    "relu", "tanh", "linear" or a :class:`theory.Activation`).
+    eta : first-layer learning rate (>= 0), a number or a schedule eta(t) (:class:`theory.PowerLaw`,
+    :class:`theory.Piecewise`, :class:`theory.Interpolated`, ...). eta_v : second-layer learning rate,
+    likewise (default: eta, the same schedule). sigma : standard deviation of the output noise
+    (>= 0). sigma_F : scale of the top-down projection F = sigma_F f / sqrt D (a negative value flips
+    its sign). weight_decay : kappa (>= 0). train_second_layer : False freezes v. g : the activation of
+    teacher and student ("erf", "relu", "tanh", "linear" or a :class:`theory.Activation`).
+    batch : B, the samples averaged in one step (mini-batch; t stays steps / D, samples seen = B t D).
     """
 
-    eta: float
-    eta_v: float | None = None
+    eta: Any
+    eta_v: Any = None
     sigma: float = 0.0
     sigma_F: float = 1.0
     weight_decay: float = 0.0
     train_second_layer: bool = True
     g: Any = "erf"
+    batch: int = 1
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
-        set_("eta", checks.number("eta", self.eta, min=0.0))
-        set_("eta_v", self.eta if self.eta_v is None else checks.number("eta_v", self.eta_v, min=0.0))
+        set_("eta", _rate("eta", self.eta))
+        set_("eta_v", self.eta if self.eta_v is None else _rate("eta_v", self.eta_v))
         set_("sigma", checks.number("sigma", self.sigma, min=0.0))
         set_("sigma_F", checks.number("sigma_F", self.sigma_F))
         set_("weight_decay", checks.number("weight_decay", self.weight_decay, min=0.0))
         set_("train_second_layer", checks.boolean("train_second_layer", self.train_second_layer))
         set_("g", activation(self.g))
+        set_("batch", checks.integer("batch", self.batch, min=1))
 
     @property
     def activation(self) -> Activation:
         return self.g
+
+    @property
+    def time_dependent(self) -> bool:
+        """Whether eta or eta_v changes with t (a schedule)."""
+        return not (isinstance(self.eta, float) and isinstance(self.eta_v, float))
+
+    def rates(self, t):
+        """(eta(t), eta_v(t)): floats for constant rates, else evaluated at t (vectorised)."""
+        return tuple(r if isinstance(r, float) else r(t) for r in (self.eta, self.eta_v))
+
+    def breakpoints(self) -> tuple[float, ...]:
+        """Times where a schedule is not smooth: the ODE integrators stop and restart there."""
+        return tuple(sorted({b for r in (self.eta, self.eta_v) if isinstance(r, Schedule) for b in r.breakpoints()}))
+
+    def on(self, a: float, b: float) -> "HyperParams":
+        """These hyper-parameters on [a, b], an interval without breakpoints inside: each schedule
+        replaced by its smooth piece there (a number when it is constant)."""
+        def piece(r):
+            if not isinstance(r, Schedule):
+                return r
+            p = r.piece(a, b)
+            return p.a if p.constant else p
+
+        return dataclasses.replace(self, eta=piece(self.eta), eta_v=piece(self.eta_v))
 
     def replace(self, **changes) -> "HyperParams":
         """A copy with some values replaced (validated again); eta_v follows a new eta unless given."""
@@ -61,10 +91,26 @@ class HyperParams:
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        """The values as plain Python numbers, with the activation's name under ``activation``."""
-        return dict(eta=self.eta, eta_v=self.eta_v, sigma=self.sigma, sigma_F=self.sigma_F,
+        """The values as plain Python numbers (eta, eta_v at t = 0; their schedules described under
+        eta_schedule, eta_v_schedule), with the activation's name under ``activation``."""
+        eta0, eta_v0 = (float(np.asarray(r)) for r in self.rates(0.0))
+        return dict(eta=eta0, eta_v=eta_v0, sigma=self.sigma, sigma_F=self.sigma_F,
                     weight_decay=self.weight_decay, train_second_layer=self.train_second_layer,
-                    activation=self.g.name)
+                    activation=self.g.name, batch=self.batch, eta_schedule=_describe(self.eta),
+                    eta_v_schedule=_describe(self.eta_v))
+
+
+def _rate(name, x):
+    """A learning rate: a number (>= 0) or a schedule (a constant one becomes its number)."""
+    if isinstance(x, Constant):
+        return x.value
+    if isinstance(x, (Schedule, Piece)):
+        return x
+    return checks.number(name, x, min=0.0)
+
+
+def _describe(r) -> str:
+    return "constant" if isinstance(r, float) else (r.describe() if isinstance(r, Schedule) else repr(r))
 
 
 HYPER_FIELDS = tuple(f.name for f in dataclasses.fields(HyperParams))
@@ -116,32 +162,62 @@ def record(rule: Rule, hyper: HyperParams) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True, eq=False)
 class HyperBatch:
     """The hyper-parameters of B points of a batched right-hand side (sweeps): the numeric fields as
-    arrays (B,), ``train_second_layer`` and ``g`` shared. Built from validated :class:`HyperParams`."""
+    arrays (B,), ``train_second_layer`` and ``g`` shared. Built from validated :class:`HyperParams`
+    restricted to an interval without breakpoints (:meth:`HyperParams.on`): ``eta_code`` and
+    ``eta_v_code`` (B, 4) hold each point's smooth schedule piece (theory._schedules.Piece.encode)."""
 
     eta: Any
     eta_v: Any
     sigma: Any
     sigma_F: Any
     weight_decay: Any
+    batch: Any
+    eta_code: Any
+    eta_v_code: Any
     train_second_layer: bool
     g: Activation
 
-    NUMERIC = ("eta", "eta_v", "sigma", "sigma_F", "weight_decay")
+    NUMERIC = ("eta", "eta_v", "sigma", "sigma_F", "weight_decay", "batch", "eta_code", "eta_v_code")
 
     @classmethod
     def of(cls, points: list[HyperParams]) -> "HyperBatch":
         first = points[0]
         if any(p.train_second_layer != first.train_second_layer or p.g != first.g for p in points):
             raise ValueError("HyperBatch: train_second_layer and g must be shared by the points of a batch")
-        arrays = {k: np.array([getattr(p, k) for p in points], dtype=float) for k in cls.NUMERIC}
-        return cls(**arrays, train_second_layer=first.train_second_layer, g=first.g)
+        code = lambda r: (0.0, r, 0.0, 0.0) if isinstance(r, float) else r.encode()  # noqa: E731
+        arrays = {k: np.array([getattr(p, k) for p in points], dtype=float) for k in ("sigma", "sigma_F", "weight_decay", "batch")}
+        rates = np.array([[np.asarray(r) for r in p.rates(0.0)] for p in points], dtype=float)
+        return cls(**arrays, eta=rates[:, 0], eta_v=rates[:, 1], eta_code=np.array([code(p.eta) for p in points]),
+                   eta_v_code=np.array([code(p.eta_v) for p in points]), train_second_layer=first.train_second_layer,
+                   g=first.g)
+
+    @property
+    def time_dependent(self) -> bool:
+        return bool(np.any(self.eta_code[:, 0] != 0) or np.any(self.eta_v_code[:, 0] != 0))
+
+    def rates(self, t):
+        """(eta(t), eta_v(t)) of every point (t: one time per point, or a scalar)."""
+        if not self.time_dependent:
+            return self.eta, self.eta_v
+        return _piece_values(self.eta_code, t), _piece_values(self.eta_v_code, t)
 
     def take(self, idx) -> "HyperBatch":
         return dataclasses.replace(self, **{k: getattr(self, k)[idx] for k in self.NUMERIC})
 
     def point(self, i: int) -> HyperParams:
-        return HyperParams(**{k: float(getattr(self, k)[i]) for k in self.NUMERIC},
-                           train_second_layer=self.train_second_layer, g=self.g)
+        rate = lambda c: float(c[1]) if c[0] == 0 else Piece(int(c[0]), *map(float, c[1:]))  # noqa: E731
+        return HyperParams(eta=rate(self.eta_code[i]), eta_v=rate(self.eta_v_code[i]), sigma=float(self.sigma[i]),
+                           sigma_F=float(self.sigma_F[i]), weight_decay=float(self.weight_decay[i]),
+                           train_second_layer=self.train_second_layer, g=self.g, batch=int(self.batch[i]))
+
+
+def _piece_values(code, t):
+    """Values of the pieces code (B, 4) = (kind, a, b, c) at times t (B,) (theory._schedules.Piece)."""
+    kind, a, b, c = code.T
+    t = np.asarray(t, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        power = a / (1.0 + t / np.where(kind == 2, b, 1.0)) ** c
+    return np.where(kind == 0, a, np.where(kind == 1, a + b * t, power))
 
 
 def split_options(options: dict[str, Any], *, where: str, extra: Iterable[str] = ()) -> tuple[dict, dict]:

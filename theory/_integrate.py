@@ -7,7 +7,7 @@ import scipy.integrate
 
 from . import _checks as checks
 from ._divergence import state_check
-from ._driver import CompiledStepper, ScipyStepper, drive
+from ._driver import CompiledStepper, ScipyStepper, drive_segments
 from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
 from ._rules import Rule
@@ -74,13 +74,18 @@ def integrate(
     K, M = dyn.K, dyn.M
     params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(quadrature), method=getattr(method, "__name__", method),
                   rtol=rtol, atol=atol, K=K, M=M)
-    compiled = dyn.compiled() if method == "DOP853" else None
-    if compiled is not None:
-        stepper = CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol)
-    else:
-        stepper = ScipyStepper(solver_cls, lambda y: dyn.rhs(y), rtol=rtol, atol=atol)
-    sol = drive(stepper, state0.to_vector()[None], t, diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol),
-                progress=progress, desc=f"ODE {dyn.rule.label}")
+
+    def stepper_on(a, b, _points):
+        seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]
+        compiled = seg.compiled() if method == "DOP853" else None
+        if compiled is not None:
+            return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol)
+        fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
+        return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol)
+
+    sol = drive_segments(stepper_on, state0.to_vector()[None], t, dyn.hyper.breakpoints(),
+                         diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
+                         desc=f"ODE {dyn.rule.label}")
     n = int(sol.n_recorded[0])
     Q, R, S, v = unpack(sol.y[0, :n], K, M)
     Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))

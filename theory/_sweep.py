@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _checks as checks
 from ._divergence import state_check
-from ._driver import BatchSolution, solve_batched
+from ._driver import BatchedStepper, BatchSolution, drive_segments
 from ._dynamics import Dynamics
 from ._hyper import HYPER_FIELDS, HyperBatch, HyperParams, record, rule_option_names
 from ._integrate import default_times
@@ -103,9 +103,38 @@ class _Chunk:
                          for i in range(len(self.y0))])
 
 
-def _run_chunk(chunk: _Chunk) -> BatchSolution:
-    """Integrate one chunk (runs in the worker)."""
-    return solve_batched(_factory(chunk), chunk.y0, chunk.t, rtol=chunk.rtol, atol=chunk.atol, diagnose=chunk.diagnose)
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Job:
+    """A batch of points of one rule, integrated together over the whole time span (picklable).
+
+    ``hypers`` are the points' full HyperParams (schedules included); the job stops and restarts at
+    their common schedule breakpoints, building one :class:`_Chunk` per interval.
+    """
+
+    chunk: _Chunk  # its hyper: the points at t[0] (the HyperBatch of hypers on the first interval)
+    hypers: tuple
+    breaks: tuple
+
+    def chunk_on(self, a, b, points) -> _Chunk:
+        take = lambda x: None if x is None else x[points]  # noqa: E731
+        ch = self.chunk
+        return dataclasses.replace(ch, hyper=HyperBatch.of([self.hypers[i].on(a, b) for i in points]), y0=ch.y0[points],
+                                   T=ch.T[points], U=ch.U[points], P=ch.P[points], v_star=ch.v_star[points],
+                                   b=take(ch.b))
+
+    def run(self, pool=None, progress=False, desc="sweep") -> BatchSolution:
+        ch = self.chunk
+
+        def stepper_on(a, b, points):
+            seg = self.chunk_on(a, b, points)
+            return BatchedStepper(_factory(seg, pool=pool), rtol=ch.rtol, atol=ch.atol, time_dependent=True)
+
+        return drive_segments(stepper_on, ch.y0, ch.t, self.breaks, diagnose=ch.diagnose, progress=progress, desc=desc)
+
+
+def _run_job(job: _Job) -> BatchSolution:
+    """Integrate one job (runs in the worker)."""
+    return job.run()
 
 
 def _factory(chunk: _Chunk, compiled: bool = True, pool: concurrent.futures.ThreadPoolExecutor | None = None):
@@ -129,18 +158,19 @@ def _factory(chunk: _Chunk, compiled: bool = True, pool: concurrent.futures.Thre
         def subset(idx):
             pm = np.ascontiguousarray(rows[idx])
 
-            def one(y, lo, hi):
+            def one(y, t, lo, hi):
                 out = np.empty((hi - lo, y.shape[1]))
-                kernel(y[lo:hi], pm[lo:hi], out)
+                kernel(t[lo:hi], y[lo:hi], pm[lo:hi], out)
                 return out
 
-            def f(y):
+            def f(y, t=0.0):
                 y = np.ascontiguousarray(y, dtype=float)
                 b = len(y)
+                t = np.array(np.broadcast_to(np.asarray(t, dtype=float), (b,)))
                 if nthreads == 1 or b < 64:
-                    return one(y, 0, b)
+                    return one(y, t, 0, b)
                 cuts = np.linspace(0, b, nthreads + 1).astype(int)
-                futs = [pool.submit(one, y, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+                futs = [pool.submit(one, y, t, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
                 return np.concatenate([fu.result() for fu in futs])
 
             return f
@@ -344,7 +374,7 @@ def sweep(
     for i in range(npts):
         s, r, hp = state_list[sidx[i]], rules[i], hypers[i]
         closed = hp.g.closed_forms and r.closed_form == "feedback" and quadrature in (None, "closed")
-        key = (r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed)
+        key = (r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed, hp.breakpoints())
         if not closed:
             key = key + (hp.sigma, hp.sigma_F)
         groups.setdefault(key, []).append(i)
@@ -352,18 +382,19 @@ def sweep(
     if chunk_size is None:
         workers = getattr(executor, "_max_workers", None) or (os.cpu_count() or 1) if executor is not None else 1
         chunk_size = min(1024, max(1, math.ceil(npts / workers)))
-    chunks: list[tuple[list[int], _Chunk]] = []
+    chunks: list[tuple[list[int], _Job]] = []
     for key, members in groups.items():
-        r, _, _, K, M, has_b = key[:6]
+        r, _, _, K, M, has_b, _, breaks = key[:8]
         for c0 in range(0, len(members), chunk_size):
             pts = members[c0 : c0 + chunk_size]
             ss = [state_list[sidx[i]] for i in pts]
-            chunks.append((pts, _Chunk(
-                rule=r, hyper=HyperBatch.of([hypers[i] for i in pts]), quadrature=quadrature, K=K, M=M,
+            chunks.append((pts, _Job(chunk=_Chunk(
+                rule=r, hyper=HyperBatch.of([hypers[i].on(t[0], t[0]) for i in pts]),
+                quadrature=quadrature, K=K, M=M,
                 y0=np.stack([s.to_vector() for s in ss]), T=np.stack([s.T for s in ss]), U=np.stack([s.U for s in ss]),
                 P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
                 b=np.stack([s.b for s in ss]) if has_b else None, t=t, rtol=rtol, atol=atol,
-            )))
+            ), hypers=tuple(hypers[i] for i in pts), breaks=breaks)))
 
     # ---- run
     sols: list[BatchSolution | None] = [None] * len(chunks)
@@ -372,10 +403,9 @@ def sweep(
         nthreads = max(1, min(os.cpu_count() or 1, 8)) if threads is None else int(threads)
         pool = concurrent.futures.ThreadPoolExecutor(nthreads) if nthreads > 1 else None
         try:
-            for ci, (pts, ch) in enumerate(chunks):
-                desc = f"sweep {ch.rule.label} ({ci + 1}/{len(chunks)}, {len(pts)} points)"
-                sols[ci] = solve_batched(_factory(ch, pool=pool), ch.y0, t, rtol=ch.rtol, atol=ch.atol,
-                                         diagnose=ch.diagnose, progress=progress, desc=desc)
+            for ci, (pts, job) in enumerate(chunks):
+                desc = f"sweep {job.chunk.rule.label} ({ci + 1}/{len(chunks)}, {len(pts)} points)"
+                sols[ci] = job.run(pool=pool, progress=progress, desc=desc)
                 if np.any(sols[ci].status == 1):
                     interrupted = True
                     break
@@ -385,7 +415,7 @@ def sweep(
             if pool is not None:
                 pool.shutdown()
     else:
-        futures = {executor.submit(_run_chunk, ch): ci for ci, (_, ch) in enumerate(chunks)}
+        futures = {executor.submit(_run_job, job): ci for ci, (_, job) in enumerate(chunks)}
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -426,7 +456,8 @@ def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_t
     eg = np.full((npts, nt), np.nan)
     angles_t: list = [dict() for _ in range(npts)]
     spread_end = np.full(npts, np.nan)
-    for (pts, ch), sol in zip(chunks, sols):
+    for (pts, job), sol in zip(chunks, sols):
+        ch = job.chunk
         pts = np.asarray(pts)
         b = len(pts)
         Y = np.full((b, nt, ch.y0.shape[1]), np.nan) if sol is None else sol.y
@@ -469,7 +500,8 @@ def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_t
         **{k: np.array([getattr(r, k, "") for r in rules]) for k in option_names},
         "activation": np.array([h.g.name for h in hypers]),
         "train_second_layer": np.array([h.train_second_layer for h in hypers]),
-        **{k: np.array([getattr(h, k) for h in hypers]) for k in HyperBatch.NUMERIC},
+        **{k: np.array([h.as_dict()[k] for h in hypers]) for k in ("eta", "eta_v", "sigma", "sigma_F", "weight_decay",
+                                                                    "batch", "eta_schedule", "eta_v_schedule")},
     }
     param_columns = tuple(c for c in table if c != "point") + tuple(tags)
     for k in tags:

@@ -82,6 +82,11 @@ class Trajectory:
         return self.state0.M
 
     @property
+    def samples_per_D(self) -> np.ndarray:
+        """Samples seen divided by D at each time: t times the batch size (t = steps / D)."""
+        return np.asarray(self.t) * int(self.params.get("batch", 1))
+
+    @property
     def success(self) -> bool:
         return self.status == 0
 
