@@ -77,9 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit codes: 0 finished, 2 bad input, 3 a run diverged or failed (its results are written), 130 interrupted
+EXIT_OK, EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
 def _times(t_max, n):
+    import theory
+
+    t_max = theory.checks.number("--t-max", t_max)
+    n = theory.checks.integer("--n-times", n, min=1)
     if not t_max > 0.05:
         raise ValueError(f"--t-max must be > 0.05, got {t_max}")
+    theory.checks.memory(f"--n-times {n}", 8.0 * n * 200)
     return np.concatenate([[0.0], np.geomspace(0.05, t_max, n)])
 
 
@@ -116,63 +125,90 @@ def _variants(rule, a):
     return theory.make_rule(rule, **opts)
 
 
+def _out(a) -> Path:
+    import theory
+
+    return theory.checks.writable_folder(a.out, where="--out")
+
+
 def cmd_compare(a) -> int:
+    """Simulate and integrate every rule; each rule's data and the summary are written as soon as it is done."""
     import torch
 
     from ._compare import Comparison, compare
     from ._init import Initialisation
     from ._plots import plot_angles, plot_directions, plot_eg
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out(a)
     rules = [_variants(r, a) for r in _rules(a)]
     init = Initialisation(a.K, a.M, a.D, seed=a.init_seed)
+    t = _times(a.t_max, a.n_times)
+    hyper = _hyper(a)
     start = time.perf_counter()
-    cmp = compare(init, rules, _times(a.t_max, a.n_times), _hyper(a), replicas=a.replicas,
-                  independent_init=a.independent_init, device=a.device,
+
+    def save(cmp):
+        cmp.save(out)
+        (out / "summary.txt").write_text(cmp.summary() + f"\n\n{cmp.params['status']} after {time.perf_counter() - start:.1f} s\n")
+
+    cmp = compare(init, rules, t, hyper, replicas=a.replicas, independent_init=a.independent_init, device=a.device,
                   dtype=None if a.dtype is None else getattr(torch, a.dtype), seed=a.seed, n_test=a.n_test,
-                  engine=a.engine, progress=not a.no_progress, throw=False)
-    elapsed = time.perf_counter() - start
-    cmp.save(out)
+                  engine=a.engine, progress=not a.no_progress, throw=False, on_rule=save)
+    save(cmp)
     loaded = Comparison.load(out)  # the figures are drawn from the data on disk
     figs = [_save_fig(plot_eg(loaded), out / "eg.png"), _save_fig(plot_angles(loaded), out / "angles.png")]
     if a.K == 2:
         figs.append(_save_fig(plot_directions(loaded), out / "directions.png"))
-    text = loaded.summary() + f"\n\ncomputed in {elapsed:.1f} s\n"
-    (out / "summary.txt").write_text(text)
-    print(text)
+    print((out / "summary.txt").read_text())
     print("wrote", ", ".join(str(p) for p in [out / "comparison.json", out / "summary.txt", *figs]))
-    return 0
+    statuses = [r.status for r in cmp.results.values()] + [tr.status for trs in cmp.trajectories.values() for tr in trs]
+    return _exit(cmp.params["status"] == "interrupted", statuses)
 
 
 def cmd_ode(a) -> int:
+    """Integrate every rule's ODE; each curve is written as soon as it is done."""
     import theory
 
     from ._plots import plot_ode_curves
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out(a)
     state0 = theory.random_state(a.K, a.M, D=a.D, seed=a.init_seed)
     t = _times(a.t_max, max(a.n_times, 100))
     hyper = _hyper(a)
+    rules = [_variants(r, a) for r in _rules(a)]
     trajs = {}
-    for rule in [_variants(r, a) for r in _rules(a)]:
+    for rule in rules:
         tr = theory.integrate(state0, rule, t, hyper, throw=False, progress=not a.no_progress)
         tr.save(out / f"ode_{rule.key}.npz")
         trajs[rule.key] = tr
         print(f"{rule.key}: {tr.message}; eg(t={tr.t[-1]:g}) = {tr.eg[-1]:.4g}")
+        if tr.status == 1:
+            break
     loaded = {name: theory.Trajectory.load(out / f"ode_{name}.npz") for name in trajs}
     print("wrote", _save_fig(plot_ode_curves(loaded), out / "learning_curves.png"))
-    return 0
+    return _exit(any(tr.status == 1 for tr in trajs.values()), [tr.status for tr in trajs.values()])
+
+
+def _exit(interrupted: bool, statuses) -> int:
+    if interrupted:
+        print("pepita-dynamics: interrupted; what was computed is written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if any(s < 0 for s in statuses):
+        print("pepita-dynamics: a run diverged or failed (see the messages above); its results are written", file=sys.stderr)
+        return EXIT_DIVERGED
+    return EXIT_OK
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 3 a run diverged, 130 interrupted)."""
     a = build_parser().parse_args(argv)
     try:
         return {"compare": cmd_compare, "ode": cmd_ode}[a.command](a)
     except (ValueError, TypeError) as exc:
         print(f"pepita-dynamics {a.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"pepita-dynamics {a.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

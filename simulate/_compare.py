@@ -149,7 +149,10 @@ class Comparison:
             res = self.results[key]
             eg_ode = self.ode_eg(key)
             n = min(len(res.t), len(eg_ode))
-            lines.append(f"[{key}] simulated {res.params['rule_label']}, ODE {self.ode_rules[key]}; status: {res.message}")
+            odes = self.trajectories[key]
+            ode_status = odes[0].message if len(odes) == 1 else "; ".join(sorted({tr.message for tr in odes}))
+            lines.append(f"[{key}] simulated {res.params['rule_label']}, ODE {self.ode_rules[key]}; simulation: "
+                         f"{res.message}; ODE: {ode_status}")
             if self.notes[key]:
                 lines.append(f"  note: {self.notes[key]}")
             lines.append(
@@ -178,7 +181,8 @@ class Comparison:
             trs = self.trajectories[key]
             for i, tr in enumerate(trs):
                 tr.save(folder / (f"ode_{key}.npz" if len(trs) == 1 else f"ode_{key}_r{i}.npz"))
-        meta = dict(params=self.params, rules=self.rules, ode_rules=self.ode_rules, notes=self.notes,
+        meta = dict(kind="Comparison", format=theory.io.FORMAT, params=self.params, rules=self.rules,
+                    ode_rules=self.ode_rules, notes=self.notes,
                     n_trajectories={k: len(v) for k, v in self.trajectories.items()},
                     agreement={k: a.as_dict() for k, a in self.agreement.items()}, units={"t": "steps / D", "angles": "degrees"})
         (folder / "comparison.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -186,15 +190,31 @@ class Comparison:
 
     @classmethod
     def load(cls, folder) -> "Comparison":
+        """Read a saved comparison (a folder); :class:`theory.LoadError` when it is not one, or is damaged."""
         folder = Path(folder)
-        meta = json.loads((folder / "comparison.json").read_text())
+        what = f"Comparison.load: {str(folder)!r}"
+        path = folder / "comparison.json"
+        if not path.is_file():
+            raise theory.LoadError(f"{what}: no comparison.json in it")
+        try:
+            meta = json.loads(path.read_text())
+            if meta.get("kind", "Comparison") != "Comparison":
+                raise theory.LoadError(f"{what}: comparison.json holds a {meta['kind']}, not a Comparison")
+            rules, n_traj = list(meta["rules"]), dict(meta["n_trajectories"])
+            ode_rules, notes, params = meta["ode_rules"], meta["notes"], meta["params"]
+        except theory.LoadError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise theory.LoadError(f"{what}: damaged comparison.json ({type(exc).__name__}: {exc})") from None
         results, trajs = {}, {}
-        for key in meta["rules"]:
+        for key in rules:
             results[key] = SimulationResult.load(folder / f"sim_{key}.npz")
-            n = meta["n_trajectories"][key]
+            n = int(n_traj.get(key, 0))
+            if n < 1:
+                raise theory.LoadError(f"{what}: no ODE recorded for {key!r}")
             names = [f"ode_{key}.npz"] if n == 1 else [f"ode_{key}_r{i}.npz" for i in range(n)]
             trajs[key] = [Trajectory.load(folder / nm) for nm in names]
-        return cls(results=results, trajectories=trajs, ode_rules=meta["ode_rules"], notes=meta["notes"], params=meta["params"])
+        return cls(results=results, trajectories=trajs, ode_rules=ode_rules, notes=notes, params=params)
 
 
 def _rate(p, name) -> str:
@@ -234,6 +254,7 @@ def compare(
     quadrature=None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
+    on_rule=None,
     **options,
 ) -> Comparison:
     """Simulate each rule and integrate its ODE from the simulation's measured initial state.
@@ -247,7 +268,10 @@ def compare(
     The other options are those of :func:`simulate.run` and :func:`theory.integrate` (quadrature,
     rtol, atol of the ODE). dtype None: the engine's default (float32 "full", float64 "reduced").
     All rules see the same initial weights and the same data-stream seed. A simulation or ODE
-    that diverges raises (throw=True) or is kept with its status (throw=False).
+    that diverges raises (throw=True) or is kept with its status (throw=False). Ctrl-C stops the
+    whole comparison at once: the rules done and the one running (what it recorded) are returned,
+    with params["status"] == "interrupted". ``on_rule(comparison)`` is called after each rule with
+    the comparison so far (the command line saves it there, so that nothing is lost).
     """
     where = "compare"
     if isinstance(rules, (str, theory.Rule)):
@@ -255,7 +279,7 @@ def compare(
     rules = list(rules)
     if len(rules) == 0:
         raise ValueError("compare: rules must name at least one rule")
-    hyper_opts, rule_opts = theory.split_options(options, where=where)
+    hyper_opts, rule_opts = theory.split_options(options, where=where, extra=theory.checks.parameters(compare))
     made, used = [], set()
     for r in rules:
         if isinstance(r, theory.Rule):
@@ -278,18 +302,42 @@ def compare(
     if t is None:
         t = np.concatenate([[0.0], np.geomspace(0.05, 100.0, 60)])
     results, trajs, ode_rules, notes = {}, {}, {}, {}
+    status = "finished"
+
+    def comparison():
+        first = next(iter(results.values())).params
+        params = {k: first[k] for k in ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas",
+                                        "independent_init", "device", "dtype", "seed", "n_test", "engine", "eta", "eta_v",
+                                        "sigma", "sigma_F", "weight_decay", "train_second_layer", "batch", "eta_schedule",
+                                        "eta_v_schedule")}
+        params.update(g=first["activation"], rules=list(results), rtol=rtol, atol=atol, status=status,
+                      t=[float(x) for x in np.asarray(t, float).ravel()])
+        return Comparison(results=dict(results), trajectories=dict(trajs), ode_rules=dict(ode_rules), notes=dict(notes),
+                          params=params)
+
     for key, rule in zip(keys, made):
-        res = run(init, rule, t, hyper, replicas=replicas, independent_init=independent_init, device=device, dtype=dtype,
-                  seed=seed, n_test=n_test, engine=engine, progress=progress, throw=throw)
-        ode_rule, note = ode_rule_for(rule)
-        starts = [res.initial_state(r) for r in range(res.replicas)] if independent_init else [res.initial_state(0)]
-        trajs[key] = [theory.integrate(s0, ode_rule, res.t, hyper, quadrature=quadrature, rtol=rtol, atol=atol, throw=throw,
-                                       progress=progress)
-                      for s0 in starts]
+        try:
+            res = run(init, rule, t, hyper, replicas=replicas, independent_init=independent_init, device=device,
+                      dtype=dtype, seed=seed, n_test=n_test, engine=engine, progress=progress, throw=throw)
+            ode_rule, note = ode_rule_for(rule)
+            starts = [res.initial_state(r) for r in range(res.replicas)] if independent_init else [res.initial_state(0)]
+            ode = []
+            for s0 in starts:  # an interrupted ODE returns what it computed (status 1)
+                ode.append(theory.integrate(s0, ode_rule, res.t, hyper, quadrature=quadrature, rtol=rtol, atol=atol,
+                                            throw=throw, progress=progress))
+                if ode[-1].status == 1:
+                    break
+        except KeyboardInterrupt:
+            status = "interrupted"
+            break
+        if res.status == 1 or any(tr.status == 1 for tr in ode) or len(ode) < len(starts):
+            status = "interrupted"
+        trajs[key] = ode
         results[key], ode_rules[key], notes[key] = res, ode_rule.label, note
-    first = next(iter(results.values())).params
-    params = {k: first[k] for k in ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas", "independent_init",
-                                    "device", "dtype", "seed", "n_test", "engine", "eta", "eta_v", "sigma", "sigma_F",
-                                    "weight_decay", "train_second_layer", "batch", "eta_schedule", "eta_v_schedule")}
-    params.update(g=first["activation"], rules=keys, rtol=rtol, atol=atol, t=[float(x) for x in np.asarray(t, float).ravel()])
-    return Comparison(results=results, trajectories=trajs, ode_rules=ode_rules, notes=notes, params=params)
+        if on_rule is not None:
+            on_rule(comparison())
+        if status == "interrupted":
+            break  # Ctrl-C stops everything: the rules not started are left out
+    if not results:
+        raise KeyboardInterrupt
+    return comparison()

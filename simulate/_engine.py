@@ -98,6 +98,10 @@ ENGINES: dict[str, Callable[[RunSpec], Records]] = {}
 
 def register_engine(name: str, fn: Callable[[RunSpec], Records]) -> None:
     """Make ``run(..., engine=name)`` call ``fn(spec) -> Records``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"register_engine: name must be a non-empty string, got {name!r}")
+    if not callable(fn):
+        raise TypeError(f"register_engine: fn must be callable as fn(spec) -> Records, got {type(fn).__name__}")
     ENGINES[name] = fn
 
 
@@ -356,6 +360,19 @@ register_engine("full", simulate_full)
 
 
 # --------------------------------------------------------------------------- public entry point
+def _check_size(init, replicas, n_records, n_test, batch, dtype, engine, independent):
+    """Refuse (theory.TooLarge) a run whose memory would exceed what is available, before allocating."""
+    K, M, D = init.K, init.M, init.D
+    item = 4 if dtype == torch.float32 else 8
+    records = replicas * n_records * (K * K + K * M + 2 * K + 1) * 8 * 2
+    if engine == "full":
+        need = replicas * K * D * item * 2 + min(CHUNK_ELEMENTS, replicas * D * batch) * item * 2 + n_test * D * item
+    else:
+        need = (replicas if independent else 1) * K * D * 8
+    theory.checks.memory(f"{replicas} replicas at D = {D} ({engine} engine, {n_records} records)", need + records,
+                         where="run")
+
+
 def _check_times(t, D) -> np.ndarray:
     t = theory.checks.times(t, where="run")
     # Times closer than one step apart round to the same step; that step is recorded once.
@@ -420,8 +437,11 @@ def run(
     dtype = _check_dtype(dtype if dtype is not None else (torch.float64 if engine == "reduced" else torch.float32))
     # The same validation (and messages) as theory.integrate, on the measured initial state.
     state0 = init.order_params(1)
-    dyn = theory.make_dynamics(state0, rule, params, where=where, **options)
+    dyn = theory.make_dynamics(state0, rule, params, where=where, extra=theory.checks.parameters(run), **options)
     steps = _check_times(t, init.D)
+    if dtype == torch.float32 and dyn.hyper.max_rate() > 1e30:
+        raise ValueError(f"run: a learning rate of {dyn.hyper.max_rate():.3g} overflows float32; use dtype=torch.float64")
+    _check_size(init, replicas, len(steps), n_test, dyn.hyper.batch, dtype, engine, independent_init)
     weights = init.weights(replicas, independent=independent_init, device=dev, dtype=dtype)
     spec = RunSpec(weights=weights, rule=dyn.rule, hyper=dyn.hyper, steps=steps, seed=seed, n_test=n_test, device=dev,
                    dtype=dtype, progress=bool(progress), threads=threads)

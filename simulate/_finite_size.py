@@ -50,16 +50,33 @@ def finite_size_study(rule: str = "bp", Ds=(10**3, 10**4, 10**5), params=None, *
     escaped_fraction, escape_q<q> (quantiles of the escape times, censored = +inf -> inf),
     escape_mean and escape_std over escaped replicas, ode_escape (the ODE's escape time by the
     same definition), and for each time s in ``spread_times``: eg_mean@s, eg_std@s (std across
-    replicas, the finite-D spread), eg_ode@s. Time in steps / D. ``params`` / ``**options``: a
+    replicas, the finite-D spread), eg_ode@s. Time in steps / D. Ctrl-C stops the study and returns
+    the rows done (the interrupted dimension's row from what it recorded, its status 1). ``params`` / ``**options``: a
     :class:`theory.HyperParams`, its fields and the rule's options as keyword arguments (eta
     defaults to 2).
     """
     from ._engine import run
     from ._init import Initialisation
 
+    where = "finite_size_study"
     if params is None and "eta" not in options:
         options["eta"] = 2.0
-    rule, hyper = theory.resolve(rule, params, options, where="finite_size_study")
+    rule, hyper = theory.resolve(rule, params, options, where=where, extra=theory.checks.parameters(finite_size_study))
+    if isinstance(Ds, (int, np.integer)):
+        Ds = (Ds,)
+    Ds = [theory.checks.integer("Ds[]", D, where=where, min=K + M + 1) for D in Ds]
+    if not Ds:
+        raise ValueError(f"{where}: Ds must name at least one dimension D")
+    replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
+    for name, val in (("t_max", t_max), ("dt", dt), ("threshold", threshold)):
+        if not theory.checks.number(name, val, where=where) > 0:
+            raise ValueError(f"{where}: {name} must be > 0, got {val}")
+    if t_max / dt > 1e7:
+        raise ValueError(f"{where}: t_max / dt = {t_max / dt:.3g} records; ask for fewer (at most 1e7)")
+    quantiles = tuple(theory.checks.number("quantiles[]", q, where=where) for q in np.atleast_1d(quantiles))
+    if any(not 0 <= q <= 1 for q in quantiles):
+        raise ValueError(f"{where}: quantiles must lie in [0, 1], got {quantiles}")
+    spread_times = tuple(theory.checks.number("spread_times[]", s, where=where, min=0.0) for s in np.atleast_1d(spread_times))
     rows = []
     t = np.arange(0.0, t_max + dt / 2, dt)
     for D in Ds:
@@ -87,4 +104,6 @@ def finite_size_study(rule: str = "bp", Ds=(10**3, 10**4, 10**5), params=None, *
             row[f"eg_std@{s:g}"] = float(res.eg[:, i].std(ddof=1))
             row[f"eg_ode@{s:g}"] = float(ode.eg[i]) if i < len(ode.eg) else np.nan
         rows.append(row)
+        if res.status == 1 or ode.status == 1:
+            break  # Ctrl-C: the dimensions done so far (this one with what it recorded)
     return rows

@@ -78,6 +78,11 @@ class Weights:
         return self.W.shape[0]
 
     @property
+    def shared(self) -> bool:
+        """Whether every replica starts from the same student (W and v are views of one)."""
+        return self.W.stride(0) == 0 and self.v.stride(0) == 0
+
+    @property
     def K(self) -> int:
         return self.W.shape[1]
 
@@ -135,6 +140,7 @@ class Initialisation:
 
         independent=False: every replica starts from the same student; True: each gets its own.
         Draws happen in float64 on a CPU generator (order: W*, W, f, v, b), then are cast/moved.
+        Shared students are views of one (no copies).
         """
         replicas = checks.integer("replicas", replicas, where="Initialisation.weights", min=1)
         dev = resolve_device(device)
@@ -149,11 +155,12 @@ class Initialisation:
         v = self.v_std * torch.randn(nW, K, **kw)
         b = torch.randn(K, **kw)
         v_star = torch.as_tensor(np.broadcast_to(np.asarray(self.v_star, dtype=float), (M,)).copy())
-        if not independent:
+        mv = lambda a: a.to(device=dev, dtype=dtype).contiguous()  # noqa: E731
+        W, v = mv(W), mv(v)
+        if not independent:  # one student for all replicas: a view, not R copies (an engine copies what it updates)
             W = W.expand(replicas, K, D)
             v = v.expand(replicas, K)
-        mv = lambda a: a.to(device=dev, dtype=dtype).contiguous()  # noqa: E731
-        return Weights(W=mv(W), W_star=mv(W_star), v=mv(v), v_star=mv(v_star), f=mv(f), b=mv(b))
+        return Weights(W=W, W_star=mv(W_star), v=v, v_star=mv(v_star), f=mv(f), b=mv(b))
 
     def order_params(self, replicas: int = 1, independent: bool = False):
         """The measured float64 :class:`theory.OrderParams`: one (shared init) or a list per replica."""

@@ -396,7 +396,8 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     dict with t, steps, Q (R_, n, K, K), R, S, v, status, message, wall_s, replica_steps, backend.
     """
     where = "reduced"
-    rule, hyper = theory.resolve(rule, params, options, where=where)
+    rule, hyper = theory.resolve(rule, params, options, where=where,
+                                 extra=theory.checks.parameters(reduced_chain) + theory.checks.parameters(run_reduced))
     D = theory.checks.integer("D", D, where=where)
     K, M = np.shape(state0.R)[-2:]
     r = K + M + 1
@@ -427,10 +428,12 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
                             device=device, dtype=dtype, block=block, step0=steps[0])
 
     rec = {k: [] for k in "QRSv"}
+    rec_steps = []
 
-    def record(state):
+    def record(state, step):
         for k, a in zip("QRSv", state):
             rec[k].append(a)
+        rec_steps.append(int(step))
 
     status, message = 0, "finished"
     bar = None
@@ -442,7 +445,7 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     t0 = time.perf_counter()
     done = 0
     try:
-        record(chain.state())
+        record(chain.state(), steps[0])
         for i in range(1, len(steps)):
             todo = int(steps[i] - steps[i - 1])
             while todo > 0:
@@ -457,9 +460,13 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
             if why is not None:
                 status, message = -1, f"diverged between t = {t[i - 1]:.6g} and t = {t[i]:.6g} (steps/D): {why}"
                 break
-            record(state)
+            record(state, steps[i])
     except KeyboardInterrupt:
-        status, message = 1, f"interrupted after t = {t[len(rec['Q']) - 1]:.6g} (steps/D)"
+        # keep the state where it stopped (a chunk boundary: every replica at the same step)
+        now = int(steps[0]) + done
+        if rec_steps and now > rec_steps[-1]:
+            record(chain.state(), now)
+        status, message = 1, f"interrupted at t = {now / D:.6g} (steps/D); its state is the last record"
     finally:
         chain.close()
         if bar is not None:
@@ -468,7 +475,11 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     n = len(rec["Q"])
     out = {k: np.stack(rec[k], axis=1) for k in "QRSv"}
     out["Q"] = 0.5 * (out["Q"] + np.swapaxes(out["Q"], -1, -2))
-    return dict(t=t[:n], steps=steps[:n], status=status, message=message, wall_s=wall,
+    rs = np.asarray(rec_steps, dtype=np.int64)
+    t_rec = t[:n].copy()
+    if n and rs[-1] != steps[n - 1]:  # the state where an interrupt stopped the chain
+        t_rec[-1] = rs[-1] / D
+    return dict(t=t_rec, steps=rs, status=status, message=message, wall_s=wall,
                 replica_steps=done * replicas, rule=rule, hyper=hyper, D=D, backend=backend, **out)
 
 
@@ -580,7 +591,7 @@ def simulate_reduced(spec):
     from ._engine import STREAM_DATA, STREAM_TEST, Records, derived_seed
 
     w = spec.weights
-    if bool((w.W == w.W[:1]).all()) and bool((w.v == w.v[:1]).all()):
+    if w.shared:
         state0 = w.order_params(0)
     else:
         state0 = _stacked_state(w.order_params())

@@ -414,15 +414,25 @@ class ChunkSampler:
         return d
 
     def map_blocks(self, fn):
-        """Call fn(j) for every block j, spread over the threads (contiguous runs of blocks)."""
+        """Call fn(j) for every block j, spread over the threads (contiguous runs of blocks).
+
+        A Ctrl-C waits for every block to finish before it is raised: all replicas then stand at
+        the same step (no replica is left behind half a chunk).
+        """
         def run(blocks):
             for j in blocks:
                 fn(j)
 
         if self.pool is None:
             run(range(self.nb))
-        else:
-            list(self.pool.map(run, np.array_split(np.arange(self.nb), self.threads)))
+            return
+        futures = [self.pool.submit(run, part) for part in np.array_split(np.arange(self.nb), self.threads)]
+        try:
+            for fu in futures:
+                fu.result()
+        except KeyboardInterrupt:
+            concurrent.futures.wait(futures)
+            raise
 
     def close(self):
         if self.pool is not None:

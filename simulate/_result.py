@@ -8,7 +8,6 @@ v (R_, n, K), eg and eg_test (R_, n), angles[name] (R_, n). Time is steps / D.
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 import types
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from theory import OrderParams, alignment_angles, generalisation_error, json_default, rule_from_params
+import theory
+from theory import OrderParams, alignment_angles, generalisation_error, rule_from_params
 
 __all__ = ["SimulationResult"]
 
@@ -158,18 +158,25 @@ class SimulationResult:
                 arrays[f"const_{k}"] = np.asarray(getattr(self, k))
         for i, (k, val) in enumerate(self.angles.items()):
             arrays[f"angle_{i}"] = val
-        np.savez_compressed(path, __meta__=np.array(json.dumps(meta, default=json_default)), **arrays)
-        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+        return theory.io.save_npz(path, "SimulationResult", meta, arrays)
 
     @classmethod
     def load(cls, path) -> "SimulationResult":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["__meta__"]))
-            consts = {k: (z[f"const_{k}"] if f"const_{k}" in z.files else None) for k in _CONSTANTS}
+        """Read a saved result; :class:`theory.LoadError` when the file is not one, or is damaged."""
+        need = ("t", "Q", "R", "S", "v", "eg", "eg_test", "const_T", "const_U", "const_P", "const_v_star")
+        meta, z = theory.io.load_npz(path, "SimulationResult", need)
+        what = f"SimulationResult.load: {str(path)!r}"
+        Rn, n, K, M = *np.shape(z["Q"])[:2], *np.shape(z["R"])[-2:]
+        theory.io.check_arrays(what, z, dict(t=(n,), Q=(Rn, n, K, K), R=(Rn, n, K, M), S=(Rn, n, K), v=(Rn, n, K),
+                                             eg=(Rn, n), eg_test=(Rn, n)), finite=("t", "Q", "R", "S", "v"))
+        try:
+            consts = {k: (z[f"const_{k}"] if f"const_{k}" in z else None) for k in _CONSTANTS}
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
             angles = {name: z[f"angle_{i}"] for i, name in enumerate(meta["angle_names"])}
             return cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], eg=z["eg"], eg_test=z["eg_test"], angles=angles,
                        params=meta["params"], status=meta["status"], message=meta["message"], **consts)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise theory.LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
 
 
 def _observable_view(Q, R, S, v, constants):

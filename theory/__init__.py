@@ -38,7 +38,10 @@ Observables
 Gaussian integrals (erf)
     I2, J2, I3, I4, tilt.
 
-Shared with simulate: checks (input checks), divergence (when a run has diverged), compiled (the
+Errors: DivergenceError, LoadError (a file that is not a result, or is damaged), TooLarge (a request that
+would not fit in memory, refused up front).
+
+Shared with simulate: checks (input checks), io (saving and loading), divergence (when a run has diverged), compiled (the
 compiled-rule ABI), resolve, split_options, hyper_params (keyword options -> rule and
 HyperParams), run_params (what a result records), json_default.
 """
@@ -46,6 +49,8 @@ HyperParams), run_params (what a result records), json_default.
 from . import _checks as checks
 from . import _compiled as compiled
 from . import _divergence as divergence
+from . import _io as io
+from ._checks import LoadError, TooLarge
 from ._activations import ACTIVATIONS, Activation, activation
 from ._compiled import compiled_rule
 from ._dynamics import Dynamics, make_dynamics, rhs
@@ -77,5 +82,5 @@ __all__ = [
     "sweep", "SweepResult", "Table", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
     "I2", "I3", "I4", "J2", "tilt",
-    "checks", "divergence", "compiled", "resolve", "split_options", "hyper_params", "run_params", "json_default",
+    "LoadError", "TooLarge", "checks", "divergence", "compiled", "io", "resolve", "split_options", "hyper_params", "run_params", "json_default",
 ]

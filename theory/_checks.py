@@ -13,7 +13,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["number", "integer", "boolean", "choice", "times", "tolerances", "reject_unknown"]
+__all__ = ["number", "integer", "boolean", "choice", "times", "tolerances", "reject_unknown", "memory", "TooLarge",
+           "available_memory", "writable_folder", "LoadError"]
+
+
+class TooLarge(ValueError):
+    """A request that would not fit in memory, refused before anything is allocated."""
+
+
+class LoadError(ValueError):
+    """A file that is not a result of this package, or is damaged (missing, truncated, inconsistent)."""
 
 
 def _prefix(where: str | None) -> str:
@@ -70,12 +79,20 @@ def choice(name: str, x, choices: Iterable, *, where: str | None = None):
 
 
 def times(t, *, where: str | None = None) -> np.ndarray:
-    """Output or recording times: a non-empty, finite, strictly increasing 1-D array of times >= 0."""
+    """Output or recording times: a non-empty, finite, strictly increasing 1-D array of times >= 0.
+
+    A scalar is refused (``integrate(state, "bp", 100.0)`` means t = [0, 100]: say so).
+    """
     msg = f"{_prefix(where)}t must be a non-empty, finite, strictly increasing array of times >= 0 (steps / D)"
+    if isinstance(t, (str, bytes)) or np.iscomplexobj(t):
+        raise ValueError(msg + f", got {describe(t)}")
     try:
         a = np.asarray(t, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(msg + f", got {t!r}") from None
+        raise ValueError(msg + f", got {describe(t)}") from None
+    if a.ndim == 0:
+        raise ValueError(msg + f", got the scalar {t!r} (for times from 0 to {t!r}: t=[0, {t!r}] or "
+                         f"theory.default_times({t!r}))")
     if a.ndim > 1:
         raise ValueError(msg + f", got shape {a.shape}")
     a = a.ravel()
@@ -107,6 +124,66 @@ def reject_unknown(names: Iterable[str], valid: Iterable[str], *, where: str | N
         hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise TypeError(f"{_prefix(where)}unknown option{'s' if len(bad) > 1 else ''} {', '.join(hints)}; "
                     f"valid options are {', '.join(valid)}")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to allocate now (Linux: free plus reclaimable; elsewhere the total)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if ":" in line}
+        return int(info.get("MemAvailable", info.get("MemFree", 0)))
+    except (OSError, ValueError, IndexError):
+        try:
+            import os
+
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):  # pragma: no cover
+            return 1 << 62
+
+
+def memory(what: str, nbytes: float, *, where: str | None = None, fraction: float = 0.8) -> None:
+    """Refuse (TooLarge) a request whose estimated size exceeds ``fraction`` of the available memory."""
+    avail = available_memory()
+    if nbytes > fraction * avail:
+        raise TooLarge(f"{_prefix(where)}{what} needs about {_bytes(nbytes)} of memory, more than the "
+                       f"{_bytes(avail)} available; ask for less")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1024 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PB"  # pragma: no cover
+
+
+def writable_folder(path, *, where: str | None = None):
+    """The folder ``path`` (created if needed), checked writable before any computation; a Path."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if path is None or str(path).strip() == "":
+        raise ValueError(f"{_prefix(where)}the output folder must be a non-empty path, got {path!r}")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{_prefix(where)}the output folder {str(p)!r} exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{_prefix(where)}cannot write into the output folder {str(p)!r}: {exc.strerror or exc}") from None
+    return p
+
+
+def parameters(fn) -> tuple[str, ...]:
+    """The named parameters of a function (for "did you mean" hints next to its **options)."""
+    import inspect
+
+    return tuple(name for name, p in inspect.signature(fn).parameters.items()
+                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
 def describe(x: Any) -> str:

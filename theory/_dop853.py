@@ -112,12 +112,12 @@ EXPONENT = -1.0 / (DOP853.error_order + 1)
 DENSE_A, DENSE_C, DENSE_D = _dop.A, _dop.C, _dop.D
 
 
-def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A, B, C, E3, E5):
+def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, h_floor, A, B, C, E3, E5):
     """Integrate dy/dt = rhs(t, y, p) from (t0, y0) through the times t_out; returns
-    (Y, n_done, t, y, h, nfev, status).
+    (Y, n_done, t, y, h, nfev, status, steps).
 
-    status 0: all of t_out reached; -1: non-finite values; -2: step size too small;
-    -3: |y[watch]| exceeded blowup (theory._divergence); -4: max_steps exceeded.
+    status 0: all of t_out reached; -1: non-finite values; -2: step size below max(h_floor, 10 ulp(t));
+    -3: |y[watch]| exceeded blowup (theory._divergence); -4: more than max_steps accepted steps.
     """
     n = y0.size
     Y = np.empty((t_out.size, n))
@@ -135,13 +135,13 @@ def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A,
         i += 1
     while i < t_out.size:
         if steps >= max_steps:
-            return Y, i, t, y, h_abs, nfev, -4
+            return Y, i, t, y, h_abs, nfev, -4, steps
         target = t_out[i]
-        min_step = 10.0 * np.abs(np.nextafter(t, np.inf) - t)
+        min_step = max(h_floor, 10.0 * np.abs(np.nextafter(t, np.inf) - t))
         rejected = False
         while True:
             if h_abs < min_step:
-                return Y, i, t, y, h_abs, nfev, -2
+                return Y, i, t, y, h_abs, nfev, -2, steps
             h = h_abs
             t_new = t + h
             hit = False
@@ -178,7 +178,7 @@ def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A,
                 h_abs *= MIN_FACTOR
                 rejected = True
                 if h_abs < min_step:
-                    return Y, i, t, y, h_abs, nfev, -1
+                    return Y, i, t, y, h_abs, nfev, -1, steps
                 continue
             if e5 == 0.0 and e3 == 0.0:
                 err = 0.0
@@ -203,15 +203,15 @@ def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, A,
         big = 0.0
         for q in range(n):
             if not np.isfinite(y[q]):
-                return Y, i, t, y, h_abs, nfev, -1
+                return Y, i, t, y, h_abs, nfev, -1, steps
         for q in watch:
             big = max(big, abs(y[q]))
         if big > blowup:
-            return Y, i, t, y, h_abs, nfev, -3
+            return Y, i, t, y, h_abs, nfev, -3, steps
         while i < t_out.size and t_out[i] <= t:
             Y[i] = y
             i += 1
-    return Y, i, t, y, h_abs, nfev, 0
+    return Y, i, t, y, h_abs, nfev, 0, steps
 
 
 if HAVE_NUMBA:
@@ -219,9 +219,9 @@ if HAVE_NUMBA:
 
     _A1, _A2 = numba.float64[::1], numba.float64[:, ::1]
     dop853_segment = numba.njit(
-        numba.types.Tuple((_A2, numba.int64, numba.float64, _A1, numba.float64, numba.int64, numba.int64))(
+        numba.types.Tuple((_A2, numba.int64, numba.float64, _A1, numba.float64, numba.int64, numba.int64, numba.int64))(
             RHS_TYPE, _A1, _A1, numba.float64, numba.float64, _A1, numba.float64, numba.float64, numba.float64,
-            numba.int64[::1], numba.int64, _A2, _A1, _A1, _A1, _A1),
+            numba.int64[::1], numba.int64, numba.float64, _A2, _A1, _A1, _A1, _A1),
         cache=True, error_model="numpy")(_segment)
 else:  # pragma: no cover
     dop853_segment = None

@@ -16,8 +16,10 @@ that failed:
   the steps scipy's DOP853 would take. Points that stop leave the active set, which is compacted.
 
 Status codes, as in scipy's solve_ivp: 0 finished, 1 interrupted (Ctrl-C; what was recorded is
-kept), -1 diverged (the message says when and why), -2 solver failure (step size too small, too
-many steps). A point's failure never stops the others.
+kept), -1 diverged (the message says when and why), -2 solver failure: a step size below
+``H_FLOOR`` times the integration interval, or more than ``max_steps`` (default ``MAX_STEPS``)
+accepted steps for one point; both stop a stiff or runaway run (a learning rate far too large)
+within seconds instead of letting it crawl. A point's failure never stops the others.
 """
 
 from __future__ import annotations
@@ -36,8 +38,20 @@ __all__ = ["BatchSolution", "drive", "drive_segments", "solve_batched", "Stepper
 
 #: output times per call of the compiled stepper: Ctrl-C and the progress bar act between calls
 SEGMENT = 8
-#: accepted steps of the compiled stepper before it gives up ("too many steps")
-MAX_STEPS = 10**7
+#: accepted steps of one point before a stepper gives up ("too many steps"); a K = M = 2 learning curve to
+#: t = 1000 takes ~300, to t = 1e6 under 1/t annealing ~700
+MAX_STEPS = 50_000
+#: the smallest step, relative to the integration interval (below it: "step size too small")
+H_FLOOR = 1e-12
+
+
+def _too_many(t, max_steps) -> str:
+    return (f"solver failure at t = {t:.6g}: too many steps ({max_steps} accepted; the ODE is stiff or running away, "
+            "e.g. a learning rate far too large; raise max_steps to go on)")
+
+
+def _too_small(t, floor) -> str:
+    return f"solver failure at t = {t:.6g}: step size too small (below {floor:.3g}, {H_FLOOR:g} of the interval)"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -183,8 +197,9 @@ def _diverged(t, why) -> str:
 class ScipyStepper(Stepper):
     """One point, stepped by a scipy ``OdeSolver`` class on ``fun(t, y) -> dy/dt``."""
 
-    def __init__(self, solver_cls, fun: Callable[[np.ndarray], np.ndarray], *, rtol: float, atol: float):
-        self.solver_cls, self.fun, self.rtol, self.atol = solver_cls, fun, rtol, atol
+    def __init__(self, solver_cls, fun: Callable[[np.ndarray], np.ndarray], *, rtol: float, atol: float,
+                 max_steps: int = MAX_STEPS):
+        self.solver_cls, self.fun, self.rtol, self.atol, self.max_steps = solver_cls, fun, rtol, atol, max_steps
 
     def start(self, y0, points, t, step_check):
         if len(points) != 1:
@@ -198,6 +213,7 @@ class ScipyStepper(Stepper):
             return dy
 
         self.solver = self.solver_cls(f, t[0], y0[0], t[-1], rtol=self.rtol, atol=self.atol)
+        self.floor = H_FLOOR * (t[-1] - t[0])
         self.nfev, self.n_steps, self.n_calls = np.zeros(1, np.int64), np.zeros(1, np.int64), 0
 
     def advance(self):
@@ -216,6 +232,12 @@ class ScipyStepper(Stepper):
             adv.failures.append((p, -2, f"solver failure at t = {sv.t:.6g}: {msg}"))
             return adv
         self.n_steps[0] += 1
+        if sv.status == "running" and sv.step_size is not None and sv.step_size < self.floor:
+            adv.failures.append((p, -2, _too_small(sv.t, self.floor)))
+            return adv
+        if self.n_steps[0] > self.max_steps:
+            adv.failures.append((p, -2, _too_many(sv.t, self.max_steps)))
+            return adv
         why = self.check(sv.y[None], np.array([p]))[0]
         if why is not None:
             adv.failures.append((p, -1, _diverged(sv.t, why)))
@@ -255,8 +277,9 @@ class CompiledStepper(Stepper):
     compiled loop checks them after every step against theory._divergence.BLOWUP.
     """
 
-    def __init__(self, rhs, p: np.ndarray, watch: np.ndarray, *, rtol: float, atol: float):
+    def __init__(self, rhs, p: np.ndarray, watch: np.ndarray, *, rtol: float, atol: float, max_steps: int = MAX_STEPS):
         self.rhs, self.p, self.watch, self.rtol, self.atol = rhs, p, np.ascontiguousarray(watch, dtype=np.int64), rtol, atol
+        self.max_steps = int(max_steps)
 
     def _f(self, t, y):
         dy = np.empty_like(y)
@@ -274,6 +297,7 @@ class CompiledStepper(Stepper):
         with np.errstate(all="ignore"):
             self.h = float(initial_steps(lambda tt, y: self._f(tt[0], y[0])[None], np.array([self.tc]), self.y[None],
                                          f0[None], self.rtol, self.atol, t[-1] - t[0], DOP853.error_order)[0])
+        self.floor = H_FLOOR * (t[-1] - t[0])
         self.nfev, self.n_steps, self.n_calls = np.array([2], np.int64), np.zeros(1, np.int64), 0
 
     def advance(self):
@@ -281,10 +305,17 @@ class CompiledStepper(Stepper):
 
         p, t = self.point, self.t
         seg = np.ascontiguousarray(t[self.i : self.i + SEGMENT])
-        Y, done, self.tc, self.y, self.h, n_f, code = _dop853.dop853_segment(
-            self.rhs, self.p, self.y, self.tc, self.h, seg, self.rtol, self.atol, float(_divergence.BLOWUP), self.watch,
-            MAX_STEPS, *_dop853.COEFFS)
+        left = self.max_steps + t.size - int(self.n_steps[0])  # (it lands a step on every output time)
+        try:
+            Y, done, self.tc, self.y, self.h, n_f, code, steps = _dop853.dop853_segment(
+                self.rhs, self.p, self.y, self.tc, self.h, seg, self.rtol, self.atol, float(_divergence.BLOWUP), self.watch,
+                left, self.floor, *_dop853.COEFFS)
+        except SystemError as exc:  # Ctrl-C while numba's dispatcher returns: the interrupt, wrapped
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
         self.nfev[0] += n_f
+        self.n_steps[0] += steps
         adv = Advance()
         if done:
             adv.outputs.append((np.full(done, p), np.arange(self.i, self.i + done), Y[:done].copy()))
@@ -295,8 +326,7 @@ class CompiledStepper(Stepper):
             if why is not None:
                 adv.failures.append((p, -1, _diverged(self.tc, why)))
             else:
-                what = "step size too small" if code == -2 else "too many steps"
-                adv.failures.append((p, -2, f"solver failure at t = {self.tc:.6g}: {what}"))
+                adv.failures.append((p, -2, _too_small(self.tc, self.floor) if code == -2 else _too_many(self.tc, self.max_steps)))
         return adv
 
     def drop(self, points):
@@ -308,7 +338,9 @@ class CompiledStepper(Stepper):
     def counts(self, B):
         nfev = np.zeros(B, np.int64)
         nfev[self.point] = self.nfev[0]
-        return nfev, np.zeros(B, np.int64), int(self.nfev[0])
+        steps = np.zeros(B, np.int64)
+        steps[self.point] = self.n_steps[0]
+        return nfev, steps, int(self.nfev[0])
 
 
 class BatchedStepper(Stepper):
@@ -320,8 +352,10 @@ class BatchedStepper(Stepper):
     again only when the set of active points changes.
     """
 
-    def __init__(self, subset: Callable[[np.ndarray], Callable], *, rtol: float, atol: float, time_dependent: bool = False):
+    def __init__(self, subset: Callable[[np.ndarray], Callable], *, rtol: float, atol: float, time_dependent: bool = False,
+                 max_steps: int = MAX_STEPS):
         self.subset, self.rtol, self.atol, self.time_dependent = subset, rtol, atol, time_dependent
+        self.max_steps = int(max_steps)
 
     def _call(self, f, tt, yy, points):
         self.n_calls += 1
@@ -342,6 +376,7 @@ class BatchedStepper(Stepper):
         self.f = self._call(self.fun, self.tc, self.y, self.act)
         self.h = initial_steps(lambda tt, yy: self._call(self.fun, tt, yy, self.act), self.tc, self.y, self.f, self.rtol,
                                self.atol, t[-1] - t[0], DOP853.error_order)
+        self.floor = H_FLOOR * (t[-1] - t[0])
 
     def counts(self, B):
         nfev = np.zeros(B, np.int64)
@@ -373,8 +408,8 @@ class BatchedStepper(Stepper):
         Kst = np.empty((s + 1, b, n))
         clipped = tc + h >= t_end
         hs = np.where(clipped, t_end - tc, h)
-        min_step = 10 * np.abs(np.nextafter(tc, np.inf) - tc)
-        small = hs < min_step
+        min_step = np.maximum(self.floor, 10 * np.abs(np.nextafter(tc, np.inf) - tc))
+        small = (hs < min_step) & ~(clipped & (hs > 0))
         Kst[0] = f
         for i in range(1, s):
             dy = _combine(tab.A[i], Kst, i) * hs[:, None]
@@ -405,6 +440,10 @@ class BatchedStepper(Stepper):
         for j in np.nonzero(small)[0]:
             adv.failures.append((act[j], -2, f"step size too small at t = {tc[j]:.6g} (steps/D)"))
         stop |= small
+        many = ok & (self.n_steps[act] > self.max_steps)
+        for j in np.nonzero(many & ~stop)[0]:
+            adv.failures.append((act[j], -2, _too_many(tc[j], self.max_steps)))
+        stop |= many
         if ok.any():
             idx = np.nonzero(ok)[0]
             for j, w in zip(idx, self.check(y[idx], act[idx])):

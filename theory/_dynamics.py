@@ -113,12 +113,12 @@ class Dynamics:
 
 
 def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, where="integrate",
-                  **options) -> Dynamics:
+                  extra=(), **options) -> Dynamics:
     """Validate the parameters of a run and build its :class:`Dynamics` (options: HyperParams fields
-    and rule options such as presynaptic, error)."""
+    and rule options such as presynaptic, error; ``extra``: the caller's other keywords, for hints)."""
     if not isinstance(state0, OrderParams):
         raise TypeError(f"{where}: state0 must be a theory.OrderParams, got {type(state0).__name__}")
-    rule, hyper = resolve(rule, params, options, where=where)
+    rule, hyper = resolve(rule, params, options, where=where, extra=extra)
     if "b" in rule.reads and state0.b is None:
         raise ValueError(f"{where}: rule {rule.name!r} needs the feedback vector b; build the state with OrderParams(..., b=...)")
     return Dynamics(rule=rule, hyper=hyper, K=state0.K, M=state0.M, T=state0.T, U=state0.U, P=state0.P,

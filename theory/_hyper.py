@@ -68,6 +68,16 @@ class HyperParams:
         """(eta(t), eta_v(t)): floats for constant rates, else evaluated at t (vectorised)."""
         return tuple(r if isinstance(r, float) else r(t) for r in (self.eta, self.eta_v))
 
+    def max_rate(self) -> float:
+        """The largest learning rate the schedules reach (for checks of representability)."""
+        def top(r):
+            if isinstance(r, float):
+                return r
+            vals = getattr(r, "values", None)
+            return float(max(vals)) if vals is not None else float(np.max(np.asarray(r(np.array([0.0])))))
+
+        return max(top(self.eta), top(self.eta_v))
+
     def breakpoints(self) -> tuple[float, ...]:
         """Times where a schedule is not smooth: the ODE integrators stop and restart there."""
         return tuple(sorted({b for r in (self.eta, self.eta_v) if isinstance(r, Schedule) for b in r.breakpoints()}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks as checks
 from ._state import OrderParams
 
 __all__ = ["random_state", "state_from_weights"]
@@ -35,11 +36,12 @@ def state_from_weights(W, W_star, v, v_star, f=None, b=None) -> OrderParams:
 def random_state(K: int = 2, M: int = 2, *, D: int = 1000, seed: int = 0, w_std: float = 1.0, v_std: float = 1.0,
                  v_star: float | np.ndarray = 1.0) -> OrderParams:
     """The measured order parameters of random weights at dimension D (see module docstring)."""
-    for name, val in (("K", K), ("M", M), ("D", D)):
-        if int(val) != val or val < 1:
-            raise ValueError(f"random_state: {name} must be a positive integer, got {val}")
-    if w_std < 0 or v_std < 0:
-        raise ValueError(f"random_state: w_std and v_std must be >= 0, got {w_std}, {v_std}")
+    where = "random_state"
+    K, M, D = (checks.integer(name, val, where=where, min=1) for name, val in (("K", K), ("M", M), ("D", D)))
+    seed = checks.integer("seed", seed, where=where, min=0)
+    w_std = checks.number("w_std", w_std, where=where, min=0.0)
+    v_std = checks.number("v_std", v_std, where=where, min=0.0)
+    checks.memory(f"weights of dimension D = {D}", 8.0 * 3 * (K + M + 1) * D, where=where)
     rng = np.random.default_rng(seed)
     W_star = rng.standard_normal((M, D))
     W = w_std * rng.standard_normal((K, D))

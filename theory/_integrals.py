@@ -47,24 +47,61 @@ _2_PI = 2.0 / np.pi
 _SQRT_2_PI = np.sqrt(2.0 / np.pi)
 
 
+def _covariance(name, diag: dict, off: dict):
+    """Check that the entries given are those of a covariance: finite, variances >= 0, and every
+    covariance within Cauchy-Schwarz |C_ij| <= sqrt(C_ii C_jj) (to rounding); arrays broadcast."""
+    vals = {k: np.asarray(v) for k, v in {**diag, **off}.items()}
+    for k, v in vals.items():
+        if np.iscomplexobj(v) or v.dtype.kind not in "biuf":
+            raise ValueError(f"{name}: {k} must be real numbers, got {v!r}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name}: {k} must be finite")
+    for k, v in diag.items():
+        if np.any(np.asarray(v) < 0):
+            raise ValueError(f"{name}: the variance {k} must be >= 0, got min {np.min(v):.3g}")
+    for k, v in off.items():
+        i, j = f"C{k[1]}{k[1]}", f"C{k[2]}{k[2]}"
+        if i in diag and j in diag:
+            bound = np.sqrt(np.asarray(diag[i], float) * np.asarray(diag[j], float))
+            if np.any(np.abs(v) > bound * (1 + 1e-9) + 1e-12):
+                raise ValueError(f"{name}: ({i}, {k}, {j}) is not a covariance: |{k}| > sqrt({i} {j})")
+
+
 def I2(C11, C12, C22):
     """E[g(a) g(b)] for erf."""
-    return _2_PI * np.arcsin(C12 / np.sqrt((1.0 + C11) * (1.0 + C22)))
+    _covariance("I2", dict(C11=C11, C22=C22), dict(C12=C12))
+    return _i2(C11, C12, C22)
 
 
 def J2(C11, C12, C22):
     """E[g'(a) g'(b)] for erf."""
+    _covariance("J2", dict(C11=C11, C22=C22), dict(C12=C12))
     return _2_PI / np.sqrt((1.0 + C11) * (1.0 + C22) - C12 * C12)
 
 
 def I3(C11, C12, C13, C23, C33):
     """E[g'(a) b g(c)] for erf."""
-    L3 = (1.0 + C11) * (1.0 + C33) - C13 * C13
-    return _2_PI * (C23 * (1.0 + C11) - C12 * C13) / ((1.0 + C11) * np.sqrt(L3))
+    _covariance("I3", dict(C11=C11, C33=C33), dict(C12=C12, C13=C13, C23=C23))
+    return _i3(C11, C12, C13, C23, C33)
 
 
 def I4(C11, C12, C13, C14, C22, C23, C24, C33, C34, C44):
     """E[g'(a) g'(b) g(c) g(d)] for erf."""
+    _covariance("I4", dict(C11=C11, C22=C22, C33=C33, C44=C44),
+                dict(C12=C12, C13=C13, C14=C14, C23=C23, C24=C24, C34=C34))
+    return _i4(C11, C12, C13, C14, C22, C23, C24, C33, C34, C44)
+
+
+def _i2(C11, C12, C22):
+    return _2_PI * np.arcsin(C12 / np.sqrt((1.0 + C11) * (1.0 + C22)))
+
+
+def _i3(C11, C12, C13, C23, C33):
+    L3 = (1.0 + C11) * (1.0 + C33) - C13 * C13
+    return _2_PI * (C23 * (1.0 + C11) - C12 * C13) / ((1.0 + C11) * np.sqrt(L3))
+
+
+def _i4(C11, C12, C13, C14, C22, C23, C24, C33, C34, C44):
     a1, a2 = 1.0 + C11, 1.0 + C22
     L4 = a1 * a2 - C12 * C12
     L0 = L4 * C34 - C23 * C24 * a1 - C13 * C14 * a2 + C12 * C13 * C24 + C12 * C14 * C23
@@ -123,7 +160,7 @@ def I3_tensor(C, A, B=None):
     C13 = C[..., A, :][..., B][..., :, None, :]
     C23 = C[..., :, B][..., None, :, :]
     C33 = d[..., B][..., None, None, :]
-    return I3(C11, C12, C13, C23, C33)
+    return _i3(C11, C12, C13, C23, C33)
 
 
 def I4_tensor(C, A, B=None):
@@ -149,7 +186,7 @@ def I4_tensor(C, A, B=None):
     C33 = dB[..., None, None, :, None]
     C44 = dB[..., None, None, None, :]
     C34 = CBB[..., None, None, :, :]
-    return I4(C11, C12, C13, C14, C22, C23, C24, C33, C34, C44)
+    return _i4(C11, C12, C13, C14, C22, C23, C24, C33, C34, C44)
 
 
 def dgg_tensor(C, A, B=None):

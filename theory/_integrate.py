@@ -7,7 +7,7 @@ import scipy.integrate
 
 from . import _checks as checks
 from ._divergence import state_check
-from ._driver import CompiledStepper, ScipyStepper, drive_segments
+from ._driver import MAX_STEPS, CompiledStepper, ScipyStepper, drive_segments
 from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
 from ._rules import Rule
@@ -19,6 +19,13 @@ __all__ = ["integrate", "default_times", "watched_indices"]
 
 def default_times(t_max: float = 1000.0, n: int = 200, t_min: float = 1e-2) -> np.ndarray:
     """0 followed by n log-spaced times from t_min to t_max (steps / D)."""
+    where = "default_times"
+    t_max = checks.number("t_max", t_max, where=where)
+    t_min = checks.number("t_min", t_min, where=where)
+    n = checks.integer("n", n, where=where, min=1)
+    if not 0 < t_min < t_max:
+        raise ValueError(f"default_times: needs 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
+    checks.memory(f"{n} times", 8.0 * n, where=where)
     return np.concatenate([[0.0], np.geomspace(t_min, t_max, n)])
 
 
@@ -40,6 +47,7 @@ def integrate(
     atol: float = 1e-10,
     throw: bool = True,
     progress: bool = False,
+    max_steps: int = MAX_STEPS,
     **options,
 ) -> Trajectory:
     """Integrate the order-parameter ODE of ``rule`` from ``state0``.
@@ -61,12 +69,20 @@ def integrate(
     throw : on divergence or solver failure, raise :class:`DivergenceError` (default) carrying
         the partial trajectory; with False, return it with ``status`` < 0 and a ``message``.
     progress : show a tqdm progress bar over time.
+    max_steps : accepted steps before the run stops with status -2 ("too many steps"): a stiff or
+        runaway run (a learning rate far too large) stops in seconds. Steps below 1e-12 of the
+        interval stop it too ("step size too small").
 
     Ctrl-C stops the integration and returns what was computed, with status 1.
     """
-    dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate", **options)
+    dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate", extra=checks.parameters(integrate),
+                        **options)
     t = default_times() if t is None else checks.times(t, where="integrate")
     rtol, atol = checks.tolerances(rtol, atol, where="integrate")
+    max_steps = checks.integer("max_steps", max_steps, where="integrate", min=1)
+    throw = checks.boolean("throw", throw, where="integrate")
+    n = state0.to_vector().size
+    checks.memory(f"{t.size} output times", t.size * (n + 3 * dyn.K * dyn.M + 16) * 8 * 3, where="integrate")
     methods = scipy.integrate._ivp.ivp.METHODS
     solver_cls = methods.get(method) if isinstance(method, str) else method
     if solver_cls is None:
@@ -79,9 +95,9 @@ def integrate(
         seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]
         compiled = seg.compiled() if method == "DOP853" else None
         if compiled is not None:
-            return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol)
+            return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol, max_steps=max_steps)
         fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
-        return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol)
+        return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol, max_steps=max_steps)
 
     sol = drive_segments(stepper_on, state0.to_vector()[None], t, dyn.hyper.breakpoints(),
                          diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,

@@ -23,7 +23,14 @@ _PSD_TOL = 1e-9
 
 
 def _as_float(name: str, x, ndim: int) -> np.ndarray:
-    a = np.array(x, dtype=np.float64)
+    try:
+        if np.iscomplexobj(x):
+            raise ValueError(f"OrderParams: {name} must be real, got complex values")
+        a = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        if str(exc).startswith("OrderParams:"):
+            raise
+        raise ValueError(f"OrderParams: {name} must be an array of real numbers, got {x!r:.60}") from None
     if a.ndim != ndim:
         raise ValueError(f"OrderParams: {name} must have {ndim} dimension(s), got shape {a.shape}")
     if not np.all(np.isfinite(a)):
@@ -90,10 +97,10 @@ class OrderParams:
             raise ValueError(f"OrderParams: S must have shape (K,) = ({K},), got {self.S.shape}")
         if self.U.shape != (M,):
             raise ValueError(f"OrderParams: U must have shape (M,) = ({M},), got {self.U.shape}")
-        P = float(self.P)
+        P = _as_float("P", self.P, 0)
         if not np.isfinite(P) or P < 0:
             raise ValueError(f"OrderParams: P = f.f/D must be finite and >= 0, got {P}")
-        set_("P", P)
+        set_("P", float(P))
         if self.b is not None:
             set_("b", _as_float("b", self.b, 1))
             if self.b.shape != (K,):

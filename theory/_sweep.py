@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _checks as checks
 from ._divergence import state_check
-from ._driver import BatchedStepper, BatchSolution, drive_segments
+from ._driver import MAX_STEPS, BatchedStepper, BatchSolution, drive_segments
 from ._dynamics import Dynamics
 from ._hyper import HYPER_FIELDS, HyperBatch, HyperParams, record, rule_option_names
 from ._integrate import default_times
@@ -114,6 +114,7 @@ class _Job:
     chunk: _Chunk  # its hyper: the points at t[0] (the HyperBatch of hypers on the first interval)
     hypers: tuple
     breaks: tuple
+    max_steps: int = MAX_STEPS
 
     def chunk_on(self, a, b, points) -> _Chunk:
         take = lambda x: None if x is None else x[points]  # noqa: E731
@@ -127,7 +128,8 @@ class _Job:
 
         def stepper_on(a, b, points):
             seg = self.chunk_on(a, b, points)
-            return BatchedStepper(_factory(seg, pool=pool), rtol=ch.rtol, atol=ch.atol, time_dependent=True)
+            return BatchedStepper(_factory(seg, pool=pool), rtol=ch.rtol, atol=ch.atol, time_dependent=True,
+                                  max_steps=self.max_steps)
 
         return drive_segments(stepper_on, ch.y0, ch.t, self.breaks, diagnose=ch.diagnose, progress=progress, desc=desc)
 
@@ -279,6 +281,7 @@ def sweep(
     chunk_size: int | None = None,
     threads: int | None = None,
     progress: bool = True,
+    max_steps: int = MAX_STEPS,
     **options,
 ) -> SweepResult:
     """Integrate the order-parameter ODE at many parameter points; one table row per point.
@@ -305,12 +308,14 @@ def sweep(
     threads : without an executor, threads sharing each batched right-hand side of the compiled
         closed forms (default: the CPU count, at most 8). Executor tasks use one thread each.
     progress : tqdm progress bar (over time for a serial run, over chunks with an executor).
+    max_steps : accepted steps of a point before it stops with status -2 (as :func:`theory.integrate`).
 
-    A diverged point gets status -1 and a message, the others carry on. Ctrl-C keeps what was
-    computed (unfinished points get status 1).
+    A diverged or failed point gets a negative status and a message, the others carry on. Ctrl-C
+    keeps what was computed (unfinished points get status 1).
     """
     opt_names = rule_option_names()
-    checks.reject_unknown([k for k in options if k not in HYPER_FIELDS], opt_names, where="sweep")
+    checks.reject_unknown([k for k in options if k not in HYPER_FIELDS], tuple(opt_names) + HYPER_FIELDS + checks.parameters(sweep),
+                          where="sweep")
     sweepable = ("states", "rule") + HYPER_FIELDS + tuple(sorted(opt_names))
     if params is not None and not isinstance(params, HyperParams):
         raise TypeError(f"sweep: params must be a theory.HyperParams, got {type(params).__name__}")
@@ -326,19 +331,29 @@ def sweep(
         raise TypeError("sweep: grid must be a mapping {parameter: values}")
     cols = expand(point_params, tags, grid, sweepable)
     npts = len(cols["rule"])
+    if t is not None:
+        t = checks.times(t, where="sweep")
+    checks.memory(f"{npts} points x {np.size(t) if t is not None else 201} output times",
+                  npts * (np.size(t) if t is not None else 201) * 8 * 64, where="sweep")
 
     # ---- options
     t = default_times() if t is None else checks.times(t, where="sweep")
     rtol, atol = checks.tolerances(rtol, atol, where="sweep")
-    if eg_target is not None and not (float(eg_target) > 0):
-        raise ValueError(f"sweep: eg_target must be > 0, got {eg_target}")
+    if eg_target is not None:
+        eg_target = checks.number("eg_target", eg_target, where="sweep")
+        if not eg_target > 0:
+            raise ValueError(f"sweep: eg_target must be > 0, got {eg_target}")
+    progress = checks.boolean("progress", progress, where="sweep")
     popts = dict(PLATEAU_DEFAULTS)
     for k, val in dict(plateau_options or {}).items():
         if k not in popts:
             raise ValueError(f"sweep: unknown plateau option {k!r}; expected {sorted(popts)}")
         popts[k] = checks.number(f"plateau_options[{k!r}]", val, min=0.0, where="sweep")
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"sweep: chunk_size must be a positive integer, got {chunk_size}")
+    if chunk_size is not None:
+        chunk_size = checks.integer("chunk_size", chunk_size, where="sweep", min=1)
+    if threads is not None:
+        threads = checks.integer("threads", threads, where="sweep", min=1)
+    max_steps = checks.integer("max_steps", max_steps, where="sweep", min=1)
     if executor is not None and not isinstance(executor, concurrent.futures.Executor) and not hasattr(executor, "submit"):
         raise TypeError(f"sweep: executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
 
@@ -394,7 +409,7 @@ def sweep(
                 y0=np.stack([s.to_vector() for s in ss]), T=np.stack([s.T for s in ss]), U=np.stack([s.U for s in ss]),
                 P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
                 b=np.stack([s.b for s in ss]) if has_b else None, t=t, rtol=rtol, atol=atol,
-            ), hypers=tuple(hypers[i] for i in pts), breaks=breaks)))
+            ), hypers=tuple(hypers[i] for i in pts), breaks=breaks, max_steps=max_steps)))
 
     # ---- run
     sols: list[BatchSolution | None] = [None] * len(chunks)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._io import dumps
+from ._checks import LoadError
+from ._io import check_arrays, load_npz, save_npz
 from ._observables import alignment_angles, generalisation_error, specialisation
 from ._rules import rule_from_params
 from ._state import OrderParams
@@ -132,22 +132,26 @@ class Trajectory:
                 arrays[f"state0_{k}"] = np.asarray(val)
         for k, val in self.angles.items():
             arrays[f"angle_{k}"] = val
-        np.savez_compressed(path, __meta__=np.array(dumps(meta)), **arrays)
-        return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+        return save_npz(path, "Trajectory", meta, arrays)
 
     @classmethod
     def load(cls, path) -> "Trajectory":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["__meta__"]))
-            s0 = {k[len("state0_"):]: z[k] for k in z.files if k.startswith("state0_")}
+        """Read a saved trajectory; :class:`theory.checks.LoadError` when the file is not one, or is damaged."""
+        need = ("t", "Q", "R", "S", "v", "state0_Q", "state0_R", "state0_T", "state0_v", "state0_v_star", "state0_P")
+        meta, z = load_npz(path, "Trajectory", need)
+        what = f"Trajectory.load: {str(path)!r}"
+        n, (K, M) = len(z["t"]), np.shape(z["state0_R"])
+        check_arrays(what, z, dict(t=(None,), Q=(n, K, K), R=(n, K, M), S=(n, K), v=(n, K)), finite=("t", "Q", "R", "S", "v"))
+        try:
+            s0 = {k[len("state0_"):]: z[k] for k in z if k.startswith("state0_")}
             s0["P"] = float(s0["P"])
-            traj = cls(
-                t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0),
-                params=meta["params"], status=meta["status"], message=meta["message"], nfev=meta["nfev"],
-            )
-            # the angles as computed when saved (the rule's class need not be registered here)
-            traj.__dict__["angles"] = {k[len("angle_"):]: _read_only(z[k]) for k in z.files if k.startswith("angle_")}
-            return traj
+            traj = cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0), params=meta["params"],
+                       status=meta["status"], message=meta["message"], nfev=meta["nfev"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
+        # the angles as computed when saved (the rule's class need not be registered here)
+        traj.__dict__["angles"] = {k[len("angle_"):]: _read_only(z[k]) for k in z if k.startswith("angle_")}
+        return traj
 
 
 def _read_only(a):
