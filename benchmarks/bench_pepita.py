@@ -24,7 +24,7 @@ import numpy as np
 import theory
 from theory._montecarlo import monte_carlo_terms
 from theory._closed import assemble
-from theory._numerical import GaussHermite, QMC, numerical_terms
+from theory._numerical import GaussHermite, numerical_terms
 from theory._state import pack, unpack
 
 

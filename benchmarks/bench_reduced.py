@@ -56,7 +56,6 @@ def rate_reduced(rule, D, replicas, steps, device, backend, repeats):
     simulate.run_reduced(init, rule, [0.0, min(20, steps) / D], **kw)  # warm-up (and numba compile / cache load)
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
         res = simulate.run_reduced(init, rule, [0.0, steps / D], **kw)
         best = min(best, res.params["wall_s"])  # the chain itself (not the initial weights' overlaps)
     assert res.params["backend"] == backend

@@ -52,7 +52,7 @@ def main():
     t0 = time.perf_counter()
     dev = 0.0
     for i in pick:
-        row = sw.table[int(i)]
+        row = sw.table.iloc[int(i)]
         tr = theory.integrate(states[row["state"]], "bp", eta=row["eta"], rtol=1e-8, atol=1e-10)
         dev = max(dev, float(np.abs(tr.eg - sw.eg[i]).max()))
     dt_one = (time.perf_counter() - t0) / N_BASELINE

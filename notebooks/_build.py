@@ -154,18 +154,12 @@ t0 = time.perf_counter()
 res = theory.sweep(states, "bp", t, grid=dict(eta=ETAS), tags=dict(seed=seeds, w_std=wstds),
                    eg_target=1e-3, progress=False)
 print(f"{len(res)} learning curves in {time.perf_counter() - t0:.1f} s; statuses:", np.unique(res.table["status"]))
-res.table[:3].rows().__next__()'''),
+res.table.head(3)'''),
     new_code_cell('''\
 def grid_median(table, col, x="eta", y="w_std"):
     """Median of `col` over the other parameters, on the (y, x) grid (NaN where no point has a value)."""
-    xs, ys = np.unique(table[x]), np.unique(table[y])
-    out = np.full((len(ys), len(xs)), np.nan)
-    for i, yv in enumerate(ys):
-        for j, xv in enumerate(xs):
-            vals = table[col][(table[x] == xv) & (table[y] == yv)].astype(float)
-            if np.isfinite(vals).any():
-                out[i, j] = np.nanmedian(vals)
-    return xs, ys, out
+    z = table.pivot_table(index=y, columns=x, values=col, aggfunc="median", dropna=False)
+    return z.columns.to_numpy(), z.index.to_numpy(), z.to_numpy(dtype=float)
 
 
 def heatmap(ax, xs, ys, z, xlabel, ylabel, title, fig):
@@ -193,11 +187,10 @@ between its hidden units), and the plateau shortens as eta grows. The long table
 curve; here a few learning curves at w_std = the smallest value, coloured by eta."""),
     new_code_cell('''\
 fig, ax = plt.subplots(figsize=(6, 4))
-sel = np.nonzero((tab["w_std"] == W_STDS[0]) & (tab["seed"] == 0))[0]
-for i in sel:
-    ax.plot(res.t[1:], res.eg[i, 1:], label=f"eta = {tab['eta'][i]:.2g}")
-    if tab["plateau_length"][i] > 0:
-        ax.axvspan(tab["plateau_start"][i], tab["plateau_end"][i], alpha=0.05, color="k")
+for i, row in tab[(tab["w_std"] == W_STDS[0]) & (tab["seed"] == 0)].iterrows():  # the index is the point's number
+    ax.plot(res.t[1:], res.eg[i, 1:], label=f"eta = {row['eta']:.2g}")
+    if row["plateau_length"] > 0:
+        ax.axvspan(row["plateau_start"], row["plateau_end"], alpha=0.05, color="k")
 ax.set(xscale="log", yscale="log", xlabel="t", ylabel="eps_g", title=f"w_std = {W_STDS[0]:g}: plateaus shaded")
 ax.legend(fontsize=8)
 save(fig, "03_curves.png")
@@ -230,7 +223,8 @@ import concurrent.futures
 
 with concurrent.futures.ProcessPoolExecutor(2) as ex:
     again = theory.sweep(s0, "afa", t, grid=dict(sigma_F=SIGMA_FS[:2], eta=ETAS_A[:2]), executor=ex, progress=False)
-print(np.allclose(again.table["eg_final"], afa.table[(np.isin(ta["sigma_F"], SIGMA_FS[:2])) & np.isin(ta["eta"], ETAS_A[:2])]["eg_final"], equal_nan=True))'''),
+same = ta[ta["sigma_F"].isin(SIGMA_FS[:2]) & ta["eta"].isin(ETAS_A[:2])]
+print(np.allclose(again.table["eg_final"], same["eg_final"], equal_nan=True))'''),
 ]
 
 # --------------------------------------------------------------------------- 4 pepita vs afa
@@ -506,6 +500,8 @@ def build(names=None):
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
             continue
+        for i, cell in enumerate(cells):  # stable ids: a rebuild changes only the cells that changed
+            cell["id"] = f"{name[:2]}-{i:02d}"
         nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
         nbformat.write(nb, HERE / name)
         print("wrote", HERE / name)

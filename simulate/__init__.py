@@ -15,17 +15,34 @@ Public API (notation of THEORY.md):
 Figures live in simulate._plots; the command line ``pepita-dynamics`` in simulate._cli.
 """
 
-from ._compare import PEPITA_ODE_RULE, Agreement, Comparison, compare
-from ._engine import ENGINES, Records, RunSpec, register_engine, run
-from ._init import Initialisation, Weights
-from ._result import SimulationResult
-from ._reduced import empirical_eg, run_reduced  # registers engine "reduced" for run/compare
-from ._finite_size import finite_size_study, plateau_escape_times
+import importlib
 
-__all__ = [
-    "PEPITA_ODE_RULE", "Agreement", "Comparison", "compare",
-    "ENGINES", "Records", "RunSpec", "register_engine", "run",
-    "Initialisation", "Weights",
-    "SimulationResult",
-    "empirical_eg", "run_reduced", "finite_size_study", "plateau_escape_times",
-]
+# Names are imported on first use (PEP 562): ``import simulate`` and the command line's ``--help`` and
+# ``ode`` do not pay for torch; the first simulation does.
+_WHERE = {
+    "PEPITA_ODE_RULE": "_compare", "Agreement": "_compare", "Comparison": "_compare", "compare": "_compare",
+    "ENGINES": "_engine", "Records": "_engine", "RunSpec": "_engine", "register_engine": "_engine", "run": "_engine",
+    "Initialisation": "_init", "Weights": "_init",
+    "SimulationResult": "_result",
+    "empirical_eg": "_reduced", "run_reduced": "_reduced",  # _engine imports _reduced: it registers engine "reduced"
+    "finite_size_study": "_finite_size", "plateau_escape_times": "_finite_size",
+}
+
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name):
+    if name == "__version__":  # one version string: theory's
+        from theory import __version__
+
+        return __version__
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'simulate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

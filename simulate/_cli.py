@@ -74,11 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--engine", default="full", help="simulation engine (full, or a registered one such as reduced)")
     po = sub.add_parser("ode", help="ODE learning curves of all rules from a default initial condition")
     _common(po, D=1000, t_max=1000.0)
+    ps = sub.add_parser("sweep", help="a grid of ODE learning curves: table (CSV) and phase diagrams")
+    _common(ps, D=1000, t_max=1000.0)
+    ps.add_argument("--grid", action="append", default=[], metavar="NAME=VALUES", required=True,
+                    help="a grid axis: NAME=v1,v2,... or NAME=start:stop:num[:log] over a hyper-parameter (eta, eta_v, "
+                         "sigma, sigma_F, weight_decay, batch, train_second_layer, g) or a rule option (presynaptic, "
+                         "error); repeatable")
+    ps.add_argument("--states", type=int, default=1, help="random initial conditions (seeds --init-seed, +1, ...)")
+    ps.add_argument("--eg-target", type=float, default=None, help="add the time to reach this eg (column t_target)")
+    ps.add_argument("--workers", type=int, default=None, help="run chunks of points in this many processes")
+    ps.add_argument("--dask", default=None, metavar="ADDRESS", help="run chunks on a Dask scheduler (e.g. tcp://host:8786)")
     return parser
 
 
 #: exit codes: 0 finished, 2 bad input, 3 a run diverged or failed (its results are written), 130 interrupted
 EXIT_OK, EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+def _headless():
+    """The command line writes figures to files: matplotlib's Agg backend, whatever the environment says."""
+    import matplotlib
+
+    matplotlib.use("Agg")
 
 
 def _times(t_max, n):
@@ -137,6 +154,7 @@ def cmd_compare(a) -> int:
 
     from ._compare import Comparison, compare
     from ._init import Initialisation
+    _headless()
     from ._plots import plot_angles, plot_directions, plot_eg
 
     out = _out(a)
@@ -168,6 +186,7 @@ def cmd_ode(a) -> int:
     """Integrate every rule's ODE; each curve is written as soon as it is done."""
     import theory
 
+    _headless()
     from ._plots import plot_ode_curves
 
     out = _out(a)
@@ -188,6 +207,88 @@ def cmd_ode(a) -> int:
     return _exit(any(tr.status == 1 for tr in trajs.values()), [tr.status for tr in trajs.values()])
 
 
+_GRID_TYPES = dict(batch=int, train_second_layer=lambda s: {"true": True, "false": False}[s.strip().lower()],
+                   g=str, presynaptic=str, error=str)
+
+
+def _grid(specs) -> dict:
+    """--grid NAME=v1,v2 / NAME=start:stop:num[:log] -> {name: values}."""
+    import theory
+
+    valid = set(theory.HyperParams.__dataclass_fields__) | {"presynaptic", "error"}
+    grid = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ValueError(f"--grid {spec!r}: expected NAME=v1,v2,... or NAME=start:stop:num[:log]")
+        if name not in valid:
+            raise ValueError(f"--grid {spec!r}: {name!r} is not a sweepable parameter; expected one of {sorted(valid)}")
+        if name in grid:
+            raise ValueError(f"--grid: {name!r} given twice")
+        conv = _GRID_TYPES.get(name, float)
+        try:
+            if ":" in values and conv is float:
+                parts = values.split(":")
+                if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "log"):
+                    raise ValueError("start:stop:num[:log]")
+                lo, hi, num = float(parts[0]), float(parts[1]), theory.checks.integer("num", float(parts[2]), min=1)
+                vals = list(np.geomspace(lo, hi, num) if len(parts) == 4 else np.linspace(lo, hi, num))
+            else:
+                vals = [conv(v) for v in values.split(",") if v.strip()]
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"--grid {spec!r}: cannot read the values ({exc})") from None
+        if not vals:
+            raise ValueError(f"--grid {spec!r}: no values")
+        grid[name] = vals
+    return grid
+
+
+def cmd_sweep(a) -> int:
+    """A grid of ODE learning curves for every rule: sweep.csv (one row per point), sweep.json (parameters,
+    provenance) and sweep.png (phase diagrams)."""
+    import contextlib
+
+    import theory
+
+    _headless()
+    from ._plots import plot_phase_diagrams
+
+    out = _out(a)
+    grid = _grid(a.grid)
+    states = [theory.random_state(a.K, a.M, D=a.D, seed=a.init_seed + i)
+              for i in range(theory.checks.integer("--states", a.states, min=1))]
+    rules = [_variants(r, a) for r in _rules(a)]
+    hyper = _hyper(a)
+    t = _times(a.t_max, max(a.n_times, 100))
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if a.dask is not None:
+            distributed = _optional_import("distributed", "--dask needs dask[distributed]: pip install 'dask[distributed]'")
+            executor = stack.enter_context(distributed.Client(a.dask, timeout="10s")).get_executor()
+        elif a.workers is not None:
+            import concurrent.futures
+
+            executor = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                theory.checks.integer("--workers", a.workers, min=1)))
+        res = theory.sweep(states, grid=dict(grid, rule=rules), t=t, params=hyper, tags=dict(seed=[a.init_seed + i for i in range(len(states))]),
+                           eg_target=a.eg_target, executor=executor, progress=not a.no_progress)
+    res.save(out / "sweep.csv")
+    print(f"{len(res)} points; status counts:", res.table["status"].value_counts().to_dict())
+    fig = plot_phase_diagrams(theory.SweepResult.read_table(out / "sweep.csv"), list(grid))
+    print("wrote", out / "sweep.csv", out / "sweep.json", _save_fig(fig, out / "sweep.png"))
+    return _exit(bool(np.any(res.table["status"] == 1)), list(res.table["status"]))
+
+
+def _optional_import(name, hint):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ValueError(hint) from None
+
+
 def _exit(interrupted: bool, statuses) -> int:
     if interrupted:
         print("pepita-dynamics: interrupted; what was computed is written", file=sys.stderr)
@@ -202,7 +303,7 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 bad input, 3 a run diverged, 130 interrupted)."""
     a = build_parser().parse_args(argv)
     try:
-        return {"compare": cmd_compare, "ode": cmd_ode}[a.command](a)
+        return {"compare": cmd_compare, "ode": cmd_ode, "sweep": cmd_sweep}[a.command](a)
     except (ValueError, TypeError) as exc:
         print(f"pepita-dynamics {a.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

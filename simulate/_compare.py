@@ -172,9 +172,39 @@ class Comparison:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ persistence
+    def to_xarray(self):
+        """An ``xarray.DataTree``: the root holds the parameters, the ODE rules and notes (attributes);
+        node ``<key>/simulation`` the rule's SimulationResult.to_xarray(), ``<key>/ode/<i>`` its ODE
+        trajectories' Trajectory.to_xarray() (one, or one per replica with independent initial weights)."""
+        lab = theory.labelled
+        xr = lab.xarray()
+        nodes = {"/": xr.Dataset(attrs=lab.to_attrs("Comparison", params=self.params, rules=self.rules,
+                                                     ode_rules=self.ode_rules, notes=self.notes))}
+        for key in self.rules:
+            nodes[f"/{key}/simulation"] = self.results[key].to_xarray()
+            for i, tr in enumerate(self.trajectories[key]):
+                nodes[f"/{key}/ode/{i}"] = tr.to_xarray()
+        return xr.DataTree.from_dict(nodes)
+
+    @classmethod
+    def from_xarray(cls, tree) -> "Comparison":
+        """The comparison a DataTree of :meth:`to_xarray` holds (theory.LoadError otherwise)."""
+        meta = theory.labelled.from_attrs(tree.to_dataset(), "Comparison")
+        try:
+            results = {k: SimulationResult.from_xarray(tree[f"{k}/simulation"].to_dataset()) for k in meta["rules"]}
+            trajs = {k: [Trajectory.from_xarray(tree[f"{k}/ode/{i}"].to_dataset()) for i in range(len(tree[f"{k}/ode"].children))]
+                     for k in meta["rules"]}
+        except KeyError as exc:
+            raise theory.LoadError(f"Comparison.from_xarray: missing node {exc}") from None
+        return cls(results=results, trajectories=trajs, ode_rules=meta["ode_rules"], notes=meta["notes"],
+                   params=meta["params"])
+
     def save(self, folder) -> Path:
-        """Write sim_<key>.npz, ode_<key>[_r<i>].npz and comparison.json (parameters, agreement) to ``folder``."""
+        """Write sim_<key>.npz, ode_<key>[_r<i>].npz and comparison.json (parameters, agreement) to ``folder``;
+        or, for a path ending in .nc, one netCDF-4 file of :meth:`to_xarray` (needs xarray, h5netcdf)."""
         folder = Path(folder)
+        if folder.suffix == ".nc":
+            return theory.labelled.write_netcdf(self.to_xarray(), folder)
         folder.mkdir(parents=True, exist_ok=True)
         for key in self.results:
             self.results[key].save(folder / f"sim_{key}.npz")
@@ -190,8 +220,11 @@ class Comparison:
 
     @classmethod
     def load(cls, folder) -> "Comparison":
-        """Read a saved comparison (a folder); :class:`theory.LoadError` when it is not one, or is damaged."""
+        """Read a saved comparison (a folder, or a .nc file); :class:`theory.LoadError` when it is not
+        one, or is damaged."""
         folder = Path(folder)
+        if folder.suffix == ".nc":
+            return cls.from_xarray(theory.labelled.read_netcdf(folder, "Comparison", tree=True))
         what = f"Comparison.load: {str(folder)!r}"
         path = folder / "comparison.json"
         if not path.is_file():
@@ -311,7 +344,8 @@ def compare(
                                         "sigma", "sigma_F", "weight_decay", "train_second_layer", "batch", "eta_schedule",
                                         "eta_v_schedule")}
         params.update(g=first["activation"], rules=list(results), rtol=rtol, atol=atol, status=status,
-                      t=[float(x) for x in np.asarray(t, float).ravel()])
+                      t=[float(x) for x in np.asarray(t, float).ravel()], units=first["units"],
+                      provenance=first["provenance"])
         return Comparison(results=dict(results), trajectories=dict(trajs), ode_rules=dict(ode_rules), notes=dict(notes),
                           params=params)
 

@@ -93,6 +93,7 @@ class Records:
     message: str = "finished"
 
 
+#: The simulation engines by name ("full", "reduced", and any added with register_engine): each runs a RunSpec.
 ENGINES: dict[str, Callable[[RunSpec], Records]] = {}
 
 
@@ -453,7 +454,8 @@ def run(
         init_seed=init.seed, w_std=init.w_std, v_std=init.v_std, v_star=init.v_star, replicas=replicas,
         independent_init=independent_init, device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,
         n_test=n_test, engine=engine, steps=[int(s) for s in rec.steps],
-        samples=[int(s) * dyn.hyper.batch for s in rec.steps],
+        samples=[int(s) * dyn.hyper.batch for s in rec.steps], units={"t": "steps / D", "angles": "degrees"},
+        provenance=theory.provenance(str(dev)),
     )
     if independent_init:
         states = init.order_params(replicas, independent=True)
@@ -467,3 +469,6 @@ def run(
     if rec.status < 0 and throw:
         raise DivergenceError(f"simulate.run: {rec.message}; last recorded time {res.t[-1] if len(res) else float('nan'):.6g}", res)
     return res
+
+
+from . import _reduced  # noqa: E402,F401  (registers the engine "reduced": run() knows it however simulate was imported)

@@ -23,7 +23,7 @@ __all__ = ["plateau_escape_times", "finite_size_study"]
 
 
 def plateau_escape_times(result=None, *, t=None, eg=None, threshold: float = 1e-2) -> np.ndarray:
-    """Per-replica plateau escape times (see the module docstring), shape (R_,), nan when censored.
+    """Per-replica plateau escape times (see the module docstring), shape ``(R_,)``, nan when censored.
 
     Pass a :class:`simulate.SimulationResult` (its t and closed-form eg are used) or arrays
     t (n,) and eg (R_, n). The definition is :func:`theory.crossing_time` at ``threshold``.

@@ -6,15 +6,12 @@ returns a matplotlib Figure; nothing here simulates or integrates.
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt  # the backend is the caller's: inline in notebooks, Agg in the command line
+import numpy as np
 
-matplotlib.use("Agg")  # figures are written to files; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import theory
 
-import theory  # noqa: E402
-
-__all__ = ["plot_eg", "plot_angles", "plot_directions", "plot_ode_curves", "ANGLE_TITLES"]
+__all__ = ["plot_eg", "plot_angles", "plot_directions", "plot_ode_curves", "plot_phase_diagrams", "ANGLE_TITLES"]
 
 ANGLE_TITLES = {
     "teacher": "angle(v, v*)",
@@ -151,6 +148,39 @@ def plot_directions(cmp):
         ax.set_title(f"{key}: directions in the plane", fontsize=9)
     axes[0][0].set_ylabel("direction (degrees)")
     axes[0][-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_phase_diagrams(table, axes, values=("eg_final", "plateau_length")):
+    """Phase diagrams of a sweep table (a DataFrame): one row of panels per rule, one panel per summary.
+
+    Two grid axes: a heat map over them (median over the other parameters); one axis: a curve."""
+    rules = list(dict.fromkeys(table["rule"]))
+    axes = [a for a in axes if a in table.columns and table[a].nunique() > 1][:2] or list(axes)[:1]
+    fig, grid = plt.subplots(len(rules), len(values), figsize=(4.2 * len(values), 3.4 * len(rules)), squeeze=False)
+    for row, rule in zip(grid, rules):
+        sub = table[table["rule"] == rule]
+        for ax, col in zip(row, values):
+            vals = sub[col].astype(float)
+            z = np.log10(vals.where(vals > 0)) if col.startswith("eg") else vals
+            label = f"log10 {col}" if col.startswith("eg") else col
+            if len(axes) == 2:
+                x, y = axes
+                piv = sub.assign(z=z).groupby([y, x])["z"].median().unstack(x)
+                mesh = ax.pcolormesh(np.arange(piv.shape[1] + 1), np.arange(piv.shape[0] + 1), piv.to_numpy(), shading="flat")
+                ax.set_xticks(np.arange(piv.shape[1]) + 0.5, [f"{v:.3g}" if isinstance(v, float) else str(v) for v in piv.columns],
+                              rotation=45, fontsize=7)
+                ax.set_yticks(np.arange(piv.shape[0]) + 0.5, [f"{v:.3g}" if isinstance(v, float) else str(v) for v in piv.index],
+                              fontsize=7)
+                ax.set(xlabel=x, ylabel=y)
+                fig.colorbar(mesh, ax=ax, label=label)
+            else:
+                x = axes[0]
+                med = sub.assign(z=z).groupby(x)["z"].median()
+                ax.plot(med.index, med.to_numpy(), "o-")
+                ax.set(xlabel=x, ylabel=label)
+            ax.set_title(f"{rule}: {label}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -562,7 +562,8 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
                   dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=n_test, backend=out["backend"],
                   eg_test="Monte Carlo over n_test fresh fields z ~ N(0, Omega) per record",
                   wall_s=out["wall_s"], replica_steps=out["replica_steps"], steps=[int(s) for s in out["steps"]],
-                  samples=[int(s) * hyper.batch for s in out["steps"]], units={"t": "steps / D"})
+                  samples=[int(s) * hyper.batch for s in out["steps"]], units={"t": "steps / D", "angles": "degrees"},
+                  provenance=theory.provenance(str(device)))
     res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
                                         status=out["status"], message=out["message"])
     if throw and out["status"] < 0:

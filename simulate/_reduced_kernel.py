@@ -105,7 +105,6 @@ def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv,
             vsb[m, t] = v_star[ct, m]
         Pb[t] = P[ct]
     yv = np.empty((Bs, M1, B))  # (nu, phi) of each sample; phi becomes xi_phi after the update
-    phi = np.empty((Bs, B))
     L21 = np.empty((K, M1, B))
     L22 = np.zeros((K, K, B))
     Lw = np.empty((Bs, Bs, B))  # Bartlett factor of the Wishart Gram matrix of the inputs' orthogonal parts

@@ -25,7 +25,7 @@ _CONSTANTS = ("T", "U", "P", "v_star", "b")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SimulationResult:
-    """Order parameters of R_ replicas measured at times t (steps / D) of a simulation.
+    """Order parameters of ``R_`` replicas measured at times t (steps / D) of a simulation.
 
     Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K), v (R_, n, K): measured overlaps (float64),
     Q = W W^T / D, R = W W*^T / D, S = W f / D.
@@ -147,9 +147,46 @@ class SimulationResult:
                 f"mean eg[-1]={self.mean('eg')[-1]:.4g}, status={self.status} ({self.message!r}))")
 
     # ------------------------------------------------------------------ persistence
+    def to_xarray(self):
+        """An xarray Dataset: Q (replica, t, k, l), R (replica, t, k, m), S, v (replica, t, k), eg, eg_test
+        (replica, t), angles (replica, t, angle), samples (t), the constants (with a replica axis when
+        the initial weights are independent) and every parameter, the status and the provenance in its
+        attributes."""
+        lab = theory.labelled
+        xr = lab.xarray()
+        data = lab.order_parameter_vars(("replica", "t"), self.Q, self.R, self.S, self.v, self.eg, self.angles)
+        data["eg_test"] = (("replica", "t"), self.eg_test)
+        lead = ("replica",) if self.independent_init else ()
+        for k, dims in (("T", ("m", "n")), ("U", ("m",)), ("P", ()), ("v_star", ("m",)), ("b", ("k",))):
+            if getattr(self, k) is not None:
+                data[k] = (lead + dims, np.asarray(getattr(self, k)))
+        coords = dict(replica=np.arange(self.replicas), t=self.t, k=np.arange(self.K), l=np.arange(self.K),
+                      m=np.arange(self.M), n=np.arange(self.M), angle=list(self.angles))
+        if "D" in self.params:
+            coords["samples"] = ("t", self.samples)
+        return xr.Dataset(data, coords=coords, attrs=lab.to_attrs("SimulationResult", params=self.params,
+                                                                  status=self.status, message=self.message))
+
+    @classmethod
+    def from_xarray(cls, ds) -> "SimulationResult":
+        """The result a Dataset of :meth:`to_xarray` holds (theory.LoadError when it holds something else)."""
+        meta = theory.labelled.from_attrs(ds, "SimulationResult")
+        a = lambda name: np.asarray(ds[name].values)  # noqa: E731
+        try:
+            consts = {k: (a(k) if k in ds else None) for k in _CONSTANTS}
+            consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
+            angles = {str(n): a("angles")[..., i] for i, n in enumerate(ds["angle"].values)} if "angles" in ds else {}
+            return cls(t=a("t"), Q=a("Q"), R=a("R"), S=a("S"), v=a("v"), eg=a("eg"), eg_test=a("eg_test"), angles=angles,
+                       params=meta["params"], status=int(meta["status"]), message=meta["message"], **consts)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise theory.LoadError(f"SimulationResult.from_xarray: damaged ({type(exc).__name__}: {exc})") from None
+
     def save(self, path) -> Path:
-        """Save to an .npz: arrays, constants, eg, eg_test, angles ("angle_<name>") and JSON metadata."""
+        """Save to an .npz: arrays, constants, eg, eg_test, angles ("angle_<name>") and JSON metadata;
+        or, for a path ending in .nc, to netCDF through :meth:`to_xarray` (needs xarray)."""
         path = Path(path)
+        if path.suffix == ".nc":
+            return theory.labelled.write_netcdf(self.to_xarray(), path)
         meta = dict(params=self.params, status=self.status, message=self.message,
                     units={"t": "steps / D", "angles": "degrees"}, angle_names=list(self.angles))
         arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg, eg_test=self.eg_test)
@@ -162,7 +199,10 @@ class SimulationResult:
 
     @classmethod
     def load(cls, path) -> "SimulationResult":
-        """Read a saved result; :class:`theory.LoadError` when the file is not one, or is damaged."""
+        """Read a saved result (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is not
+        one, or is damaged."""
+        if Path(path).suffix == ".nc":
+            return cls.from_xarray(theory.labelled.read_netcdf(path, "SimulationResult"))
         need = ("t", "Q", "R", "S", "v", "eg", "eg_test", "const_T", "const_U", "const_P", "const_v_star")
         meta, z = theory.io.load_npz(path, "SimulationResult", need)
         what = f"SimulationResult.load: {str(path)!r}"

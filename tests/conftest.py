@@ -1,7 +1,16 @@
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import theory
+
+# Property tests draw their examples from a fixed seed by default, so that a CI run is reproducible; set
+# HYPOTHESIS_PROFILE=explore to search with fresh random examples (and fix what it finds).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def random_covariance(rng, n, extra=3):

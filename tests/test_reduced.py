@@ -23,7 +23,7 @@ import torch
 
 import theory
 from simulate import _reduced_kernel
-from simulate._reduced import ReducedStep, _fixed_square_root, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
+from simulate._reduced import ReducedStep, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
 
 VARIANTS = [
     dict(rule="bp"),

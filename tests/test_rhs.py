@@ -15,7 +15,7 @@ import pytest
 import scipy.special
 
 import theory
-from theory._closed import assemble, closed_form_terms
+from theory._closed import closed_form_terms
 
 from .conftest import random_state
 

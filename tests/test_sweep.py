@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import theory
-from theory import Table, plateau, sweep
+import pandas as pd
+
+from theory import plateau, sweep
 from theory._dop853 import DOP853, _Tableau
 from theory._driver import solve_batched
 
@@ -104,7 +106,7 @@ def test_rows_equal_single_integrations(states):
         # both integrators meet rtol 1e-10 per step; global errors over t = 200 stay far below 1e-6
         assert np.abs(_flat(got) - _flat(ref)).max() < 1e-6, c
         assert np.abs(res.eg[i] - ref.eg).max() < 1e-7
-        row = res.table[i]
+        row = res.table.iloc[i]
         assert row["eg_final"] == pytest.approx(ref.eg[-1], rel=1e-5, abs=1e-9)
         for name, a in ref.angles.items():
             assert row[f"angle_{name}"] == pytest.approx(a[-1], abs=1e-3), name
@@ -149,7 +151,7 @@ def test_chunking_does_not_change_results(states):
 
 
 def _same_table(a, b):
-    assert a.table.columns == b.table.columns
+    assert list(a.table.columns) == list(b.table.columns)
     for c in a.table.columns:
         x, y = a.table[c], b.table[c]
         if x.dtype.kind == "f":
@@ -201,14 +203,14 @@ def test_states_as_grid_axis(states):
 def test_table_roundtrip(tmp_path, states):
     res = sweep(states[0], "bp", T_SHORT[:8], eta=[0.5, 1.0], progress=False, eg_target=0.5)
     path = tmp_path / "s.csv"
-    res.table.to_csv(path)
-    back = Table.from_csv(path)
-    assert back.columns == res.table.columns and len(back) == 2
+    res.table.to_csv(path, index=False)
+    back = pd.read_csv(path)
+    assert list(back.columns) == list(res.table.columns) and len(back) == 2
     np.testing.assert_array_equal(back["eg_final"], res.table["eg_final"])
     with open(path) as fh:
         assert next(csv.reader(fh))[0] == "point"
-    assert isinstance(res.table[0], dict) and len(res.table[res.table["eta"] > 0.7]) == 1
-    assert [r["eta"] for r in res.table.rows()] == [0.5, 1.0]
+    assert isinstance(res.table.iloc[0].to_dict(), dict) and len(res.table[res.table["eta"] > 0.7]) == 1
+    assert [r["eta"] for _, r in res.table.iterrows()] == [0.5, 1.0]
 
 
 def test_failure_is_per_point(states):
@@ -250,7 +252,7 @@ def test_plateau_found_in_a_real_bp_curve(states):
     """bp, K = M = 2 from small random weights: a plateau with unspecialised R, then specialisation."""
     s0 = theory.random_state(2, 2, D=1000, seed=0)
     res = sweep(s0, "bp", eta=1.0, progress=False, eg_target=1e-3)
-    row = res.table[0]
+    row = res.table.iloc[0]
     assert row["plateau_escaped"] and row["plateau_length"] > 50
     tr = res.trajectory(0)
     inside = (tr.t > row["plateau_start"]) & (tr.t < row["plateau_end"])

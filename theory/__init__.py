@@ -29,7 +29,7 @@ Numerical expectations (rules without closed forms, any activation)
 
 Sweeps and summaries
     sweep                  many parameter points integrated at once (batched) -> SweepResult.
-    SweepResult, Table     one row per point (parameters and summaries); long table by curves().
+    SweepResult            .table: a pandas DataFrame, one row per point; curves(), save(), to_xarray().
     plateau, plateau_split, crossing_time, PLATEAU_DEFAULTS   learning-curve summaries.
 
 Observables
@@ -46,10 +46,13 @@ compiled-rule ABI), resolve, split_options, hyper_params (keyword options -> rul
 HyperParams), run_params (what a result records), json_default.
 """
 
+from ._version import __version__
+from ._provenance import provenance
 from . import _checks as checks
 from . import _compiled as compiled
 from . import _divergence as divergence
 from . import _io as io
+from . import _labelled as labelled
 from ._checks import LoadError, TooLarge
 from ._activations import ACTIVATIONS, Activation, activation
 from ._compiled import compiled_rule
@@ -68,19 +71,19 @@ from ._rules import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, reg
 from ._state import OrderParams
 from ._summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
 from ._sweep import SweepResult, sweep
-from ._table import Table
 from ._trajectory import DivergenceError, Trajectory
 from . import rules as _builtin_rules  # noqa: E402,F401  (registers bp, fa, afa, pepita)
 
 __all__ = [
+    "__version__", "provenance",
     "Rule", "LocalUpdate", "Sample", "variant", "register_rule", "registered_rules", "make_rule", "load_rule",
     "rule_from_params", "RULES", "compiled_rule",
     "OrderParams", "random_state", "state_from_weights", "HyperParams",
     "Schedule", "Constant", "PowerLaw", "Piecewise", "Interpolated", "parse_schedule", "ACTIVATIONS", "Activation", "activation",
     "integrate", "rhs", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
     "GaussHermite", "QMC", "SparseGrid", "numerical_terms",
-    "sweep", "SweepResult", "Table", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
+    "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
     "I2", "I3", "I4", "J2", "tilt",
-    "LoadError", "TooLarge", "checks", "divergence", "compiled", "io", "resolve", "split_options", "hyper_params", "run_params", "json_default",
+    "LoadError", "TooLarge", "checks", "divergence", "compiled", "io", "labelled", "resolve", "split_options", "hyper_params", "run_params", "json_default",
 ]

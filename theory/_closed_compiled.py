@@ -56,7 +56,14 @@ def _rhs_c(t, y, p, c, out):
     v_star = p[o + M * M + M : o + M * M + 2 * M]
     n = K + M
     N1 = n + 1
-    om = np.empty((N1, N1))
+    # one workspace for every small array (one allocation per call instead of seven)
+    work = np.empty(N1 * N1 + n + N1 + K * N1 + K * K + n)
+    om = work[: N1 * N1].reshape((N1, N1))
+    a = work[N1 * N1 : N1 * N1 + n]
+    d1 = work[N1 * N1 + n : N1 * N1 + n + N1]
+    X = work[N1 * N1 + n + N1 : N1 * N1 + n + N1 + K * N1].reshape((K, N1))
+    DD = work[N1 * N1 + n + N1 + K * N1 : N1 * N1 + n + N1 + K * N1 + K * K].reshape((K, K))
+    L1 = work[N1 * N1 + n + N1 + K * N1 + K * K :]
     i = 0
     for k in range(K):
         for l in range(K):
@@ -78,19 +85,17 @@ def _rhs_c(t, y, p, c, out):
         om[K + m, n] = U[m]
         om[n, K + m] = U[m]
     om[n, n] = P
-    a = np.empty(n)
     for k in range(K):
         a[k] = v[k]
     for m in range(M):
         a[K + m] = -v_star[m]
-    d1 = np.empty(N1)
     for q in range(N1):
         d1[q] = 1.0 + om[q, q]
 
     # X[k, u] = sum_j a_j I3(k, u, j)
-    X = np.zeros((K, N1))
     for k in range(K):
-        c11 = om[k, k]
+        for u in range(N1):
+            X[k, u] = 0.0
         for j in range(n):
             c13 = om[k, j]
             L3 = d1[k] * d1[j] - c13 * c13
@@ -101,16 +106,18 @@ def _rhs_c(t, y, p, c, out):
         for k in range(K):
             caa = om[k, k]
             dgm = _SQRT_2_PI / math.sqrt(1.0 + caa)
+            # sum_{i1, i2} a_i1 a_i2 I2 of the tilted covariance: symmetric in (i1, i2)
+            for i1 in range(n):
+                ci = om[i1, k]
+                L1[i1] = 1.0 + om[i1, i1] - ci * ci / (1.0 + caa)
             s = 0.0
             for i1 in range(n):
                 ci = om[i1, k]
-                ti = om[i1, i1] - ci * ci / (1.0 + caa)
-                for i2 in range(n):
-                    cj = om[i2, k]
-                    tj = om[i2, i2] - cj * cj / (1.0 + caa)
-                    tij = om[i1, i2] - ci * cj / (1.0 + caa)
-                    s += a[i1] * a[i2] * _2_PI * math.asin(tij / math.sqrt((1.0 + ti) * (1.0 + tj)))
-            ege2 = dgm * s + sigma * sigma * dgm
+                s += a[i1] * a[i1] * math.asin((L1[i1] - 1.0) / L1[i1])
+                for i2 in range(i1 + 1, n):
+                    tij = om[i1, i2] - ci * om[i2, k] / (1.0 + caa)
+                    s += 2.0 * a[i1] * a[i2] * math.asin(tij / math.sqrt(L1[i1] * L1[i2]))
+            ege2 = dgm * _2_PI * s + sigma * sigma * dgm
             for u in range(N1):
                 X[k, u] -= sigma_F * om[u, n] * ege2
     for k in range(K):
@@ -118,21 +125,21 @@ def _rhs_c(t, y, p, c, out):
             X[k, u] *= c[k]
 
     # DD[k, l] = c_k c_l (sum_ij a_i a_j I4(k, l, i, j) + sigma^2 J2(k, l))
-    DD = np.empty((K, K))
     for k in range(K):
         for l in range(k, K):
             a1, a2 = d1[k], d1[l]
             c12 = om[k, l]
             L4 = a1 * a2 - c12 * c12
+            for i1 in range(n):
+                c13, c23 = om[k, i1], om[l, i1]
+                L1[i1] = L4 * (1.0 + om[i1, i1]) - c23 * c23 * a1 - c13 * c13 * a2 + 2.0 * c12 * c13 * c23
             s = 0.0
             for i1 in range(n):
-                c13, c23, c33 = om[k, i1], om[l, i1], om[i1, i1]
-                L1 = L4 * (1.0 + c33) - c23 * c23 * a1 - c13 * c13 * a2 + 2.0 * c12 * c13 * c23
+                c13, c23 = om[k, i1], om[l, i1]
                 for i2 in range(n):
-                    c14, c24, c44, c34 = om[k, i2], om[l, i2], om[i2, i2], om[i1, i2]
+                    c14, c24, c34 = om[k, i2], om[l, i2], om[i1, i2]
                     L0 = L4 * c34 - c23 * c24 * a1 - c13 * c14 * a2 + c12 * c13 * c24 + c12 * c14 * c23
-                    L2 = L4 * (1.0 + c44) - c24 * c24 * a1 - c14 * c14 * a2 + 2.0 * c12 * c14 * c24
-                    s += a[i1] * a[i2] * math.asin(L0 / math.sqrt(L1 * L2))
+                    s += a[i1] * a[i2] * math.asin(L0 / math.sqrt(L1[i1] * L1[i2]))
             val = _4_PI2 / math.sqrt(L4) * s + sigma * sigma * _2_PI / math.sqrt(L4)
             DD[k, l] = c[k] * c[l] * val
             DD[l, k] = DD[k, l]

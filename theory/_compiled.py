@@ -111,6 +111,31 @@ if HAVE_NUMBA:
     RHS_TYPE = nbt.FunctionType(RHS_SIG)
 
 
+def function_pointer(fn, sig=None):
+    """A compiled function as a first-class function argument whose address is looked up once.
+
+    Passing a numba dispatcher to a compiled function that takes a function makes numba look up its
+    machine-code address in LLVM on every call (about 0.2 ms); this wrapper (numba's wrapper address
+    protocol) keeps the address, so a compiled driver can be called often at no cost.
+    """
+    from numba.core.types.function_type import WrapperAddressProtocol
+    from numba.experimental.function_type import _get_wrapper_address
+
+    sig = RHS_SIG if sig is None else sig
+
+    class _Pointer(WrapperAddressProtocol):
+        def __init__(self):
+            self.fn, self.addr = fn, _get_wrapper_address(fn, sig)  # keeps fn (and its code) alive
+
+        def __wrapper_address__(self):
+            return self.addr
+
+        def signature(self):
+            return sig
+
+    return _Pointer()
+
+
 # ====================================================================== parameters of the compiled ODE
 #: p[0..17] = K, M, eta's piece (kind, a, b, c; theory._schedules.Piece), eta_v's piece, sigma, sigma_F, kappa,
 #: modulated, train_v, gk, P, B (batch); then T (M*M), U (M), v_star (M), b (K)
@@ -362,24 +387,62 @@ class CompiledRule:
         return self.update is not None
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _rule_key(rule, K: int, M: int) -> str | None:
+    """A fingerprint of what the generated code of ``rule`` at (K, M) depends on, computed without
+    tracing: the source file of the rule's module (any edit re-traces), the rule's class and options
+    (its repr), K, M, the kernels' version and the package's. None when the source is unknown (a
+    class defined interactively): such rules are traced in every process."""
+    import inspect
+
+    try:
+        files = {inspect.getsourcefile(c) for c in type(rule).__mro__ if c.__module__ not in ("builtins", "abc")}
+        blobs = [Path(f).read_bytes() for f in sorted(f for f in files if f)]
+    except (TypeError, OSError):
+        return None
+    if not blobs:
+        return None
+    from ._version import __version__
+
+    h = hashlib.sha256()
+    for b in blobs:
+        h.update(b)
+    h.update(f"{type(rule).__module__}.{type(rule).__qualname__}|{rule!r}|{K}|{M}|{_kernel_version()}|{__version__}".encode())
+    return h.hexdigest()[:24]
+
+
 @functools.lru_cache(maxsize=256)
 def compiled_rule(rule, K: int, M: int) -> CompiledRule:
     """The compiled view of ``rule`` for K student and M teacher units (generated, cached on disk)."""
     if not HAVE_NUMBA:
         return CompiledRule(rule, K, M, reason="numba is not installed")
-    try:
-        traced, feedback = trace(rule, K, M)
-    except Exception as exc:  # any failure of a user's code on symbols: fall back to the generic path
-        return CompiledRule(rule, K, M, reason=f"its update could not be traced symbolically ({type(exc).__name__}: {exc})")
-    src = _source(rule, K, M, traced, feedback)
-    digest = hashlib.sha256(src.encode()).hexdigest()[:20]
     folder = cache_dir() / "rules"
+    key = _rule_key(rule, K, M)
+    known = folder / f"key_{key}.txt" if key else None
+    digest = None
+    if known is not None and known.exists():  # traced before: no sympy, no tracing (a fast start)
+        digest = known.read_text().strip()
+        if not (folder / f"rule_{digest}.py").exists():
+            digest = None
+    if digest is None:
+        try:
+            traced, feedback = trace(rule, K, M)
+        except Exception as exc:  # any failure of a user's code on symbols: fall back to the generic path
+            return CompiledRule(rule, K, M, reason=f"its update could not be traced symbolically ({type(exc).__name__}: {exc})")
+        src = _source(rule, K, M, traced, feedback)
+        digest = hashlib.sha256(src.encode()).hexdigest()[:20]
+        path = folder / f"rule_{digest}.py"
+        if not path.exists() or path.read_text() != src:
+            _write_atomic(path, src)
+        if known is not None:
+            _write_atomic(known, digest)
     path = folder / f"rule_{digest}.py"
-    if not path.exists() or path.read_text() != src:
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(src)
-        os.replace(tmp, path)
     modname = f"_pepita_rule_{digest}"
     try:
         mod = sys.modules.get(modname)

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["DOP853", "initial_steps", "dop853_segment", "COEFFS", "SAFETY", "MIN_FACTOR", "MAX_FACTOR"]
+__all__ = ["DOP853", "initial_steps", "dop853_segment", "COEFFS", "SAFETY", "MIN_FACTOR", "MAX_FACTOR"]  # noqa: F822 (compiled on first use, module __getattr__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,122 +106,188 @@ def initial_steps(fun, t0, y, f, rtol, atol, interval, error_order):
 
 # the tableau as contiguous arrays for numba
 _NS = len(DOP853.B)
-COEFFS = tuple(np.ascontiguousarray(x) for x in (DOP853.A, DOP853.B, DOP853.C, DOP853.E3, DOP853.E5))
+_NX = _dop.N_STAGES_EXTENDED  # the stages plus the FSAL derivative plus dense output's three
+#: (A, B, C, E3, E5, D) of the extended tableau, as :func:`dop853_segment` takes them
+COEFFS = tuple(np.ascontiguousarray(x, dtype=float) for x in (_dop.A, DOP853.B, _dop.C, DOP853.E3, DOP853.E5, _dop.D))
 EXPONENT = -1.0 / (DOP853.error_order + 1)
 #: extra stages (their A rows and C nodes) and interpolation coefficients of DOP853's 7th-order dense output
 DENSE_A, DENSE_C, DENSE_D = _dop.A, _dop.C, _dop.D
 
 
-def _segment(rhs, p, y0, t0, h0, t_out, rtol, atol, blowup, watch, max_steps, h_floor, A, B, C, E3, E5):
-    """Integrate dy/dt = rhs(t, y, p) from (t0, y0) through the times t_out; returns
-    (Y, n_done, t, y, h, nfev, status, steps).
+def _advance(rhs, Pm, Y, T, H, F, IOUT, STOP, NFEV, NSTEP, STATUS, Yout, t_out, lo, hi, rtol, atol, blowup, watch,
+             max_steps, h_floor, A, B, C, E3, E5, DD):
+    """Advance the points lo..hi-1 of a batch, each with its own step size and error control, until
+    point i has its outputs up to index STOP[i] (exclusive) or stops.
 
-    status 0: all of t_out reached; -1: non-finite values; -2: step size below max(h_floor, 10 ulp(t));
-    -3: |y[watch]| exceeded blowup (theory._divergence); -4: more than max_steps accepted steps.
+    Per point i: state Y[i] at time T[i] with derivative F[i] and next step size H[i]; IOUT[i] is the
+    number of output times already in Yout[i] (outputs a step passes beyond STOP[i] are kept there
+    too: the stepping never depends on STOP). Steps are scipy's DOP853 steps (clipped only at the
+    last output time) and the outputs its 7th-order dense output. NFEV, NSTEP count evaluations and
+    accepted steps. STATUS[i] 0: running or done; -1: non-finite values; -2: step size below
+    max(h_floor, 10 ulp(t)); -3: |y[watch]| exceeded blowup (theory._divergence); -4: more than
+    max_steps accepted steps. The points are independent: any split of lo..hi over threads gives the
+    same results (nogil).
     """
-    n = y0.size
-    Y = np.empty((t_out.size, n))
-    Ks = np.empty((_NS + 1, n))
-    y = y0.copy()
-    t = t0
-    h_abs = h0
-    f = np.empty(n)
-    rhs(t, y, p, f)
-    nfev = 1
-    steps = 0
-    i = 0
-    while i < t_out.size and t_out[i] <= t:
-        Y[i] = y
-        i += 1
-    while i < t_out.size:
-        if steps >= max_steps:
-            return Y, i, t, y, h_abs, nfev, -4, steps
-        target = t_out[i]
-        min_step = max(h_floor, 10.0 * np.abs(np.nextafter(t, np.inf) - t))
-        rejected = False
-        while True:
-            if h_abs < min_step:
-                return Y, i, t, y, h_abs, nfev, -2, steps
-            h = h_abs
-            t_new = t + h
-            hit = False
-            if t_new >= target:
-                t_new = target
-                hit = True
-            h = t_new - t
-            Ks[0] = f
-            for s in range(1, _NS):
-                dy = np.zeros(n)
-                for j in range(s):
-                    dy += A[s, j] * Ks[j]
-                rhs(t + C[s] * h, y + h * dy, p, Ks[s])
-            acc = np.zeros(n)
-            for j in range(_NS):
-                acc += B[j] * Ks[j]
-            y_new = y + h * acc
-            rhs(t_new, y_new, p, Ks[_NS])
-            f_new = Ks[_NS].copy()
-            nfev += _NS
-            e5 = 0.0
-            e3 = 0.0
-            for q in range(n):
-                sc = atol + max(abs(y[q]), abs(y_new[q])) * rtol
-                a5 = 0.0
-                a3 = 0.0
-                for j in range(_NS + 1):
-                    a5 += E5[j] * Ks[j, q]
-                    a3 += E3[j] * Ks[j, q]
-                e5 += (a5 / sc) ** 2
-                e3 += (a3 / sc) ** 2
-            if not (np.isfinite(e5) and np.isfinite(e3)):
-                # non-finite trial stage: shrink the step and retry, fail below the minimum step
-                h_abs *= MIN_FACTOR
-                rejected = True
-                if h_abs < min_step:
-                    return Y, i, t, y, h_abs, nfev, -1, steps
-                continue
-            if e5 == 0.0 and e3 == 0.0:
-                err = 0.0
-            else:
-                err = h * e5 / np.sqrt((e5 + 0.01 * e3) * n)
-            if err < 1.0:
-                factor = MAX_FACTOR if err == 0.0 else min(MAX_FACTOR, SAFETY * err**EXPONENT)
-                if rejected:
-                    factor = min(1.0, factor)
-                if not hit:
-                    h_abs *= factor
-                else:
-                    # a clipped step says little about the natural step: keep the larger one
-                    h_abs = max(h_abs, h * factor)
+    n = Y.shape[1]
+    nt = t_out.size
+    t_end = t_out[nt - 1]
+    nd = DD.shape[0]
+    Ks = np.empty((_NX, n))
+    ynew = np.empty(n)
+    tmp = np.empty(n)
+    Fd = np.empty((3 + nd, n))
+    for i in range(lo, hi):
+        if STATUS[i] != 0:
+            continue
+        p = Pm[i]
+        y = Y[i]
+        f = F[i]
+        t = T[i]
+        h_abs = H[i]
+        while IOUT[i] < STOP[i]:
+            if NSTEP[i] >= max_steps:
+                STATUS[i] = -4
                 break
-            h_abs *= max(MIN_FACTOR, SAFETY * err**EXPONENT)
-            rejected = True
-        steps += 1
-        t = t_new
-        y = y_new
-        f = f_new
-        big = 0.0
-        for q in range(n):
-            if not np.isfinite(y[q]):
-                return Y, i, t, y, h_abs, nfev, -1, steps
-        for q in watch:
-            big = max(big, abs(y[q]))
-        if big > blowup:
-            return Y, i, t, y, h_abs, nfev, -3, steps
-        while i < t_out.size and t_out[i] <= t:
-            Y[i] = y
-            i += 1
-    return Y, i, t, y, h_abs, nfev, 0, steps
+            min_step = max(h_floor, 10.0 * np.abs(np.nextafter(t, np.inf) - t))
+            rejected = False
+            accepted = False
+            h = 0.0
+            t_new = t
+            while True:
+                if h_abs < min_step:
+                    STATUS[i] = -2
+                    break
+                t_new = t + h_abs
+                if t_new > t_end:
+                    t_new = t_end
+                h = t_new - t
+                h_abs = abs(h)
+                for q in range(n):
+                    Ks[0, q] = f[q]
+                for st in range(1, _NS):
+                    for q in range(n):
+                        acc = 0.0
+                        for j in range(st):
+                            acc += A[st, j] * Ks[j, q]
+                        tmp[q] = y[q] + h * acc
+                    rhs(t + C[st] * h, tmp, p, Ks[st])
+                for q in range(n):
+                    acc = 0.0
+                    for j in range(_NS):
+                        acc += B[j] * Ks[j, q]
+                    ynew[q] = y[q] + h * acc
+                rhs(t_new, ynew, p, Ks[_NS])
+                NFEV[i] += _NS
+                e5 = 0.0
+                e3 = 0.0
+                for q in range(n):
+                    sc = atol + max(abs(y[q]), abs(ynew[q])) * rtol
+                    a5 = 0.0
+                    a3 = 0.0
+                    for j in range(_NS + 1):
+                        a5 += E5[j] * Ks[j, q]
+                        a3 += E3[j] * Ks[j, q]
+                    e5 += (a5 / sc) ** 2
+                    e3 += (a3 / sc) ** 2
+                if not (np.isfinite(e5) and np.isfinite(e3)):
+                    # a non-finite trial stage: shrink the step and retry (fails below the minimum step)
+                    h_abs *= MIN_FACTOR
+                    rejected = True
+                    if h_abs < min_step:
+                        STATUS[i] = -1
+                        break
+                    continue
+                if e5 == 0.0 and e3 == 0.0:
+                    err = 0.0
+                else:
+                    err = h_abs * e5 / np.sqrt((e5 + 0.01 * e3) * n)
+                if err < 1.0:
+                    factor = MAX_FACTOR if err == 0.0 else min(MAX_FACTOR, SAFETY * err**EXPONENT)
+                    if rejected:
+                        factor = min(1.0, factor)
+                    h_abs *= factor
+                    accepted = True
+                    break
+                h_abs *= max(MIN_FACTOR, SAFETY * err**EXPONENT)
+                rejected = True
+            if not accepted:
+                break
+            NSTEP[i] += 1
+            bad = False
+            for q in range(n):
+                if not np.isfinite(ynew[q]):
+                    bad = True
+            if bad:
+                STATUS[i] = -1
+            else:
+                big = 0.0
+                for q in watch:
+                    big = max(big, abs(ynew[q]))
+                if big > blowup:
+                    STATUS[i] = -3
+            if STATUS[i] != 0:
+                t = t_new
+                for q in range(n):
+                    y[q] = ynew[q]
+                break
+            if IOUT[i] < nt and t_out[IOUT[i]] <= t_new:
+                # DOP853's dense output on [t, t_new]: three more stages, then a polynomial in x
+                for st in range(_NS + 1, _NX):
+                    for q in range(n):
+                        acc = 0.0
+                        for j in range(st):
+                            acc += A[st, j] * Ks[j, q]
+                        tmp[q] = y[q] + h * acc
+                    rhs(t + C[st] * h, tmp, p, Ks[st])
+                NFEV[i] += _NX - _NS - 1
+                for q in range(n):
+                    dY = ynew[q] - y[q]
+                    Fd[0, q] = dY
+                    Fd[1, q] = h * f[q] - dY
+                    Fd[2, q] = 2.0 * dY - h * (Ks[_NS, q] + f[q])
+                    for m in range(nd):
+                        acc = 0.0
+                        for j in range(_NX):
+                            acc += DD[m, j] * Ks[j, q]
+                        Fd[3 + m, q] = h * acc
+                while IOUT[i] < nt and t_out[IOUT[i]] <= t_new:
+                    j_out = IOUT[i]
+                    if t_out[j_out] == t_new:
+                        for q in range(n):
+                            Yout[i, j_out, q] = ynew[q]
+                    else:
+                        x = (t_out[j_out] - t) / h
+                        for q in range(n):
+                            acc = 0.0
+                            for m in range(3 + nd):
+                                acc += Fd[3 + nd - 1 - m, q]
+                                acc *= x if m % 2 == 0 else 1.0 - x
+                            Yout[i, j_out, q] = y[q] + acc
+                    IOUT[i] += 1
+            t = t_new
+            for q in range(n):
+                y[q] = ynew[q]
+                f[q] = Ks[_NS, q]
+        T[i] = t
+        H[i] = h_abs
 
 
-if HAVE_NUMBA:
+def _compile():
+    """The compiled :func:`_advance` (loaded from numba's disk cache after the first time)."""
     from ._compiled import RHS_TYPE
 
-    _A1, _A2 = numba.float64[::1], numba.float64[:, ::1]
-    dop853_segment = numba.njit(
-        numba.types.Tuple((_A2, numba.int64, numba.float64, _A1, numba.float64, numba.int64, numba.int64, numba.int64))(
-            RHS_TYPE, _A1, _A1, numba.float64, numba.float64, _A1, numba.float64, numba.float64, numba.float64,
-            numba.int64[::1], numba.int64, numba.float64, _A2, _A1, _A1, _A1, _A1),
-        cache=True, error_model="numpy")(_segment)
-else:  # pragma: no cover
-    dop853_segment = None
+    _I1, _A1, _A2, _A3 = numba.int64[::1], numba.float64[::1], numba.float64[:, ::1], numba.float64[:, :, ::1]
+    return numba.njit(
+        numba.void(RHS_TYPE, _A2, _A2, _A1, _A1, _A2, _I1, _I1, _I1, _I1, _I1, _A3, _A1, numba.int64, numba.int64,
+                   numba.float64, numba.float64, numba.float64, _I1, numba.int64, numba.float64,
+                   _A2, _A1, _A1, _A1, _A1, _A2),
+        cache=True, error_model="numpy", nogil=True)(_advance)
+
+
+def __getattr__(name):
+    # dop853_segment is compiled (or loaded from the cache) on first use, not when theory is imported
+    if name == "dop853_segment":
+        fn = _compile() if HAVE_NUMBA else None
+        globals()["dop853_segment"] = fn
+        return fn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

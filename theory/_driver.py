@@ -9,11 +9,15 @@ that failed:
 
 - :class:`ScipyStepper`: any scipy ``OdeSolver`` ("DOP853", "RK45", "Radau", ...), one point;
 - :class:`CompiledStepper`: the compiled DOP853 of theory._dop853 on a compiled right-hand side,
-  one point, a few output times per call;
-- :class:`BatchedStepper`: DOP853 advancing all active points in one vectorised step, each with
-  its own time, step size and error control (every stage is ONE call of the batched right-hand
-  side); output times are filled by DOP853's 7th-order dense output, so each point takes exactly
-  the steps scipy's DOP853 would take. Points that stop leave the active set, which is compacted.
+  any number of points (a single curve, or every point of a sweep), each with its own time, step
+  size and error control, a few output times per call, optionally spread over threads;
+- :class:`BatchedStepper`: the same DOP853 in numpy, for right-hand sides that exist only in
+  Python (the numerical expectations of rules without closed forms): all active points advance in
+  one vectorised step (every stage is ONE call of the batched right-hand side). Points that stop
+  leave the active set, which is compacted.
+
+Both take exactly the steps scipy's DOP853 would take for each point, and fill the output times
+with DOP853's 7th-order dense output.
 
 Status codes, as in scipy's solve_ivp: 0 finished, 1 interrupted (Ctrl-C; what was recorded is
 kept), -1 diverged (the message says when and why), -2 solver failure: a step size below
@@ -151,11 +155,7 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
         while active.any():
             adv = stepper.advance()
             stop = []
-            for p, code, msg in adv.failures:
-                if active[p]:
-                    status[p], message[p], active[p] = code, msg, False
-                    stop.append(p)
-            for pts, idx, ys in adv.outputs:
+            for pts, idx, ys in adv.outputs:  # before the failures: what a point produced before it stopped is kept
                 keep = active[pts]
                 pts, idx, ys = pts[keep], idx[keep], ys[keep]
                 if pts.size == 0:
@@ -174,6 +174,10 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
                     if n_rec[p] == nt:
                         active[p] = False
                         stop.append(p)
+            for p, code, msg in adv.failures:
+                if active[p]:
+                    status[p], message[p], active[p] = code, msg, False
+                    stop.append(p)
             if stop:
                 stepper.drop(np.asarray(stop))
             if bar is not None and active.any():
@@ -271,76 +275,110 @@ class _NonFinite(Exception):
 
 
 class CompiledStepper(Stepper):
-    """One point, stepped by the compiled DOP853 (theory._dop853) on a compiled ``rhs(t, y, p, dy)``.
+    """B points stepped by the compiled DOP853 of theory._dop853 on a compiled ``rhs(t, y, p, dy)``.
 
-    ``watch`` are the indices of y that the divergence policy bounds (|Q_kk|, |S_k|, |v_k|); the
-    compiled loop checks them after every step against theory._divergence.BLOWUP.
+    ``p`` holds the parameter row of each point (B, len(p)), or one row for all. Each point has its
+    own time, step size and error control, exactly scipy's DOP853 steps with its dense output at the
+    output times (the one stepper of single curves and of sweeps). A call of :meth:`advance` brings
+    every point ``SEGMENT`` output times further in one compiled call per thread (``pool``: a
+    ThreadPoolExecutor whose threads share the points; the compiled code releases the GIL and the
+    points are independent, so results do not depend on the thread count); Ctrl-C and the progress
+    bar act between calls. ``watch`` are the indices of y that the divergence policy bounds
+    (|Q_kk|, |S_k|, |v_k|): checked after every step against theory._divergence.BLOWUP.
     """
 
-    def __init__(self, rhs, p: np.ndarray, watch: np.ndarray, *, rtol: float, atol: float, max_steps: int = MAX_STEPS):
-        self.rhs, self.p, self.watch, self.rtol, self.atol = rhs, p, np.ascontiguousarray(watch, dtype=np.int64), rtol, atol
-        self.max_steps = int(max_steps)
+    def __init__(self, rhs, p: np.ndarray, watch: np.ndarray, *, rtol: float, atol: float, max_steps: int = MAX_STEPS,
+                 pool=None, segment: int = SEGMENT):
+        from ._compiled import function_pointer
 
-    def _f(self, t, y):
-        dy = np.empty_like(y)
-        self.rhs(float(t), np.ascontiguousarray(y, dtype=float), self.p, dy)
-        return dy
+        self.py_rhs, self.rhs, self.rtol, self.atol = rhs, function_pointer(rhs), rtol, atol
+        self.p = np.ascontiguousarray(np.atleast_2d(np.asarray(p, dtype=float)))
+        self.watch = np.ascontiguousarray(watch, dtype=np.int64)
+        self.max_steps, self.pool, self.segment = int(max_steps), pool, int(segment)
+
+    def _rows(self, tt, yy, idx):
+        out = np.empty_like(yy)
+        for r, i in enumerate(idx):
+            self.py_rhs(float(tt[r]), np.ascontiguousarray(yy[r]), self.p[i if len(self.p) > 1 else 0], out[r])
+        return out
 
     def start(self, y0, points, t, step_check):
-        from ._dop853 import DOP853
-
-        if len(points) != 1:
-            raise ValueError("CompiledStepper integrates one point")
-        self.point, self.t, self.i = int(points[0]), t, 1
-        self.y, self.tc = np.ascontiguousarray(y0[0], dtype=float), float(t[0])
-        f0 = self._f(self.tc, self.y)
+        self.points, self.t = np.asarray(points), t
+        b = len(self.points)
+        if len(self.p) not in (1, b):
+            raise ValueError(f"CompiledStepper: {len(self.p)} parameter rows for {b} points")
+        if len(self.p) == 1 and b > 1:
+            self.p = np.ascontiguousarray(np.repeat(self.p, b, axis=0))
+        self.y = np.array(y0, dtype=float, order="C")
+        self.tc = np.full(b, float(t[0]))
+        idx = np.arange(b)
+        self.f = self._rows(self.tc, self.y, idx)
         with np.errstate(all="ignore"):
-            self.h = float(initial_steps(lambda tt, y: self._f(tt[0], y[0])[None], np.array([self.tc]), self.y[None],
-                                         f0[None], self.rtol, self.atol, t[-1] - t[0], DOP853.error_order)[0])
+            self.h = initial_steps(lambda tt, yy: self._rows(tt, yy, idx), self.tc, self.y, self.f, self.rtol, self.atol,
+                                   t[-1] - t[0], DOP853.error_order)
+        self.h = np.ascontiguousarray(self.h, dtype=float)
         self.floor = H_FLOOR * (t[-1] - t[0])
-        self.nfev, self.n_steps, self.n_calls = np.array([2], np.int64), np.zeros(1, np.int64), 0
+        self.iout = np.ones(b, np.int64)  # output times computed (in self.Y)
+        self.sent = np.ones(b, np.int64)  # output times reported to the driver
+        self.code = np.zeros(b, np.int64)
+        self.alive = np.ones(b, dtype=bool)
+        self.Y = np.empty((b, t.size, self.y.shape[1]))
+        self.nfev_, self.steps_ = np.full(b, 2, np.int64), np.zeros(b, np.int64)
 
-    def advance(self):
+    def _call(self, stop, lo, hi):
         from . import _dop853  # looked up at call time (tests replace it)
 
-        p, t = self.point, self.t
-        seg = np.ascontiguousarray(t[self.i : self.i + SEGMENT])
-        left = self.max_steps + t.size - int(self.n_steps[0])  # (it lands a step on every output time)
         try:
-            Y, done, self.tc, self.y, self.h, n_f, code, steps = _dop853.dop853_segment(
-                self.rhs, self.p, self.y, self.tc, self.h, seg, self.rtol, self.atol, float(_divergence.BLOWUP), self.watch,
-                left, self.floor, *_dop853.COEFFS)
+            _dop853.dop853_segment(self.rhs, self.p, self.y, self.tc, self.h, self.f, self.iout, stop, self.nfev_,
+                                   self.steps_, self.code, self.Y, self.t, lo, hi, self.rtol, self.atol,
+                                   float(_divergence.BLOWUP), self.watch, self.max_steps, self.floor, *_dop853.COEFFS)
         except SystemError as exc:  # Ctrl-C while numba's dispatcher returns: the interrupt, wrapped
             if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
                 raise KeyboardInterrupt from None
             raise
-        self.nfev[0] += n_f
-        self.n_steps[0] += steps
+
+    def advance(self):
+        b, nt = len(self.points), self.t.size
+        stop = np.where(self.alive, np.minimum(self.sent + self.segment, nt), self.sent).astype(np.int64)
+        workers = 1 if self.pool is None else self.pool._max_workers
+        if workers == 1 or b < 2 * workers:
+            self._call(stop, 0, b)
+        else:
+            cuts = np.linspace(0, b, workers + 1).astype(int)
+            for fu in [self.pool.submit(self._call, stop, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]:
+                fu.result()
         adv = Advance()
-        if done:
-            adv.outputs.append((np.full(done, p), np.arange(self.i, self.i + done), Y[:done].copy()))
-            self.i += done
-        if code != 0:
+        got = np.minimum(self.iout, stop)
+        rows = np.nonzero(self.alive & (got > self.sent))[0]
+        if rows.size:
+            counts = got[rows] - self.sent[rows]
+            which = np.repeat(rows, counts)
+            idx = np.concatenate([np.arange(self.sent[r], got[r]) for r in rows])
+            adv.outputs.append((self.points[which], idx, self.Y[which, idx]))
+            self.sent[rows] = got[rows]
+        for r in np.nonzero(self.alive & (self.code != 0))[0]:
+            code, tc = int(self.code[r]), float(self.tc[r])
             why = {-1: "non-finite order parameters",
                    -3: f"order parameters exploded (max |Q_kk|, |v_k|, |S_k| > {_divergence.BLOWUP:g})"}.get(code)
             if why is not None:
-                adv.failures.append((p, -1, _diverged(self.tc, why)))
+                adv.failures.append((self.points[r], -1, _diverged(tc, why)))
             else:
-                adv.failures.append((p, -2, _too_small(self.tc, self.floor) if code == -2 else _too_many(self.tc, self.max_steps)))
+                adv.failures.append((self.points[r], -2, _too_small(tc, self.floor) if code == -2 else _too_many(tc, self.max_steps)))
         return adv
 
     def drop(self, points):
-        pass
+        self.alive &= ~np.isin(self.points, points)
+        self.code[~self.alive] = np.where(self.code[~self.alive] == 0, 1, self.code[~self.alive])  # the kernel skips them
 
     def now(self):
-        return self.tc
+        live = self.tc[self.alive]
+        return float(live.min()) if live.size else float(self.t[-1])
 
     def counts(self, B):
         nfev = np.zeros(B, np.int64)
-        nfev[self.point] = self.nfev[0]
         steps = np.zeros(B, np.int64)
-        steps[self.point] = self.n_steps[0]
-        return nfev, steps, int(self.nfev[0])
+        nfev[self.points], steps[self.points] = self.nfev_, self.steps_
+        return nfev, steps, int(self.nfev_.sum())
 
 
 class BatchedStepper(Stepper):

@@ -10,6 +10,7 @@ from ._divergence import state_check
 from ._driver import MAX_STEPS, CompiledStepper, ScipyStepper, drive_segments
 from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
+from ._provenance import provenance
 from ._rules import Rule
 from ._state import OrderParams, unpack
 from ._trajectory import DivergenceError, Trajectory
@@ -89,7 +90,8 @@ def integrate(
         raise ValueError(f"integrate: unknown method {method!r}; expected one of {sorted(methods)}")
     K, M = dyn.K, dyn.M
     params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(quadrature), method=getattr(method, "__name__", method),
-                  rtol=rtol, atol=atol, K=K, M=M)
+                  rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M, units={"t": "steps / D", "angles": "degrees"},
+                  provenance=provenance())
 
     def stepper_on(a, b, _points):
         seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]

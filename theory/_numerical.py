@@ -66,7 +66,6 @@ import functools
 import math
 
 import numpy as np
-import scipy.special
 
 from ._activations import Activation, activation
 from ._rules import make_rule

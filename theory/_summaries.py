@@ -41,7 +41,7 @@ PLATEAU_DEFAULTS = dict(slope_tol=0.1, margin=0.1, spec_tol=0.2)
 
 
 def crossing_time(t, eg, level):
-    """First time eg <= level (module docstring): a float for eg (n,), an array (R_,) for eg (R_, n)."""
+    """First time eg <= level (module docstring): a float for eg (n,), an array ``(R_,)`` for eg ``(R_, n)``."""
     t = np.asarray(t, dtype=float)
     eg = np.asarray(eg, dtype=float)
     if eg.shape[-1] != t.shape[0]:

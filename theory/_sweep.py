@@ -32,28 +32,35 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import math
 import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import _checks as checks
+from ._checks import LoadError
+from ._io import FORMAT, json_default
 from ._divergence import state_check
-from ._driver import MAX_STEPS, BatchedStepper, BatchSolution, drive_segments
+from ._driver import MAX_STEPS, BatchedStepper, BatchSolution, CompiledStepper, drive_segments
 from ._dynamics import Dynamics
 from ._hyper import HYPER_FIELDS, HyperBatch, HyperParams, record, rule_option_names
-from ._integrate import default_times
+from ._integrate import default_times, watched_indices
 from ._observables import alignment_angles, generalisation_error, specialisation
 from ._points import GRID_ONLY, expand
 from ._rules import Rule, make_rule
 from ._state import OrderParams, unpack
 from ._summaries import PLATEAU_DEFAULTS, crossing_time, plateau, unspecialised_spread
-from ._table import Table
+from ._provenance import provenance
 from ._trajectory import Trajectory
 
 __all__ = ["sweep", "SweepResult"]
+
+#: output times per compiled call of a sweep (Ctrl-C and the progress bar act between calls)
+SWEEP_SEGMENT = 25
 
 
 # ====================================================================== chunks
@@ -94,6 +101,14 @@ class _Chunk:
         return state_check(self.K, self.M, self.T, self.U, self.P, rtol=self.rtol, atol=self.atol, per_point=True)(
             y, idx, at_output)
 
+    def compiled_rhs(self):
+        """The rule's compiled single-state right-hand side (closed forms), or None (numerical expectations)."""
+        if not (self.closed_form and _batch_kernel() is not None):
+            return None
+        from ._compiled import compiled_rule
+
+        return compiled_rule(self.rule, self.K, self.M).closed_rhs
+
     def compiled_params(self) -> np.ndarray:
         """(B, p) parameter rows of the compiled right-hand side, one per point (theory._compiled.ode_params)."""
         from ._compiled import ode_params
@@ -128,6 +143,10 @@ class _Job:
 
         def stepper_on(a, b, points):
             seg = self.chunk_on(a, b, points)
+            compiled = seg.compiled_rhs()
+            if compiled is not None:
+                return CompiledStepper(compiled, seg.compiled_params(), watched_indices(seg.K, seg.M), rtol=ch.rtol,
+                                       atol=ch.atol, max_steps=self.max_steps, pool=pool, segment=SWEEP_SEGMENT)
             return BatchedStepper(_factory(seg, pool=pool), rtol=ch.rtol, atol=ch.atol, time_dependent=True,
                                   max_steps=self.max_steps)
 
@@ -197,14 +216,16 @@ def _batch_kernel():
 class SweepResult:
     """A sweep's results.
 
-    table : one row per point (see the module docstring for the columns).
+    table : a pandas DataFrame, one row per point (see the module docstring for the columns); its
+    ``attrs`` hold the units, the tolerances and the provenance (package and library versions).
     t : (n_t,) output times (steps / D). eg : (n_points, n_t) generalisation error (NaN after a
     point stopped). states : the distinct initial states (``table["state"]`` indexes them).
-    ``curves()`` gives the long table (one row per point and recorded time), ``trajectory(i)``
-    point i as a :class:`theory.Trajectory`.
+    ``curves()`` gives the long DataFrame (one row per point and recorded time), ``trajectory(i)``
+    point i as a :class:`theory.Trajectory`; ``save(path)`` writes the table as CSV with a JSON
+    sidecar of the parameters and provenance, ``to_xarray()`` the curves as a labelled Dataset.
     """
 
-    table: Table
+    table: Any
     t: np.ndarray
     eg: np.ndarray
     states: tuple
@@ -216,9 +237,57 @@ class SweepResult:
     def __len__(self) -> int:
         return len(self.table)
 
+    def save(self, path) -> Path:
+        """Write the table as CSV and, next to it (same name, .json), its attributes: units, tolerances,
+        plateau options, the points' full parameters and the provenance. :meth:`read_table` reads both."""
+        path = Path(path)
+        self.table.to_csv(path, index=False)
+        meta = dict(kind="SweepTable", format=FORMAT, attrs=self.table.attrs, t=self.t, points=self._params)
+        path.with_suffix(".json").write_text(json.dumps(meta, default=json_default, indent=1))
+        return path
+
+    def to_xarray(self):
+        """An xarray Dataset of the learning curves: eg (point, t), with every table column as a
+        coordinate along ``point`` (so ``ds.eg.where(ds.rule == "bp")``, ``ds.groupby("eta")`` work) and
+        the table's attributes (units, tolerances, provenance) as JSON attributes. Needs xarray."""
+        from ._labelled import to_attrs, xarray
+
+        xr = xarray()
+        coords = {"t": self.t, "point": np.arange(len(self))}
+        for c in self.table.columns:
+            if c != "point":
+                col = self.table[c]
+                coords[c] = ("point", col.to_numpy(dtype=str) if col.dtype == object else col.to_numpy())
+        return xr.Dataset({"eg": (("point", "t"), self.eg)}, coords=coords,
+                          attrs=to_attrs("SweepResult", attrs=self.table.attrs, points=self._params))
+
+    @staticmethod
+    def read_table(path):
+        """The DataFrame of :meth:`save` (its attrs restored from the .json beside it); LoadError otherwise."""
+        import pandas as pd
+
+        path = Path(path)
+        if not path.is_file():
+            raise LoadError(f"SweepResult.read_table: {str(path)!r}: no such file")
+        try:
+            frame = pd.read_csv(path)
+            side = path.with_suffix(".json")
+            if side.is_file():
+                meta = json.loads(side.read_text())
+                if meta.get("kind") != "SweepTable":
+                    raise LoadError(f"SweepResult.read_table: {str(side)!r} holds a {meta.get('kind')}, not a SweepTable")
+                frame.attrs.update(meta["attrs"], points=meta["points"], t=meta["t"])
+        except LoadError:
+            raise
+        except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
+            raise LoadError(f"SweepResult.read_table: {str(path)!r}: not a sweep table ({type(exc).__name__}: {exc})") from None
+        if "point" not in frame.columns or "status" not in frame.columns:
+            raise LoadError(f"SweepResult.read_table: {str(path)!r}: not a sweep table (no point/status columns)")
+        return frame
+
     def trajectory(self, i: int) -> Trajectory:
         """Point i as a :class:`Trajectory` (its recorded times only)."""
-        row = self.table[i]
+        row = self.table.iloc[int(i)]
         s0 = self.states[row["state"]]
         n = int(np.sum(np.isfinite(self._Y[i][:, 0])))
         Q, R, S, v = unpack(self._Y[i][:n], s0.K, s0.M)
@@ -226,7 +295,7 @@ class SweepResult:
         return Trajectory(t=self.t[:n], Q=Q, R=R, S=S, v=v, state0=s0, params=dict(self._params[i]),
                           status=int(row["status"]), message=row["message"], nfev=int(row["nfev"]))
 
-    def curves(self, with_params: bool = True) -> Table:
+    def curves(self, with_params: bool = True):
         """Long table: one row per point and recorded time with t, eg, the angles and the order
         parameters (Q[k,l], R[k,n], S[k], v[k]; points of different K, M leave others NaN), plus
         the point's parameter columns when ``with_params``."""
@@ -259,8 +328,10 @@ class SweepResult:
         if with_params:
             pt = table["point"]
             for c in self._param_columns:
-                table[c] = self.table[c][pt]
-        return Table(table)
+                table[c] = np.asarray(self.table[c])[pt]
+        frame = _frame(table)
+        frame.attrs.update(self.table.attrs)
+        return frame
 
 
 # ====================================================================== sweep
@@ -535,8 +606,21 @@ def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_t
     for k in ang_keys:
         table[f"angle_{k}"] = np.array([angles_t[i][k][last[i]] if k in angles_t[i] else np.nan for i in range(npts)])
 
+    prov = provenance()
     params = [dict(**record(rules[i], hypers[i]), quadrature=repr(quadrature), method="DOP853 (batched)", rtol=rtol,
-                   atol=atol, K=state_list[sidx[i]].K, M=state_list[sidx[i]].M, tags=tuple(tags))
+                   atol=atol, K=state_list[sidx[i]].K, M=state_list[sidx[i]].M, tags=tuple(tags),
+                   units={"t": "steps / D", "angles": "degrees"}, provenance=prov)
               for i in range(npts)]
-    return SweepResult(table=Table(table), t=t, eg=eg, states=tuple(state_list), _Y=Ys, _params=params, _angles=angles_t,
+    frame = _frame(table)
+    frame.attrs.update(units={"t": "steps / D", "angles": "degrees", "t_*, plateau_*": "steps / D"}, provenance=prov,
+                       rtol=rtol, atol=atol, quadrature=repr(quadrature), plateau_options=dict(popts),
+                       eg_target=eg_target)
+    return SweepResult(table=frame, t=t, eg=eg, states=tuple(state_list), _Y=Ys, _params=params, _angles=angles_t,
                        _param_columns=param_columns)
+
+
+def _frame(columns: dict):
+    """A pandas DataFrame of the table's columns (one row per point, in order; a default index equal to point)."""
+    import pandas as pd
+
+    return pd.DataFrame({k: np.asarray(v) for k, v in columns.items()})

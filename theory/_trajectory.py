@@ -121,9 +121,51 @@ class Trajectory:
         )
 
     # ------------------------------------------------------------------ persistence
+    def to_xarray(self):
+        """An xarray Dataset: Q (t, k, l), R (t, k, m), S, v (t, k), eg (t), angles (t, angle), the
+        constants T (m, n), U (m), P, v_star (m), b (k), and every parameter, the status and the
+        provenance in its attributes (theory._labelled)."""
+        from ._labelled import order_parameter_vars, to_attrs, xarray
+
+        xr = xarray()
+        s0 = self.state0
+        data = order_parameter_vars(("t",), self.Q, self.R, self.S, self.v, self.eg, self.angles)
+        data.update(T=(("m", "n"), s0.T), U=(("m",), s0.U), P=((), s0.P), v_star=(("m",), s0.v_star))
+        data.update({f"state0_{k}": (dims, getattr(s0, k)) for k, dims in (("Q", ("k", "l")), ("R", ("k", "m")),
+                                                                            ("S", ("k",)), ("v", ("k",)))})
+        if s0.b is not None:
+            data["b"] = (("k",), s0.b)
+        coords = dict(t=self.t, k=np.arange(self.K), l=np.arange(self.K), m=np.arange(self.M), n=np.arange(self.M),
+                      angle=list(self.angles))
+        return xr.Dataset(data, coords=coords, attrs=to_attrs("Trajectory", params=self.params, status=self.status,
+                                                              message=self.message, nfev=self.nfev))
+
+    @classmethod
+    def from_xarray(cls, ds) -> "Trajectory":
+        """The Trajectory a Dataset of :meth:`to_xarray` holds (LoadError when it holds something else)."""
+        from ._labelled import from_attrs
+
+        meta = from_attrs(ds, "Trajectory")
+        a = lambda name: np.asarray(ds[name].values)  # noqa: E731
+        try:
+            s0 = OrderParams(Q=a("state0_Q"), R=a("state0_R"), T=a("T"), v=a("state0_v"), v_star=a("v_star"),
+                             S=a("state0_S"), U=a("U"), P=float(a("P")), b=a("b") if "b" in ds else None)
+            traj = cls(t=a("t"), Q=a("Q"), R=a("R"), S=a("S"), v=a("v"), state0=s0, params=meta["params"],
+                       status=int(meta["status"]), message=meta["message"], nfev=int(meta["nfev"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LoadError(f"Trajectory.from_xarray: damaged ({type(exc).__name__}: {exc})") from None
+        if "angles" in ds:
+            traj.__dict__["angles"] = {str(n): _read_only(a("angles")[:, i]) for i, n in enumerate(ds["angle"].values)}
+        return traj
+
     def save(self, path) -> Path:
-        """Save to an .npz holding the arrays, the initial state and the parameters (as JSON)."""
+        """Save to an .npz holding the arrays, the initial state and the parameters (as JSON), or,
+        for a path ending in .nc, to netCDF through :meth:`to_xarray` (needs xarray)."""
         path = Path(path)
+        if path.suffix == ".nc":
+            from ._labelled import write_netcdf
+
+            return write_netcdf(self.to_xarray(), path)
         s0 = self.state0
         meta = dict(params=self.params, status=self.status, message=self.message, nfev=self.nfev, units={"t": "steps / D"})
         arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg)
@@ -136,7 +178,12 @@ class Trajectory:
 
     @classmethod
     def load(cls, path) -> "Trajectory":
-        """Read a saved trajectory; :class:`theory.checks.LoadError` when the file is not one, or is damaged."""
+        """Read a saved trajectory (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is
+        not one, or is damaged."""
+        if Path(path).suffix == ".nc":
+            from ._labelled import read_netcdf
+
+            return cls.from_xarray(read_netcdf(path, "Trajectory"))
         need = ("t", "Q", "R", "S", "v", "state0_Q", "state0_R", "state0_T", "state0_v", "state0_v_star", "state0_P")
         meta, z = load_npz(path, "Trajectory", need)
         what = f"Trajectory.load: {str(path)!r}"
