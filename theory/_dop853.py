@@ -114,6 +114,22 @@ EXPONENT = -1.0 / (DOP853.error_order + 1)
 DENSE_A, DENSE_C, DENSE_D = _dop.A, _dop.C, _dop.D
 
 
+def _stages(rhs, p, t, h, y, Ks, tmp, A, C, first, last):
+    """Stages first..last-1 of the (extended) tableau: Ks[s] = rhs(t + C[s] h, y + h sum_{j<s} A[s, j] Ks[j])."""
+    n = y.size
+    for st in range(first, last):
+        for q in range(n):
+            acc = 0.0
+            for j in range(st):
+                acc += A[st, j] * Ks[j, q]
+            tmp[q] = y[q] + h * acc
+        rhs(t + C[st] * h, tmp, p, Ks[st])
+
+
+if HAVE_NUMBA:
+    _stages = numba.njit(cache=True, inline="always", error_model="numpy")(_stages)
+
+
 def _advance(rhs, Pm, Y, T, H, F, IOUT, STOP, NFEV, NSTEP, STATUS, Yout, t_out, lo, hi, rtol, atol, blowup, watch,
              max_steps, h_floor, A, B, C, E3, E5, DD):
     """Advance the points lo..hi-1 of a batch, each with its own step size and error control, until
@@ -164,13 +180,7 @@ def _advance(rhs, Pm, Y, T, H, F, IOUT, STOP, NFEV, NSTEP, STATUS, Yout, t_out, 
                 h_abs = abs(h)
                 for q in range(n):
                     Ks[0, q] = f[q]
-                for st in range(1, _NS):
-                    for q in range(n):
-                        acc = 0.0
-                        for j in range(st):
-                            acc += A[st, j] * Ks[j, q]
-                        tmp[q] = y[q] + h * acc
-                    rhs(t + C[st] * h, tmp, p, Ks[st])
+                _stages(rhs, p, t, h, y, Ks, tmp, A, C, 1, _NS)
                 for q in range(n):
                     acc = 0.0
                     for j in range(_NS):
@@ -232,13 +242,7 @@ def _advance(rhs, Pm, Y, T, H, F, IOUT, STOP, NFEV, NSTEP, STATUS, Yout, t_out, 
                 break
             if IOUT[i] < nt and t_out[IOUT[i]] <= t_new:
                 # DOP853's dense output on [t, t_new]: three more stages, then a polynomial in x
-                for st in range(_NS + 1, _NX):
-                    for q in range(n):
-                        acc = 0.0
-                        for j in range(st):
-                            acc += A[st, j] * Ks[j, q]
-                        tmp[q] = y[q] + h * acc
-                    rhs(t + C[st] * h, tmp, p, Ks[st])
+                _stages(rhs, p, t, h, y, Ks, tmp, A, C, _NS + 1, _NX)
                 NFEV[i] += _NX - _NS - 1
                 for q in range(n):
                     dY = ynew[q] - y[q]
