@@ -114,6 +114,15 @@ class Stepper(abc.ABC):
         return self.nfev, self.n_steps, self.n_calls
 
 
+def _records(y0: np.ndarray, nt: int):
+    """The outputs of a run of the rows of y0 (B, n) over nt times, before it starts: Y (B, nt, n) NaN but
+    for the initial states, one recorded time each, status 0 and message "finished"."""
+    Bn, n = y0.shape
+    Y = np.full((Bn, nt, n), np.nan)
+    Y[:, 0] = y0
+    return Y, np.ones(Bn, dtype=np.int64), np.zeros(Bn, dtype=int), ["finished"] * Bn
+
+
 def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
           diagnose: Callable[[np.ndarray, np.ndarray, bool], list] | None = None,
           progress: bool = False, desc: str = "ODE") -> BatchSolution:
@@ -130,11 +139,7 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
     t = np.asarray(t, dtype=float)
     Bn, n = y0.shape
     nt = t.size
-    Y = np.full((Bn, nt, n), np.nan)
-    Y[:, 0] = y0
-    n_rec = np.ones(Bn, dtype=np.int64)
-    status = np.zeros(Bn, dtype=int)
-    message = ["finished"] * Bn
+    Y, n_rec, status, message = _records(y0, nt)
     check = diagnose or (lambda y, idx, at_output: [None] * len(y))
     for j, w in enumerate(check(y0, np.arange(Bn), True)):
         if w is not None:
@@ -547,11 +552,7 @@ def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0
     y0 = np.asarray(y0, dtype=float)
     Bn, n = y0.shape
     nt = t.size
-    Y = np.full((Bn, nt, n), np.nan)
-    Y[:, 0] = y0
-    n_rec = np.ones(Bn, dtype=np.int64)
-    status = np.zeros(Bn, dtype=int)
-    message = ["finished"] * Bn
+    Y, n_rec, status, message = _records(y0, nt)
     nfev, n_steps, n_calls = np.zeros(Bn, np.int64), np.zeros(Bn, np.int64), 0
     check = diagnose or (lambda y, idx, at_output: [None] * len(y))
     alive = np.arange(Bn)
