@@ -6,7 +6,7 @@ Same run, same machine, K = M = 2, erf, eta = 1, bp and pepita, at D = 500 and D
 - reduced, torch backend (the reference / CUDA path): simulate.run_reduced(backend="torch"), float64.
 Prints the rates (the reduced sampler's from its own wall time, run_reduced's params["wall_s"]:
 the chain without measuring the initial weights' overlaps) and the ratios reduced / full, and the
-rate of the numba backend's numpy draws alone (its floor). Target (issue #5): ratio >= 50 at D = 500, and the
+rate of the numba backend's in-kernel draws alone (its floor), next to numpy's SFC64 drawing the same variables. Target (issue #5): ratio >= 50 at D = 500, and the
 reduced rate flat in D. Each rate is the best of ``--repeats`` timed runs after a warm-up (the
 machine may be shared).
 
@@ -63,16 +63,28 @@ def rate_reduced(rule, D, replicas, steps, device, backend, repeats):
 
 
 def rate_draws_only(D, replicas, steps):
-    """The numba backend's floor: its numpy draws alone (one thread), replica-steps / s."""
-    from simulate._reduced_kernel import ChunkSampler
+    """The numba backend's floor: its in-kernel draws alone (counter-based Philox streams, one thread),
+    and, for comparison, the same numbers of variables from numpy's fastest generator (SFC64) in bulk
+    (what the kernel was given before it drew its own), in replica-steps / s."""
+    import numpy as np
 
-    sampler = ChunkSampler(0, replicas, 5, D, noise=False, threads=1)
-    n = 146
+    from simulate import _reduced_kernel, _rng
+
+    r = 5
+    shapes = np.array([0.5 * (D - r)])
+    key = _rng.key_of(0)
+    _reduced_kernel.draws_only(key, 32, 64, r, 0, 2, shapes, False)  # compile / load
+    t0 = time.perf_counter()
+    _reduced_kernel.draws_only(key, 32, replicas, r, 0, steps, shapes, False)
+    kernel = replicas * steps / (time.perf_counter() - t0)
+    g = np.random.Generator(np.random.SFC64(0))
+    n = max(1, 2_000_000 // replicas)
     t0 = time.perf_counter()
     for _ in range(max(1, steps // n)):
-        for j in range(sampler.nb):
-            sampler.draw_block(j, n)
-    return replicas * n * max(1, steps // n) / (time.perf_counter() - t0)
+        g.standard_normal((n, r, replicas))
+        g.standard_gamma(shapes[0], (n, replicas))
+    sfc = replicas * n * max(1, steps // n) / (time.perf_counter() - t0)
+    return kernel, sfc
 
 
 def finite_size(specs, replicas):
@@ -122,9 +134,10 @@ def main(argv=None):
             tr = rate_reduced(rule, D, a.replicas_reduced, a.steps_torch, a.device, "torch", a.repeats)
             rates[rule, D] = nb, tr
             print(f"{rule:7s} {D:6d} {full:10.3g} {nb:10.3g} {tr:10.3g} {nb / full:11.1f} {tr / full:11.1f} {nb / tr:12.1f}")
-    draws = rate_draws_only(500, a.replicas_reduced, a.steps)
-    print(f"numba backend's numpy draws alone (r = 5 normals + 1 gamma per replica-step), one thread: {draws:.3g} "
-          f"replica-steps / s")
+    draws, sfc = rate_draws_only(500, a.replicas_reduced, a.steps)
+    print(f"draws alone (r = 5 normals + 1 gamma per replica-step), one thread: in the kernel (Philox4x64-10 streams "
+          f"keyed by seed, replica, step) {draws:.3g} replica-steps / s; numpy SFC64 in bulk {sfc:.3g} "
+          f"(ratio {draws / sfc:.2f})")
     for rule in ("bp", "pepita"):
         (n5, t5), (n4, t4) = rates[rule, 500], rates[rule, 10_000]
         print(f"flatness in D ({rule}): rate at D=1e4 / D=500: numba {n4 / n5:.2f}, torch {t4 / t5:.2f}")

@@ -28,7 +28,7 @@ __all__ = ["main", "build_parser"]
 
 #: Defaults of ``compare``: every rule learns visibly (bp and fa escape the plateau, afa and
 #: pepita leave the initial error) and the whole job takes under 2 minutes on a 2-core CPU.
-COMPARE_DEFAULTS = dict(rules="bp,fa,afa,pepita", D=500, K=2, M=2, eta=1.0, t_max=200.0, replicas=8, n_times=50, n_test=10_000)
+COMPARE_DEFAULTS = dict(rules="bp,fa,afa,pepita", D=500, K=2, M=2, eta=1.0, t_max=200.0, replicas=8, n_times=50, n_test=None)
 
 
 def _common(p, *, D, t_max):
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--independent-init", action="store_true", help="each replica draws its own initial student")
     pc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     pc.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default: the engine's (full float32, reduced float64)")
-    pc.add_argument("--n-test", type=int, default=COMPARE_DEFAULTS["n_test"], help="held-out inputs for the empirical test error")
+    pc.add_argument("--n-test", type=int, default=COMPARE_DEFAULTS["n_test"], help="held-out inputs for the empirical test error (default 10000; 0 with --engine reduced when "
+                    "the activation's eps_g has a closed form, where it only re-estimates eg)")
     pc.add_argument("--engine", default="full", help="simulation engine (full, or a registered one such as reduced)")
     po = sub.add_parser("ode", help="ODE learning curves of all rules from a default initial condition")
     _common(po, D=1000, t_max=1000.0)

@@ -280,7 +280,7 @@ def compare(
     device=None,
     dtype=None,
     seed: int = 0,
-    n_test: int = 10_000,
+    n_test: int | None = None,
     engine: str = "full",
     progress: bool = True,
     throw: bool = True,

@@ -391,7 +391,7 @@ def run(
     device=None,
     dtype=None,
     seed: int = 0,
-    n_test: int = 10_000,
+    n_test: int | None = None,
     engine: str = "full",
     progress: bool = True,
     throw: bool = True,
@@ -415,7 +415,9 @@ def run(
         float32 for engine "full", float64 for engine "reduced").
     seed : seed of the data streams (inputs, noise, test set), distinct from ``init.seed``.
         Same seed, same result (on a given device).
-    n_test : size of the held-out set for the empirical test error (0 disables it).
+    n_test : size of the held-out set for the empirical test error (0 disables it). Default:
+        10,000, except with the reduced engine when the activation's eps_g has a closed form
+        (there eg_test would only re-estimate eg by Monte Carlo): 0.
     engine : "full" (this D-dimensional simulation) or another registered engine ("reduced").
     threads : CPU threads drawing the Gaussian inputs (default torch.get_num_threads()); the
         arithmetic runs with one intra-op thread (restored afterwards). Results do not depend on it.
@@ -428,7 +430,8 @@ def run(
     if engine not in ENGINES:
         raise ValueError(f"run: unknown engine {engine!r}; expected one of {sorted(ENGINES)}")
     replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
-    n_test = theory.checks.integer("n_test", n_test, where=where, min=0)
+    if n_test is not None:
+        n_test = theory.checks.integer("n_test", n_test, where=where, min=0)
     seed = theory.checks.integer("seed", seed, where=where, min=0)
     if threads is not None:
         threads = theory.checks.integer("threads", threads, where=where, min=1)
@@ -439,6 +442,8 @@ def run(
     # The same validation (and messages) as theory.integrate, on the measured initial state.
     state0 = init.order_params(1)
     dyn = theory.make_dynamics(state0, rule, params, where=where, extra=theory.checks.parameters(run), **options)
+    if n_test is None:
+        n_test = 0 if engine == "reduced" and dyn.hyper.g.i2 is not None else 10_000
     steps = _check_times(t, init.D)
     if dtype == torch.float32 and dyn.hyper.max_rate() > 1e30:
         raise ValueError(f"run: a learning rate of {dyn.hyper.max_rate():.3g} overflows float32; use dtype=torch.float64")

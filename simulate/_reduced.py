@@ -49,10 +49,10 @@ Backends
 ``backend="numba"`` (chosen automatically on the CPU in float64 when the rule has a compiled view,
 :func:`theory.compiled_rule`): the compiled kernel of :mod:`simulate._reduced_kernel` runs a chunk
 of steps for a block of 32 replicas in one call, the blocks spread over threads, calling the rule's
-compiled update; its random numbers are drawn with numpy Generators outside the kernel
-(:class:`simulate._reduced_kernel.ChunkSampler`: one SFC64 Generator per fixed block of 32 replicas,
-spawned from ``np.random.SeedSequence(seed)``), so the same seed gives the same result whatever the
-number of threads. ``backend="torch"`` (CUDA, float32, rules without a compiled view, or on
+compiled update; it draws its random numbers inside, each replica and step from its own
+counter-based stream keyed by (seed, replica, step) (:mod:`simulate._rng`: Philox4x64-10), so
+the same seed gives the same result whatever the number of threads or the block size, and a
+replica's path does not depend on how many replicas run beside it. ``backend="torch"`` (CUDA, float32, rules without a compiled view, or on
 request): :class:`ReducedStep`, the reference implementation, one step at a time, on the rule's
 :meth:`theory.Rule.local_update`, with r standard normals, one Gamma((D - r)/2)
 (chi^2 = 2 Gamma) and one standard normal zeta per step and replica from one seeded
@@ -302,7 +302,7 @@ class _TorchChain:
 
 class _NumbaChain:
     """The compiled CPU backend: :func:`simulate._reduced_kernel.chain_block` on chunks of steps, with the
-    rule's compiled update and the draws of :class:`simulate._reduced_kernel.ChunkSampler` (float64)."""
+    rule's compiled update, its blocks and threads from :class:`simulate._reduced_kernel.ChunkSampler` (float64)."""
 
     def __init__(self, rule, hyper: HyperParams, state, *, D, T, U, P, v_star, b, replicas, r, seed, threads, step0=0):
         K = state[0].shape[-1]
@@ -333,17 +333,17 @@ class _NumbaChain:
         self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * per_step), 1, _NUMBA_MAX_CHUNK_STEPS))
 
     def advance(self, n):
-        """n <= self.chunk steps: each thread draws a block's numbers and advances that block, in turn."""
+        """n <= self.chunk steps: the threads advance the blocks of replicas, drawing inside the kernel."""
         t = (self.step_index + np.arange(n)) / self.D
         etas, etas_v = (np.ascontiguousarray(np.broadcast_to(np.asarray(r, dtype=np.float64), (n,))).copy()
                         for r in self.hyper.rates(t))
+        sp = self.sampler
 
         def block(j):
-            draws = self.sampler.kernel_arrays(self.sampler.draw_block(j, n))
-            _reduced_kernel.chain_block(self.update, j, self.Q, self.R, self.S, self.v, *draws, *self.consts, float(self.D),
-                                        etas, etas_v, *self.params)
+            _reduced_kernel.chain_block(self.update, j, sp.B, sp.key, self.step_index, n, sp.shapes, sp.noise, self.Q,
+                                        self.R, self.S, self.v, *self.consts, float(self.D), etas, etas_v, *self.params)
 
-        self.sampler.map_blocks(block)
+        sp.map_blocks(block)
         self.step_index += n
 
     def state(self):
@@ -518,7 +518,7 @@ def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.r
 
 
 def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: int = 1, independent_init: bool = False,
-                device=None, dtype=torch.float64, seed: int = 0, n_test: int = 1000, D: int | None = None,
+                device=None, dtype=torch.float64, seed: int = 0, n_test: int | None = None, D: int | None = None,
                 progress: bool = False, throw: bool = False, backend: str = "auto", threads: int | None = None, **options):
     """Simulate with the exact order-parameter sampler; returns a :class:`simulate.SimulationResult`.
 
@@ -528,12 +528,14 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
     :func:`theory.integrate` (an unknown keyword is an error). Same fields as the full simulation:
     eg from the closed form of the recorded order parameters, angles, and ``eg_test`` the
     Monte Carlo estimate of :func:`empirical_eg` over ``n_test`` fresh fields per record
-    (n_test=0 gives nan). Default dtype float64 (increments are O(1/D)). ``backend`` and
+    (n_test=0 gives nan; the default is 0 when the activation's eps_g has a closed form, where the
+    estimate adds nothing to eg, else 1000). Default dtype float64 (increments are O(1/D)). ``backend`` and
     ``threads`` as :func:`reduced_chain` (default: the compiled numba kernel on the CPU).
     """
     from ._result import SimulationResult
 
-    n_test = theory.checks.integer("n_test", n_test, where="run_reduced", min=0)
+    if n_test is not None:
+        n_test = theory.checks.integer("n_test", n_test, where="run_reduced", min=0)
     if isinstance(init, OrderParams):
         if D is None:
             raise ValueError("D: the dimension is needed when init is an OrderParams")
@@ -547,6 +549,8 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
     out = reduced_chain(state0, rule, t, params, D=D, replicas=replicas, device=device, dtype=dtype, seed=seed,
                         progress=progress, backend=backend, threads=threads, **options)
     hyper = out["hyper"]
+    if n_test is None:
+        n_test = 0 if hyper.g.i2 is not None else 1000
     constants = dict(T=np.asarray(state0.T), U=np.asarray(state0.U), P=state0.P, v_star=np.asarray(state0.v_star),
                      b=None if state0.b is None else np.asarray(state0.b))
     if n_test > 0:

@@ -19,8 +19,10 @@ Per step and replica (fields ordered (nu, phi, lambda) as in _reduced, eps ~ N(0
     R' = (1-c) R - (eta/D) delta xi_nu^T,   S' = (1-c) S - (eta/D) delta xi_phi,
     v' = v - (eta_v/D) e_out h            (unchanged when the second layer is frozen),
 
-with c = eta kappa / D. The random numbers are drawn outside (numpy, see
-:class:`ChunkSampler`) and passed in, so a run does not depend on the number of threads.
+with c = eta kappa / D. The random numbers are drawn inside the kernel, each replica and step
+from its own counter-based stream (seed, replica, step) (:mod:`simulate._rng`: Philox4x64-10,
+a ziggurat for normals, Marsaglia-Tsang for the chi-square), so a run does not depend on the
+number of threads, the block size or the chunking, and no array of draws goes through memory.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
+from . import _rng
 
 try:
     import numba
@@ -43,8 +47,7 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
 
 __all__ = ["HAVE_NUMBA", "chain_block", "ChunkSampler", "Draws", "RNG_REPLICA_BLOCK"]
 
-#: replicas per block: one numpy Generator and one kernel work item each (fixed, so that the
-#: draws do not depend on the thread count)
+#: replicas per block: one kernel work item, its replicas interleaved (the draws do not depend on it)
 RNG_REPLICA_BLOCK = 32
 
 _PIVOT_TOL = 1e-13  # as simulate._reduced._psd_cholesky
@@ -58,24 +61,43 @@ def _jit(*args, **kw):
 
 
 @_jit(inline="never")
-def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv, U, P, v_star, b, D, etas, etas_v, sigma,
-                   sigma_F, kappa, gk, train_v):
-    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_block`, with the draws eps[eb], gam[eb], offd[eb], zeta[eb].
+def _draw_step(key, b0, nv, step, shapes, noisy, eps_s, gam_s, offd_s, zeta_s):
+    """The draws of one step for replicas b0 .. b0 + nv - 1, replica b0 + t in column t: each from its
+    own stream (seed, replica, step) of :mod:`simulate._rng`, in this order: eps (Bs r standard
+    normals, sample s's (nu, phi, lambda) coordinates in rows s r .. s r + r - 1), gam (Bs variables
+    Gamma(shapes[s])), offd (Bs (Bs - 1) / 2 standard normals: the Bartlett factor's off-diagonal),
+    and zeta (Bs standard normals) when ``noisy``."""
+    for t in range(nv):
+        st = _rng.stream(b0 + t, step, _rng.PURPOSE_CHAIN)
+        st = _rng.normals_into(eps_s, t, 0, eps_s.shape[0], st, key)
+        for bs in range(shapes.shape[0]):
+            g, st = _rng.gamma(st, key, shapes[bs])
+            gam_s[bs, t] = g
+        st = _rng.normals_into(offd_s, t, 0, offd_s.shape[0], st, key)
+        if noisy:
+            st = _rng.normals_into(zeta_s, t, 0, zeta_s.shape[0], st, key)
+
+
+@_jit(inline="never")
+def _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
+                   sigma, sigma_F, kappa, gk, train_v):
+    """Replicas bi*B .. bi*B + B - 1 of :func:`chain_block` for steps step0 .. step0 + n - 1.
     State and constants are held along the last axis of scratch arrays (one column per replica) and
     every loop runs over the replicas innermost, so that their independent arithmetic vectorises and
     interleaves. With one sample per step (Bs = 1) the arithmetic is, operation for operation, the
     single-sample step of the module docstring."""
     nR, K = S.shape
     M = R.shape[2]
-    n = eps.shape[1]
-    B = eps.shape[3]
-    Bs = gam.shape[2]  # samples per step (mini-batch)
+    Bs = shapes.shape[0]  # samples per step (mini-batch)
     M1 = M + 1
     r = M1 + K
     b0 = bi * B
     nv = min(B, nR - b0)
+    eps_s = np.zeros((Bs * r, B))  # one step's draws (_draw_step)
+    gam_s = np.zeros((Bs, B))
+    offd_s = np.zeros((Bs * (Bs - 1) // 2, B))
+    zeta_s = np.zeros((Bs, B))
     per = 1 if A11T.shape[0] > 1 else 0
-    noisy = zeta.shape[3] > 0
     q = np.empty((K, K, B))
     rr = np.empty((K, M, B))
     s = np.empty((K, B))
@@ -120,6 +142,7 @@ def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv,
     G = np.empty((Bs, Bs, B))  # xp_s . xp_s'
     acc = np.empty(B)
     for j in range(n):
+        _draw_step(key, b0, nv, step0 + j, shapes, noisy, eps_s, gam_s, offd_s, zeta_s)
         eta = etas[j]
         eta_v = etas_v[j]
         c = eta * kappa / D
@@ -170,33 +193,33 @@ def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv,
                     yv[bs, a, t] = 0.0
                 for a2 in range(M1):
                     for t in range(nv):
-                        yv[bs, a, t] += eps[eb, j, o + a2, t] * Ab[a2, a, t]
+                        yv[bs, a, t] += eps_s[o + a2, t] * Ab[a2, a, t]
             # lambda = L21 eps_1 + L22 eps_2
             for k in range(K):
                 for t in range(nv):
                     lam[bs, k, t] = 0.0
                 for a in range(M1):
                     for t in range(nv):
-                        lam[bs, k, t] += L21[k, a, t] * eps[eb, j, o + a, t]
+                        lam[bs, k, t] += L21[k, a, t] * eps_s[o + a, t]
                 for p in range(k + 1):
                     for t in range(nv):
-                        lam[bs, k, t] += L22[k, p, t] * eps[eb, j, o + M1 + p, t]
-            update(lam[bs], yv[bs], zeta[eb, j, bs] if noisy else no_noise, vv, vsb, s, bb_, nv, 1, sigma, sigma_F, gk,
+                        lam[bs, k, t] += L22[k, p, t] * eps_s[o + M1 + p, t]
+            update(lam[bs], yv[bs], zeta_s[bs] if noisy else no_noise, vv, vsb, s, bb_, nv, 1, sigma, sigma_F, gk,
                    delta[bs], h[bs], res[bs])
         # the Gram matrix of the presynaptic inputs: xp_s . xp_s' = x_s . x_s' + alpha_s' phi_s + alpha_s phi_s'
         # + alpha_s alpha_s' P, with x_s . x_s' = eps_s . eps_s' + W_ss' and W ~ Wishart(D - r, I) = Lw Lw^T
         for bs in range(Bs):
             for t in range(nv):
-                Lw[bs, bs, t] = math.sqrt(2.0 * gam[eb, j, bs, t])
+                Lw[bs, bs, t] = math.sqrt(2.0 * gam_s[bs, t])
             for b2 in range(bs):
                 for t in range(nv):
-                    Lw[bs, b2, t] = offd[eb, j, bs * (bs - 1) // 2 + b2, t]
+                    Lw[bs, b2, t] = offd_s[bs * (bs - 1) // 2 + b2, t]
         for bs in range(Bs):
             for b2 in range(bs + 1):
                 for t in range(nv):
                     al, al2 = res[bs, 0, t], res[b2, 0, t]
                     if b2 == bs:  # chi^2 of the diagonal, as drawn: 2 gamma (+ the Bartlett off-diagonal squares)
-                        w = 2.0 * gam[eb, j, bs, t]
+                        w = 2.0 * gam_s[bs, t]
                         for k3 in range(bs):
                             w += Lw[bs, k3, t] * Lw[bs, k3, t]
                         G[bs, bs, t] = w + 2.0 * al * yv[bs, M, t] + al * al * Pb[t]
@@ -207,7 +230,7 @@ def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv,
                         G[bs, b2, t] = w + al2 * yv[bs, M, t] + al * yv[b2, M, t] + al * al2 * Pb[t]
                 for a in range(r):
                     for t in range(nv):
-                        G[bs, b2, t] += eps[eb, j, bs * r + a, t] * eps[eb, j, b2 * r + a, t]
+                        G[bs, b2, t] += eps_s[bs * r + a, t] * eps_s[b2 * r + a, t]
                 if b2 != bs:
                     for t in range(nv):
                         G[b2, bs, t] = G[bs, b2, t]
@@ -269,27 +292,56 @@ def _advance_block(update, bi, eb, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv,
             v[b0 + t, k] = vv[k, t]
 
 
-def _chain_block(update, bi, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv, U, P, v_star, b, D, etas, etas_v, sigma,
-                 sigma_F, kappa, gk, train_v):
-    """Advance the replicas of block bi (bi*B .. bi*B + B - 1, the last block possibly partial) by
-    n = eps.shape[1] steps of the chain, in place; releases the GIL, so Python threads run blocks
-    in parallel, each drawing its numbers and using them while they are hot in cache.
+def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
+                 sigma, sigma_F, kappa, gk, train_v):
+    """Advance the replicas of block bi (bi*B .. bi*B + B - 1, the last block possibly partial) by the
+    n steps step0 .. step0 + n - 1 of the chain, in place; releases the GIL, so Python threads run
+    blocks in parallel.
 
     Q (nR, K, K), R (nR, K, M), S (nR, K), v (nR, K): the state of all replicas (float64, C-contiguous).
-    The block's draws, for n steps of Bs samples each: eps (1, n, Bs r, B) standard normals, sample s's
-    ordered (nu, phi, lambda) in rows s r .. s r + r - 1, replica bi*B + t reading [..., t];
-    gam (1, n, Bs, B) Gamma((D - r - s)/2) variables and offd (1, n, Bs (Bs - 1) / 2, B) standard
-    normals: the Bartlett factor of the Wishart(D - r, I_Bs) Gram matrix of the inputs' components
-    orthogonal to the r vectors (Bs = 1: chi^2_{D-r} = 2 gam); zeta (1, n, Bs, B) output noise (last
-    but one axis 0 when sigma = 0). etas, etas_v (n,): the learning rates of the n steps (schedules).
+    The random numbers are drawn inside, from the counter-based streams (seed, replica, step) of
+    :mod:`simulate._rng` under ``key`` (:func:`simulate._rng.key_of` of the seed): per step and
+    replica, Bs r standard normals eps, Bs Gamma(shapes[s]) variables gam (shapes[s] = (D - r - s)/2,
+    so that 2 gam ~ chi^2_{D-r-s}: the Bartlett factor of the Wishart(D - r, I_Bs) Gram matrix of
+    the inputs' components orthogonal to the r vectors; Bs = 1: chi^2_{D-r}), Bs (Bs - 1)/2 normals
+    offd below its diagonal, and Bs normals zeta (output noise) when ``noisy``
+    (:func:`_draw_step`). So a replica's draws depend on (seed, replica, step) only: not on B, the
+    chunking or the threads. etas, etas_v (n,): the learning rates of the n steps (schedules).
     Constants with a leading axis of 1 (shared) or nR (per replica): A11T (., M+1, M+1) with
     (nu, phi) = eps_1 @ A11T, Binv (., M+1, M+1) with L21 = [R, S] @ Binv, U (., M), P (.,),
     v_star (., M), b (., K). ``update`` is the rule's compiled update (theory._compiled), gk the
-    activation's code, kappa the weight decay. Each replica's arithmetic is the same whichever
-    thread runs it.
+    activation's code, kappa the weight decay.
     """
-    _advance_block(update, bi, 0, Q, R, S, v, eps, gam, offd, zeta, A11T, Binv, U, P, v_star, b, D, etas, etas_v, sigma,
-                   sigma_F, kappa, gk, train_v)
+    _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
+                   sigma, sigma_F, kappa, gk, train_v)
+
+
+@_jit()
+def _fill_draws(key, B, nR, step0, shapes, noisy, eps, gam, offd, zeta):
+    """The chain's draws for steps step0 .. step0 + n - 1, as :func:`chain_block` makes them, into
+    eps (nb, n, Bs r, B), gam (nb, n, Bs, B), offd (nb, n, Bs (Bs-1)/2, B), zeta (nb, n, Bs, B)."""
+    for bi in range(eps.shape[0]):
+        b0 = bi * B
+        nv = min(B, nR - b0)
+        for j in range(eps.shape[1]):
+            _draw_step(key, b0, nv, step0 + j, shapes, noisy, eps[bi, j], gam[bi, j], offd[bi, j], zeta[bi, j])
+
+
+@_jit(nogil=True)
+def draws_only(key, B, nR, r, step0, n, shapes, noisy):
+    """The kernel's draws for n steps of nR replicas in blocks of B (r fields per sample), thrown away (the benchmarks'
+    floor of the chain: the cost of its random numbers alone). Returns a checksum."""
+    Bs = shapes.shape[0]
+    r_tot = 0.0
+    for bi in range(-(-nR // B)):
+        b0 = bi * B
+        nv = min(B, nR - b0)
+        eps_s, gam_s = np.zeros((Bs * r, B)), np.zeros((Bs, B))
+        offd_s, zeta_s = np.zeros((Bs * (Bs - 1) // 2, B)), np.zeros((Bs, B))
+        for j in range(n):
+            _draw_step(key, b0, nv, step0 + j, shapes, noisy, eps_s, gam_s, offd_s, zeta_s)
+            r_tot += eps_s[0, 0] + gam_s[0, 0]
+    return r_tot
 
 
 if HAVE_NUMBA:
@@ -299,8 +351,9 @@ if HAVE_NUMBA:
     _f8, _i8 = numba.float64, numba.int64
     _A = lambda nd: numba.types.Array(_f8, nd, "C")  # noqa: E731
     chain_block = numba.njit(
-        numba.types.void(UPDATE_TYPE, _i8, _A(3), _A(3), _A(2), _A(2), _A(4), _A(4), _A(4), _A(4), _A(3), _A(3), _A(2),
-                         _A(1), _A(2), _A(2), _f8, _A(1), _A(1), _f8, _f8, _f8, _i8, numba.types.boolean),
+        numba.types.void(UPDATE_TYPE, _i8, _i8, numba.types.Array(numba.uint64, 1, "C"), _i8, _i8, _A(1),
+                         numba.types.boolean, _A(3), _A(3), _A(2), _A(2), _A(3), _A(3), _A(2), _A(1), _A(2), _A(2), _f8,
+                         _A(1), _A(1), _f8, _f8, _f8, _i8, numba.types.boolean),
         cache=True, nogil=True)(_chain_block)
 else:  # pragma: no cover
     chain_block = _chain_block
@@ -316,101 +369,46 @@ class Draws(NamedTuple):
 
 
 class ChunkSampler:
-    """The random numbers of the numba chain, drawn with numpy in chunks of steps.
+    """The numba chain's blocks of replicas, its threads, its key, and its draws on request.
 
-    Replicas are split into fixed blocks of B = :data:`RNG_REPLICA_BLOCK`; block j draws from
-    its own ``np.random.Generator(SFC64(SeedSequence(seed).spawn(nb)[j]))`` (SFC64: numpy's fastest
-    bit generator, ~15% faster normals than PCG64 here, passes PractRand), per chunk of n steps
-    and in this order: eps (n, r, Bj) standard normals, gam (n, Bj) ~ Gamma((D - r)/2) (so that
-    2 gam ~ chi^2_{D-r}; zero when D = r), and zeta (n, Bj) standard normals when ``noise``
-    (Bj = B except for a last partial block). With ``batch`` = Bs > 1 samples per step: eps
-    (n, Bs r, Bj), gam (n, Bs, Bj) with Gamma((D - r - s)/2) in column s, then offd
-    (n, Bs (Bs - 1)/2, Bj) standard normals (the Bartlett factor of a Wishart(D - r, I_Bs) matrix)
-    and zeta (n, Bs, Bj). Blocks are filled by ``threads`` worker threads (numpy releases the GIL
-    while filling), and the values do not depend on the number of threads: same seed, same draws.
+    Replicas are split into blocks of B = ``block`` (default :data:`RNG_REPLICA_BLOCK`), one kernel
+    work item each (its replicas interleaved in the kernel's loops), run by ``threads`` worker threads (:meth:`map_blocks`). The random numbers are
+    not drawn here: the kernel draws them inside, each replica and step from its own counter-based
+    stream (seed, replica, step) (:mod:`simulate._rng`, Philox4x64-10 under ``key``), so a run does
+    not depend on B, the threads or the chunking. :meth:`draw` computes the same numbers for the
+    tests and benchmarks, in the layout of :class:`Draws`.
     """
 
-    def __init__(self, seed: int, replicas: int, r: int, D: int, *, noise: bool, threads: int = 1, batch: int = 1):
+    def __init__(self, seed: int, replicas: int, r: int, D: int, *, noise: bool, threads: int = 1, batch: int = 1,
+                 block: int | None = None):
         self.R, self.r, self.D, self.noise, self.batch = int(replicas), int(r), int(D), bool(noise), int(batch)
-        self.B = B = RNG_REPLICA_BLOCK
+        self.B = B = int(RNG_REPLICA_BLOCK if block is None else block)
         self.nb = nb = -(-self.R // B)
-        self.gens = [np.random.Generator(np.random.SFC64(s)) for s in np.random.SeedSequence(int(seed)).spawn(nb)]
-        self.shape = 0.5 * (self.D - self.r)
-        self.shapes = 0.5 * (self.D - self.r - np.arange(self.batch, dtype=float))
+        self.key = _rng.key_of(seed)
+        self.step = 0  # the next step :meth:`draw` returns
+        self.shapes = np.maximum(0.5 * (self.D - self.r - np.arange(self.batch, dtype=float)), 0.0)
         if self.batch > 1 and self.shapes[-1] <= 0:
             raise ValueError(f"batch: {self.batch} samples per step need D >= K + M + 1 + batch = {self.r + self.batch}, "
                              f"got D = {self.D}")
         self.threads = max(1, int(threads))
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 and nb > 1 else None
 
-    def _fill(self, j, eps, gam, zeta, offd):
-        """Block j's draws for n steps into the arrays of :meth:`_empty` (without their block axis)."""
-        g = self.gens[j]
-        nv = min(self.B, self.R - j * self.B)
-        n = eps.shape[0]
-        if self.batch > 1:
-            for a in (eps, gam, zeta, offd):
-                a[...] = 0.0
-            eps[..., :nv] = g.standard_normal((n, eps.shape[1], nv))
-            gam[..., :nv] = g.standard_gamma(self.shapes[:, None], (n, self.batch, nv))
-            offd[..., :nv] = g.standard_normal((n, offd.shape[1], nv))
-            if self.noise:
-                zeta[..., :nv] = g.standard_normal((n, self.batch, nv))
-            return
-        if nv == self.B:
-            g.standard_normal(out=eps)
-            if self.shape > 0:
-                g.standard_gamma(self.shape, out=gam)
-            else:
-                gam[...] = 0.0
-            if self.noise:
-                g.standard_normal(out=zeta)
-            return
-        eps[...] = 0.0
-        gam[...] = 0.0
-        eps[:, :, :nv] = g.standard_normal((n, self.r, nv))
-        if self.shape > 0:
-            gam[:, :nv] = g.standard_gamma(self.shape, (n, nv))
-        if self.noise:
-            zeta[...] = 0.0
-            zeta[:, :nv] = g.standard_normal((n, nv))
-
-    def _empty(self, nb, n):
-        Bs, B = self.batch, self.B
-        if Bs == 1:
-            return Draws(np.empty((nb, n, self.r, B)), np.empty((nb, n, B)), np.empty((nb, n, B if self.noise else 0)),
-                         np.empty((nb, n, 0, B)))
-        return Draws(np.empty((nb, n, Bs * self.r, B)), np.empty((nb, n, Bs, B)),
-                     np.empty((nb, n, Bs, B if self.noise else 0)), np.empty((nb, n, Bs * (Bs - 1) // 2, B)))
-
-    def draw_block(self, j: int, n: int) -> Draws:
-        """Block j's next n steps: eps (1, n, r, B), gam (1, n, B), zeta (1, n, B) or (1, n, 0), offd (1, n, 0, B)
-        for one sample per step; the shapes of the class docstring (with a leading 1) for a batch."""
-        d = self._empty(1, n)
-        self._fill(j, d.eps[0], d.gam[0], d.zeta[0], d.offd[0])
-        return d
-
-    def kernel_arrays(self, d: Draws):
-        """The draws shaped as chain_block takes them: eps (1, n, Bs r, B), gam (1, n, Bs, B), offd, zeta (1, n, Bs, B|0)."""
-        if self.batch > 1:
-            return d.eps, d.gam, d.offd, d.zeta
-        nb, n = d.gam.shape[:2]
-        return d.eps, d.gam.reshape(nb, n, 1, -1), d.offd, d.zeta.reshape(nb, n, 1, d.zeta.shape[-1])
-
     def draw(self, n: int) -> Draws:
-        """All blocks' next n steps (the shapes of :meth:`draw_block` with nb blocks along the first axis).
-        The same numbers as :meth:`draw_block` for each block in turn."""
-        d = self._empty(self.nb, n)
-
-        def fill(blocks):
-            for j in blocks:
-                self._fill(j, d.eps[j], d.gam[j], d.zeta[j], d.offd[j])
-
-        if self.pool is None:
-            fill(range(self.nb))
-        else:  # one task per thread, contiguous runs of blocks (few tasks: the pool's overhead is per task)
-            list(self.pool.map(fill, np.array_split(np.arange(self.nb), self.threads)))
-        return d
+        """The chain's draws for the next n steps (from :attr:`step` on, which then advances by n), all
+        blocks: replica j B + t reads [j, ..., t]. One sample per step: eps (nb, n, r, B), gam (nb, n, B),
+        zeta (nb, n, B) or (nb, n, 0) without noise, offd (nb, n, 0, B); with a batch of Bs: eps
+        (nb, n, Bs r, B), gam (nb, n, Bs, B), zeta (nb, n, Bs, B|0), offd (nb, n, Bs (Bs - 1)/2, B).
+        Columns past the last replica are 0."""
+        nb, B, Bs = self.nb, self.B, self.batch
+        eps, gam = np.zeros((nb, n, Bs * self.r, B)), np.zeros((nb, n, Bs, B))
+        offd, zeta = np.zeros((nb, n, Bs * (Bs - 1) // 2, B)), np.zeros((nb, n, Bs, B))
+        _fill_draws(self.key, B, self.R, self.step, self.shapes, self.noise, eps, gam, offd, zeta)
+        self.step += n
+        if not self.noise:
+            zeta = zeta[..., :0]
+        if Bs == 1:
+            gam, zeta = gam[:, :, 0], zeta[:, :, 0]
+        return Draws(eps, gam, zeta, offd)
 
     def map_blocks(self, fn):
         """Call fn(j) for every block j, spread over the threads (contiguous runs of blocks).
