@@ -2,6 +2,9 @@
 theory.integrate and against the numpy-vectorised DOP853 (the previous sweep engine) in the same run,
 with the floor set by the right-hand side (one evaluation's time x the evaluations / threads).
 
+Also against JAX + diffrax (optional, skipped when absent: pip install jax diffrax): the same ODE in
+jax.numpy, vmapped, Dopri8 at the same tolerances, on N_JAX random points of the grid (extrapolated).
+
 Grid: 10 learning rates eta in [0.2, 2] x 100 initial conditions (random weights at D = 1000:
 50 seeds x w_std in {0.3, 1.0}); 201 output times (0 and 200 log-spaced in [1e-2, 1e3]); DOP853 at
 rtol 1e-8, atol 1e-10 (and the sweep again at rtol 1e-6). The one-at-a-time baseline integrates
@@ -19,6 +22,7 @@ import numpy as np
 import theory
 
 N_BASELINE = 20
+N_JAX = 100  # points of the JAX + diffrax baseline (vmapped, its cost grows with the points: extrapolated)
 
 
 def main():
@@ -101,9 +105,106 @@ def main():
           f"points: {dev:.2g}")
     print(f"  target: {n} curves under 1 s -> {'met' if dt_sweep < 1 else 'NOT met'} at rtol 1e-8 "
           f"({dt_sweep:.2f} s), {'met' if res[1e-6][1] < 1 else 'NOT met'} at rtol 1e-6 ({res[1e-6][1]:.2f} s)")
+    jax_baseline(states, sw, dt_sweep)
     tab = sw.table
     print(f"  median plateau length {np.nanmedian(tab['plateau_length'][tab['plateau_length'] > 0]):.1f} (steps/D), "
           f"points with a plateau {np.sum(tab['plateau_length'] > 0)}/{n}")
+
+
+def jax_baseline(states, sw, dt_sweep):
+    """The same 1,000 curves with JAX + diffrax (Dopri8, the 8th-order Dormand-Prince pair of DOP853, PID
+    step control, rtol 1e-8, atol 1e-10), the bp erf ODE written in jax.numpy from THEORY.md section 4
+    (I2, I3, I4 closed forms; Q, R, S, v) and vmapped over the points. Optional: skipped when jax or
+    diffrax is not installed (pip install jax diffrax). Prints the compile time and the run time
+    apart, and the largest eg difference from the sweep (the two solve the same ODE)."""
+    try:
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        print("  JAX + diffrax: not installed, skipped (optional: pip install jax diffrax)")
+        return
+    jax.config.update("jax_enable_x64", True)
+    K, M = 2, 2
+    rows = np.sort(np.random.default_rng(1).choice(len(sw.table), min(N_JAX, len(sw.table)), replace=False))
+    tab = sw.table.iloc[rows]
+    pts = [states[int(i)] for i in tab["state"]]
+    y0 = jnp.asarray(np.stack([s.to_vector()[: K * K + K * M + 2 * K] for s in pts]))
+    cst = jnp.asarray(np.stack([np.concatenate([np.ravel(s.T), np.ravel(s.U), [s.P], np.ravel(s.v_star)]) for s in pts]))
+    eta = jnp.asarray(tab["eta"].to_numpy(dtype=float))
+    assert np.allclose(pts[0].to_vector()[: K * K + K * M + 2 * K], np.concatenate(
+        [np.ravel(pts[0].Q), np.ravel(pts[0].R), np.ravel(pts[0].S), np.ravel(pts[0].v)])), "state layout"
+
+    def omega(y, c):
+        Q, R, S = y[:4].reshape(K, K), y[4:8].reshape(K, M), y[8:10]
+        T, U, P = c[:4].reshape(M, M), c[4:6], c[6]
+        top = jnp.concatenate([Q, R, S[:, None]], 1)
+        mid = jnp.concatenate([R.T, T, U[:, None]], 1)
+        bot = jnp.concatenate([S, U, P[None]])[None, :]
+        return jnp.concatenate([top, mid, bot], 0)  # (lambda_1..K, nu_1..M, phi)
+
+    def i2(C, a, b):
+        return 2 / jnp.pi * jnp.arcsin(C[a, b] / jnp.sqrt((1 + C[a, a]) * (1 + C[b, b])))
+
+    def i3(C, a, b, c):
+        l3 = (1 + C[a, a]) * (1 + C[c, c]) - C[a, c] ** 2
+        return 2 / jnp.pi * (C[b, c] * (1 + C[a, a]) - C[a, b] * C[a, c]) / ((1 + C[a, a]) * jnp.sqrt(l3))
+
+    def i4(C, a, b, c, d):
+        l4 = (1 + C[a, a]) * (1 + C[b, b]) - C[a, b] ** 2
+        l0 = (l4 * C[c, d] - C[b, c] * C[b, d] * (1 + C[a, a]) - C[a, c] * C[a, d] * (1 + C[b, b])
+              + C[a, b] * C[a, c] * C[b, d] + C[a, b] * C[a, d] * C[b, c])
+        l1 = l4 * (1 + C[c, c]) - C[b, c] ** 2 * (1 + C[a, a]) - C[a, c] ** 2 * (1 + C[b, b]) + 2 * C[a, b] * C[a, c] * C[b, c]
+        l2 = l4 * (1 + C[d, d]) - C[b, d] ** 2 * (1 + C[a, a]) - C[a, d] ** 2 * (1 + C[b, b]) + 2 * C[a, b] * C[a, d] * C[b, d]
+        return 4 / jnp.pi**2 / jnp.sqrt(l4) * jnp.arcsin(l0 / jnp.sqrt(l1 * l2))
+
+    units = list(range(K + M))  # the output's units: students (weight v_j) and teachers (weight -v*_m)
+
+    def rhs(t, y, args):
+        c, e = args
+        C = omega(y, c)
+        w = jnp.concatenate([y[10:12], -c[7:9]])
+        v = y[10:12]
+        e_x = lambda k, x: sum(w[j] * i3(C, k, x, j) for j in units)  # noqa: E731  E[g'(lambda_k) x e]
+        dQ = [[None] * K for _ in range(K)]
+        for k in range(K):
+            for l in range(K):
+                e2 = sum(w[i] * w[j] * i4(C, k, l, i, j) for i in units for j in units)
+                dQ[k][l] = -e * (v[k] * e_x(k, l) + v[l] * e_x(l, k)) + e**2 * v[k] * v[l] * e2
+        dR = [-e * v[k] * e_x(k, K + n) for k in range(K) for n in range(M)]
+        dS = [-e * v[k] * e_x(k, K + M) for k in range(K)]
+        dv = [-e * sum(w[j] * i2(C, k, j) for j in units) for k in range(K)]
+        return jnp.stack([dQ[k][l] for k in range(K) for l in range(K)] + dR + dS + dv)
+
+    ts = jnp.asarray(np.asarray(sw.t, dtype=float))
+    t_end = float(np.asarray(sw.t, dtype=float)[-1])
+    ref = theory.make_dynamics(pts[0], "bp", eta=float(eta[0])).rhs(pts[0].to_vector())[: K * K + K * M + 2 * K]
+    if not np.allclose(ref, np.array(rhs(0.0, y0[0], (cst[0], eta[0]))), rtol=1e-10, atol=1e-13):
+        print("  JAX + diffrax: its right-hand side differs from theory's: skipped")
+        return
+
+    def solve(y, c, e):
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), diffrax.Dopri8(), t0=0.0, t1=t_end, dt0=None, y0=y,
+                                  args=(c, e), saveat=diffrax.SaveAt(ts=ts),
+                                  stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10), max_steps=200_000)
+        return sol.ys
+
+    run = jax.jit(jax.vmap(solve))
+    t0 = time.perf_counter()
+    run(y0[:2], cst[:2], eta[:2]).block_until_ready()
+    dt_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ys = np.asarray(run(y0, cst, eta).block_until_ready())
+    dt_jax = time.perf_counter() - t0
+    C = np.asarray(jax.vmap(lambda yy, c: jax.vmap(lambda y: omega(y, c))(yy))(jnp.asarray(ys), cst))[..., :K + M, :K + M]
+    a = np.concatenate([ys[..., 10:12], -np.broadcast_to(np.asarray(cst)[:, None, 7:9], ys.shape[:2] + (M,))], -1)
+    d = 1 + np.diagonal(C, 0, -2, -1)
+    eg = 0.5 * np.einsum("...i,...ij,...j->...", a, 2 / np.pi * np.arcsin(C / np.sqrt(d[..., :, None] * d[..., None, :])), a)
+    n_all = len(sw.table)
+    print(f"  JAX {jax.__version__} + diffrax {diffrax.__version__} (Dopri8, vmapped, CPU): {dt_jax:.2f} s for {len(pts)} "
+          f"random points of the grid (compile {dt_compile:.1f} s apart) -> extrapolated {dt_jax * n_all / len(pts):.1f} s "
+          f"for {n_all}; the compiled sweep ({dt_sweep:.2f} s) is {dt_jax * n_all / len(pts) / dt_sweep:.1f}x faster; "
+          f"max |eg difference| on those points {np.nanmax(np.abs(eg - sw.eg[rows])):.2g}")
 
 
 if __name__ == "__main__":

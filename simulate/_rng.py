@@ -175,17 +175,25 @@ def next_double(s, key):
 
 
 @_jit
-def normal(s, key):
-    """(a standard normal, the new state): the 256-layer ziggurat of the module docstring, one word
-    per draw 99.3% of the time (this fast path is inlined; the rest is :func:`_normal_slow`)."""
-    w, s = next_u64(s, key)
+def _ziggurat(w):
+    """The ziggurat's fast path on one word w: (x, layer, accepted). x = u wi[layer] with the word's
+    sign bit; accepted when u < ki[layer] (x lies under the next layer: 99.3% of words)."""
     idx = w & _MASK8
     w = w >> _S8
     rabs = (w >> _ONE) & _MASK52
     x = float(rabs) * _WI[idx]
     if (w & _ONE) == _ONE:
         x = -x
-    if rabs >= _KI[idx]:
+    return x, idx, rabs < _KI[idx]
+
+
+@_jit
+def normal(s, key):
+    """(a standard normal, the new state): the 256-layer ziggurat of the module docstring, one word
+    per draw 99.3% of the time (this fast path is inlined; the rest is :func:`_normal_slow`)."""
+    w, s = next_u64(s, key)
+    x, idx, hit = _ziggurat(w)
+    if not hit:
         x, s = _normal_slow(s, key, idx, x)
     return x, s
 
@@ -207,13 +215,8 @@ def _normal_slow(s, key, idx, x):
         if (_FI[idx - _ONE] - _FI[idx]) * u + _FI[idx] < math.exp(-0.5 * x * x):
             return x, s
         w, s = next_u64(s, key)
-        idx = w & _MASK8
-        w = w >> _S8
-        rabs = (w >> _ONE) & _MASK52
-        x = float(rabs) * _WI[idx]
-        if (w & _ONE) == _ONE:
-            x = -x
-        if rabs < _KI[idx]:
+        x, idx, hit = _ziggurat(w)
+        if hit:
             return x, s
 
 
@@ -224,13 +227,8 @@ def normals_into(out, col, start, stop, s, key):
     times faster than the same loop over calls of :func:`normal`."""
     for i in range(start, stop):
         w, s = next_u64(s, key)
-        idx = w & _MASK8
-        w = w >> _S8
-        rabs = (w >> _ONE) & _MASK52
-        x = float(rabs) * _WI[idx]
-        if (w & _ONE) == _ONE:
-            x = -x
-        if rabs >= _KI[idx]:
+        x, idx, hit = _ziggurat(w)
+        if not hit:
             x, s = _normal_slow(s, key, idx, x)
         out[i, col] = x
     return s
@@ -250,14 +248,9 @@ def gamma(s, key, a):
     d = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
     while True:
-        w, s = next_u64(s, key)  # a standard normal x: the fast path of normal(), written out (see normals_into)
-        idx = w & _MASK8
-        w = w >> _S8
-        rabs = (w >> _ONE) & _MASK52
-        x = float(rabs) * _WI[idx]
-        if (w & _ONE) == _ONE:
-            x = -x
-        if rabs >= _KI[idx]:
+        w, s = next_u64(s, key)  # a standard normal x, as normal() (written out: see normals_into)
+        x, idx, hit = _ziggurat(w)
+        if not hit:
             x, s = _normal_slow(s, key, idx, x)
         v = 1.0 + c * x
         if v <= 0.0:
