@@ -77,8 +77,9 @@ __all__ = ["run_reduced", "reduced_chain", "ReducedStep", "empirical_eg", "simul
 
 _PIVOT_TOL = 1e-13
 BACKENDS = ("auto", "numba", "torch")
-#: numba backend: random numbers per block of replicas and chunk of steps (256 kB of float64: they
-#: stay in cache between drawing and use)
+#: numba backend: steps per kernel call, about _NUMBA_BLOCK_ELEMENTS / (block x batch x (r + 3)),
+#: at most _NUMBA_MAX_CHUNK_STEPS (the draws are made inside the kernel and no longer go through
+#: memory; the chunk only sets how often control returns to Python: progress, Ctrl-C, records)
 _NUMBA_BLOCK_ELEMENTS = 1 << 15
 _NUMBA_MAX_CHUNK_STEPS = 4096
 

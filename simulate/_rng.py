@@ -19,9 +19,9 @@ number of threads, the block size or the chunking.
 
 A stream is one (seed, replica, step, purpose): the words of Philox at counters
 (i, step, replica, purpose) for i = 0, 1, 2, ... under the key derived from the seed
-(:func:`key_of`). The state of a stream while a kernel draws from it is a small uint64 array
+(:func:`key_of`). The state of a stream while a kernel draws from it is a tuple of 9 uint64
 (:func:`stream`): four buffered words, the position in the buffer, the next i, and the three
-fixed counter words.
+fixed counter words; the draws take it and return the new one.
 """
 
 from __future__ import annotations

@@ -426,6 +426,18 @@ def test_approaches_ode_and_spread_shrinks_like_inverse_sqrt_D():
     assert errs[-1] < 5, errs
 
 
+def _assert_same_law(full, red, replicas=300):
+    """The final eg and the first two entries of Q, R, S, v of two results agree in law: a two-sample KS test
+    (Bonferroni over the quantities) and the means within 4.5 standard errors."""
+    quantities = [("eg", full.eg[:, -1], red.eg[:, -1])] + [
+        (f"{k}{j}", getattr(full, k)[:, -1].reshape(replicas, -1)[:, j], getattr(red, k)[:, -1].reshape(replicas, -1)[:, j])
+        for k in ("Q", "R", "S", "v") for j in range(2)]
+    for label, a, b in quantities:
+        assert scipy.stats.ks_2samp(a, b).pvalue > 1e-3 / len(quantities), label
+        se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+        assert abs(a.mean() - b.mean()) < 4.5 * se, label
+
+
 @pytest.mark.parametrize("rule", ["bp", "pepita"])
 def test_run_engine_reduced_matches_engine_full(rule):
     """simulate.run(engine="reduced") against simulate.run(engine="full"), same init, in law."""
@@ -437,13 +449,7 @@ def test_run_engine_reduced_matches_engine_full(rule):
     red = simulate.run(init, rule, [0.0, 2.0], seed=2, engine="reduced", **kw)
     assert red.params["engine"] == "reduced" and red.Q.shape == full.Q.shape
     np.testing.assert_allclose(red.Q[:, 0], full.Q[:, 0], atol=1e-12)
-    quantities = [("eg", full.eg[:, -1], red.eg[:, -1])] + [
-        (f"{k}{j}", getattr(full, k)[:, -1].reshape(300, -1)[:, j], getattr(red, k)[:, -1].reshape(300, -1)[:, j])
-        for k in ("Q", "R", "S", "v") for j in range(2)]
-    for label, a, b in quantities:
-        assert scipy.stats.ks_2samp(a, b).pvalue > 1e-3 / len(quantities), label
-        se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
-        assert abs(a.mean() - b.mean()) < 4.5 * se, label
+    _assert_same_law(full, red)
 
 
 # ----------------------------------------------------------------------------- finite-size study

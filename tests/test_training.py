@@ -26,7 +26,7 @@ from simulate._reduced import ReducedStep, _NumbaChain
 from simulate._reduced_kernel import ChunkSampler
 
 from .test_compare import _deviations, _max_t
-from .test_reduced import _per_replica_state, _square_root, _weights
+from .test_reduced import _assert_same_law, _per_replica_state, _square_root, _weights
 
 
 def g(z):
@@ -144,13 +144,7 @@ def test_reduced_batch_law_matches_full_simulation(rule, backend):
     full = simulate.run(init, rule, [0.0, 1.5], seed=1, **kw)
     red = simulate.run_reduced(init, rule, [0.0, 1.5], eta=1.5, batch=4, replicas=300, seed=2, n_test=0, backend=backend)
     assert red.params["backend"] == backend and red.params["samples"][-1] == 4 * 120
-    quantities = [("eg", full.eg[:, -1], red.eg[:, -1])] + [
-        (f"{k}{j}", getattr(full, k)[:, -1].reshape(300, -1)[:, j], getattr(red, k)[:, -1].reshape(300, -1)[:, j])
-        for k in ("Q", "R", "S", "v") for j in range(2)]
-    for label, a, b in quantities:
-        assert scipy.stats.ks_2samp(a, b).pvalue > 1e-3 / len(quantities), label
-        se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
-        assert abs(a.mean() - b.mean()) < 4.5 * se, label
+    _assert_same_law(full, red)
     # and B matters: the B = 1 sampler's law differs (the test has power)
     one = simulate.run_reduced(init, rule, [0.0, 1.5], eta=1.5, replicas=300, seed=2, n_test=0, backend=backend)
     assert scipy.stats.ks_2samp(full.Q[:, -1, 0, 0], one.Q[:, -1, 0, 0]).pvalue < 1e-4

@@ -150,6 +150,11 @@ class PowerLaw(Schedule):
         return Piece(2, self.eta0, self.t0, self.p)
 
 
+def _values(values, where):
+    """A schedule's table of learning rates: each a finite number >= 0 (named values[i] in errors)."""
+    return tuple(_nonneg(f"values[{i}]", v, where) for i, v in enumerate(np.ravel(np.array(values, dtype=object))))
+
+
 @dataclasses.dataclass(frozen=True)
 class Piecewise(Schedule):
     """Piecewise constant: values[0] before times[0], values[i] on [times[i-1], times[i]), values[-1] after."""
@@ -161,7 +166,7 @@ class Piecewise(Schedule):
     def __post_init__(self):
         w = "Piecewise"
         times = _times("times", self.times, w)
-        values = tuple(_nonneg(f"values[{i}]", v, w) for i, v in enumerate(np.ravel(np.array(self.values, dtype=object))))
+        values = _values(self.values, w)
         if len(values) != len(times) + 1:
             raise ValueError(f"Piecewise: needs len(values) = len(times) + 1, got {len(values)} values for {len(times)} times")
         object.__setattr__(self, "times", times)
@@ -195,7 +200,7 @@ class Interpolated(Schedule):
     def __post_init__(self):
         w = "Interpolated"
         times = _times("times", self.times, w, min_len=2)
-        values = tuple(_nonneg(f"values[{i}]", v, w) for i, v in enumerate(np.ravel(np.array(self.values, dtype=object))))
+        values = _values(self.values, w)
         if len(values) != len(times):
             raise ValueError(f"Interpolated: times and values must have the same length, got {len(times)} and {len(values)}")
         object.__setattr__(self, "times", times)
