@@ -80,7 +80,8 @@ class RunSpec:
 class Records:
     """What an engine returns: order parameters (float64 numpy) at steps[:n] and the run status.
 
-    Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K), v (R_, n, K), eg_test (R_, n) or None.
+    Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K), v (R_, n, K), eg_test (R_, n) or None;
+    under feedback mirroring U (R_, n, M) and P (R_, n), else None.
     """
 
     steps: np.ndarray
@@ -91,6 +92,8 @@ class Records:
     eg_test: np.ndarray | None
     status: int = 0
     message: str = "finished"
+    U: np.ndarray | None = None
+    P: np.ndarray | None = None
 
 
 #: The simulation engines by name ("full", "reduced", and any added with register_engine): each runs a RunSpec.
@@ -108,11 +111,12 @@ def register_engine(name: str, fn: Callable[[RunSpec], Records]) -> None:
 
 # --------------------------------------------------------------------------- the full simulation
 def _measure(W, W_star, f, v, D):
-    """Float64 Q, R, S, v of all replicas from the weights."""
+    """Float64 Q, R, S, v of all replicas from the weights (f (D,), or (R, D) per replica)."""
     W64 = W.detach().to(torch.float64)
     Q = torch.einsum("rkd,rld->rkl", W64, W64) / D
     R = torch.einsum("rkd,md->rkm", W64, W_star.to(torch.float64)) / D
-    S = W64 @ f.to(torch.float64) / D
+    f64 = f.to(torch.float64)
+    S = (W64 @ f64 if f.ndim == 1 else torch.einsum("rkd,rd->rk", W64, f64)) / D
     # copy v: in float64 on the CPU, .numpy() would share memory with the tensor updated in place
     return Q.cpu().numpy(), R.cpu().numpy(), S.cpu().numpy(), v.detach().to(torch.float64).cpu().numpy().copy()
 
@@ -150,6 +154,8 @@ class _InputStream:
         self.R, self.D = spec.weights.replicas, spec.D
         self.device, self.dtype = spec.device, spec.dtype
         self.noise = spec.hyper.sigma > 0
+        self.batch = spec.hyper.batch
+        self.mirror = spec.hyper.mirroring  # one more input xi per step (drawn after the step's x and zeta)
         base = derived_seed(spec.seed, STREAM_DATA)
         if self.device.type == "cpu":
             self.gens = [_generator(self.device, derived_seed(base, r)) for r in range(self.R)]
@@ -163,32 +169,39 @@ class _InputStream:
 
             self.pool = ThreadPoolExecutor(self.workers)
 
-    def _fill(self, xs, zeta, lo, hi):
+    def _fill(self, xs, zeta, xis, lo, hi):
         scale = 1.0 / math.sqrt(self.D)
         for r in range(lo, hi):
             xs[r].normal_(generator=self.gens[r]).mul_(scale)
             if zeta is not None:
                 zeta[r].normal_(generator=self.gens[r])
+            if xis is not None:
+                xis[r].normal_(generator=self.gens[r]).mul_(scale)
 
     def submit(self, n: int):
-        """Start drawing a chunk of n steps; returns a callable that waits and gives (xs, zeta)."""
-        xs = torch.empty(self.R, n, self.D, device=self.device, dtype=self.dtype)
-        zeta = torch.empty(self.R, n, device=self.device, dtype=self.dtype) if self.noise else None
+        """Start drawing a chunk of n steps; returns a callable that waits and gives (xs, zeta, xis):
+        the inputs (R, n B, D) and noise (R, n B) of n steps of B samples, and with mirroring the
+        mirroring inputs xis = xi / sqrt D (R, n, D), one per step (else None)."""
+        xs = torch.empty(self.R, n * self.batch, self.D, device=self.device, dtype=self.dtype)
+        zeta = torch.empty(self.R, n * self.batch, device=self.device, dtype=self.dtype) if self.noise else None
+        xis = torch.empty(self.R, n, self.D, device=self.device, dtype=self.dtype) if self.mirror else None
         if self.device.type != "cpu":
             xs.normal_(generator=self.gens[0]).mul_(1.0 / math.sqrt(self.D))
             if zeta is not None:
                 zeta.normal_(generator=self.gens[0])
-            return lambda: (xs, zeta)
+            if xis is not None:
+                xis.normal_(generator=self.gens[0]).mul_(1.0 / math.sqrt(self.D))
+            return lambda: (xs, zeta, xis)
         if self.pool is None:
-            self._fill(xs, zeta, 0, self.R)
-            return lambda: (xs, zeta)
+            self._fill(xs, zeta, xis, 0, self.R)
+            return lambda: (xs, zeta, xis)
         bounds = np.linspace(0, self.R, self.workers + 1).astype(int)
-        futs = [self.pool.submit(self._fill, xs, zeta, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        futs = [self.pool.submit(self._fill, xs, zeta, xis, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
         def wait():
             for fu in futs:
                 fu.result()
-            return xs, zeta
+            return xs, zeta, xis
 
         return wait
 
@@ -215,19 +228,32 @@ class FullStep:
     are updated in place; xs = x / sqrt D (R, D), or (R, B, D) for a mini-batch of B samples, are the
     inputs, nu (R, [B,] M) the teacher's fields and zeta (R, [B]) the output noise of this step, at
     time t = step / D (learning-rate schedules). A batch averages the B samples' updates.
+
+    Feedback mirroring (HyperParams.eta_F): f is then (R, D), one per replica, and
+    ``mirror(W, Wt, v, xis, t)`` runs the mirroring step with xis = xi / sqrt D (R, D) after the
+    learning step (docs/extensions.md section 4): f <- (1 - eta_F kappa_F / D) f + eta_F yhat_xi xis,
+    then rescaled to |f|^2 / D = P(0) with mirror_norm.
     """
 
     def __init__(self, rule: Rule, hyper: HyperParams, *, v_star, b, f, K: int, M: int):
         D = f.shape[-1]
         self.rule, self.hyper, self.v_star, self.b, self.D = rule, hyper, v_star, b, D
+        self.f = f
         self.fD = f / D  # xp / sqrt D = xs + alpha f / D
         self.needs_S = "S" in rule.reads
         self.modulates = rule.modulates_input(K, M, hyper.g)
         self.rates = None if hyper.time_dependent else self._rates(0.0)
+        if f.ndim == 2:  # mirroring: f learns, per replica
+            self.P0 = f.to(torch.float64).pow(2).sum(-1) / D  # (R,)
 
     def _rates(self, t):
         eta, eta_v = (float(r) for r in self.hyper.rates(t))
         return eta, eta_v, 1.0 - eta * self.hyper.weight_decay / self.D
+
+    def _S(self, Wt):
+        if self.fD.ndim == 1:
+            return self.fD @ Wt
+        return torch.bmm(self.fD.unsqueeze(1), Wt).squeeze(1)
 
     def __call__(self, W, Wt, v, xs, nu, zeta, t=0.0):
         hp = self.hyper
@@ -236,7 +262,7 @@ class FullStep:
             return self._batch(W, Wt, v, xs, nu, zeta, eta, eta_v, decay)
         # (R, 1, D) @ (R, D, K): much faster than (R, K, D) @ (R, D, 1) for small K
         lam = torch.bmm(xs.unsqueeze(1), Wt).squeeze(1)
-        S = self.fD @ Wt if self.needs_S else None
+        S = self._S(Wt) if self.needs_S else None
         up = self.rule.local_update(lam, nu, zeta, v=v, v_star=self.v_star, S=S, b=self.b, sigma=hp.sigma,
                                     sigma_F=hp.sigma_F, g=hp.g)
         xp = torch.addcmul(xs, up.alpha.unsqueeze(1), self.fD) if self.modulates else xs
@@ -250,15 +276,32 @@ class FullStep:
         hp = self.hyper
         B = xs.shape[1]
         lam = torch.bmm(xs, Wt)  # (R, B, K)
-        S = (self.fD @ Wt).unsqueeze(1) if self.needs_S else None
+        S = self._S(Wt).unsqueeze(1) if self.needs_S else None
         up = self.rule.local_update(lam, nu, zeta, v=v.unsqueeze(1), v_star=self.v_star, S=S, b=self.b, sigma=hp.sigma,
                                     sigma_F=hp.sigma_F, g=hp.g)
-        xp = xs + up.alpha.unsqueeze(2) * self.fD if self.modulates else xs
+        fD = self.fD if self.fD.ndim == 1 else self.fD.unsqueeze(1)
+        xp = xs + up.alpha.unsqueeze(2) * fD if self.modulates else xs
         if decay != 1.0:
             W.mul_(decay)
         W.baddbmm_(up.delta.transpose(1, 2), xp, alpha=-eta / B)  # - (eta / B) sum_s delta_s xp_s^T
         if hp.train_second_layer:
             v.sub_((up.e_out.unsqueeze(2) * up.h).sum(1), alpha=eta_v / (self.D * B))
+
+    def mirror(self, W, Wt, v, xis, t=0.0):
+        """The mirroring step (class docstring), in place on f."""
+        hp = self.hyper
+        eta_F = float(hp.mirror_rate(t))
+        if eta_F == 0.0:
+            return
+        lam = torch.bmm(xis.unsqueeze(1), Wt).squeeze(1)  # (R, K): lambda^xi
+        yhat = (hp.g.g(lam) * v).sum(-1)
+        f = self.f
+        if hp.kappa_F:
+            f.mul_(1.0 - eta_F * hp.kappa_F / self.D)
+        f.addcmul_(xis, (eta_F * yhat).unsqueeze(1))
+        if hp.mirror_norm:
+            f.mul_((self.P0 * self.D / f.to(torch.float64).pow(2).sum(-1)).sqrt().to(f.dtype).unsqueeze(1))
+        torch.div(f, self.D, out=self.fD)
 
 
 def simulate_full(spec: RunSpec) -> Records:
@@ -273,16 +316,23 @@ def simulate_full(spec: RunSpec) -> Records:
     Wt = W.transpose(1, 2)  # a view: (R, D, K)
     v = w.v.clone()
     W_star, v_star, f, b = w.W_star, w.v_star, w.f, w.b
+    mirror = hyper.mirroring
+    if mirror:  # f learns: one per replica
+        f = f.expand(Rn, D).clone()
     step = FullStep(rule, hyper, v_star=v_star, b=b, f=f, K=K, M=M)
     test = _TestSet(spec, g) if spec.n_test > 0 else None
 
     steps = spec.steps
-    recs = {k: [] for k in ("Q", "R", "S", "v", "eg_test")}
+    recs = {k: [] for k in ("Q", "R", "S", "v", "eg_test", "U", "P")}
 
     def record():
         for k, val in zip(("Q", "R", "S", "v"), _measure(W, W_star, f, v, D)):
             recs[k].append(val)
         recs["eg_test"].append(test.eg(W, v) if test is not None else np.full(Rn, np.nan))
+        if mirror:
+            f64 = f.to(torch.float64)
+            recs["U"].append((f64 @ W_star.to(torch.float64).T / D).cpu().numpy())
+            recs["P"].append((f64.pow(2).sum(-1) / D).cpu().numpy())
 
     # chunk sizes: as large as the memory budget allows, cut at every recording step
     budget = CHUNK_ELEMENTS_CUDA if dev.type == "cuda" else CHUNK_ELEMENTS
@@ -318,20 +368,24 @@ def simulate_full(spec: RunSpec) -> Records:
     try:
         for _ in range(n_first):
             record()
-        pending = stream.submit(plan[0][0] * Bs) if plan else None
+        pending = stream.submit(plan[0][0]) if plan else None
         for c, (n, n_rec) in enumerate(plan):
-            xs, zeta = pending()
-            pending = stream.submit(plan[c + 1][0] * Bs) if c + 1 < len(plan) else None
+            xs, zeta, xis = pending()
+            pending = stream.submit(plan[c + 1][0]) if c + 1 < len(plan) else None
             nu = xs @ W_star.T  # (R, n, M): the teacher is fixed, so its fields come in one call
             if zeta is None:
                 zeta = zeros[:, : n * Bs]
             if Bs == 1:
                 for j in range(n):
                     step(W, Wt, v, xs[:, j], nu[:, j], zeta[:, j], (s + j) / D)
+                    if mirror:
+                        step.mirror(W, Wt, v, xis[:, j], (s + j) / D)
             else:
                 for j in range(n):
                     sl = slice(j * Bs, (j + 1) * Bs)
                     step(W, Wt, v, xs[:, sl], nu[:, sl], zeta[:, sl], (s + j) / D)
+                    if mirror:
+                        step.mirror(W, Wt, v, xis[:, j], (s + j) / D)
             t0, s = s / D, s + n
             why = _diagnose(W, v, D)
             if why is not None:
@@ -353,7 +407,8 @@ def simulate_full(spec: RunSpec) -> Records:
     out = {k: (np.stack(val, axis=1) if val else None) for k, val in recs.items()}
     if n_rec == 0:
         out = dict(Q=np.empty((Rn, 0, K, K)), R=np.empty((Rn, 0, K, M)), S=np.empty((Rn, 0, K)), v=np.empty((Rn, 0, K)),
-                   eg_test=np.empty((Rn, 0)))
+                   eg_test=np.empty((Rn, 0)), U=np.empty((Rn, 0, M)) if mirror else None,
+                   P=np.empty((Rn, 0)) if mirror else None)
     return Records(steps=steps[:n_rec], status=status, message=message, **out)
 
 
@@ -470,7 +525,7 @@ def run(
         constants = {k: getattr(state0, k) for k in ("T", "U", "P", "v_star", "b")}
     eg_test = rec.eg_test if rec.eg_test is not None else np.full(rec.Q.shape[:2], np.nan)
     res = SimulationResult.from_records(rec.steps / init.D, rec.Q, rec.R, rec.S, rec.v, constants, eg_test, params,
-                                        status=rec.status, message=rec.message)
+                                        status=rec.status, message=rec.message, U=rec.U, P=rec.P)
     if rec.status < 0 and throw:
         raise DivergenceError(f"simulate.run: {rec.message}; last recorded time {res.t[-1] if len(res) else float('nan'):.6g}", res)
     return res

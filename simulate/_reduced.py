@@ -139,8 +139,10 @@ class ReducedStep:
         self.A11T = tt(A11T)  # y = eps1 @ A11^T
         self.Binv = tt(Binv)  # L21 = [R, S] @ Binv
         self.U, self.P = tt(U), tt(P)
+        self.T = tt(T)
         self.v_star, self.b = tt(v_star), tt(b)
         self.hyper = hyper
+        self.mirror = hyper.mirroring  # f learns: U and P are state, the square root is taken at every step
         self.sigma, self.sigma_F = hyper.sigma, hyper.sigma_F
         self.train_second_layer = hyper.train_second_layer
 
@@ -158,16 +160,62 @@ class ReducedStep:
         lam = (L21 @ e1[..., None]).squeeze(-1) + (L22 @ e2[..., None]).squeeze(-1)
         return lam, y[..., :M], y[..., M]
 
+    def fields_of(self, Q, R, S, U, P, eps, *, sample_axis=False):
+        """(lam, nu, phi) = L eps with L the PSD Cholesky factor of the whole Gram matrix G ordered
+        (nu, phi, lambda): for U and P that change (mirroring), where the fixed block's square root
+        of :meth:`fields` no longer applies. Any square root gives the same law (module docstring)."""
+        M, K = self.M, Q.shape[-1]
+        T = self.T
+        lead = Q.shape[:-2]
+        G = torch.empty(lead + (M + 1 + K, M + 1 + K), dtype=Q.dtype, device=Q.device)
+        G[..., :M, :M] = T if T.ndim == 2 else (T[:, None] if sample_axis and T.ndim > 2 else T)
+        G[..., :M, M] = U
+        G[..., M, :M] = U
+        G[..., M, M] = P
+        G[..., M + 1 :, :M] = R
+        G[..., :M, M + 1 :] = R.transpose(-1, -2)
+        G[..., M + 1 :, M] = S
+        G[..., M, M + 1 :] = S
+        G[..., M + 1 :, M + 1 :] = Q
+        z = (_psd_cholesky(G) @ eps[..., None]).squeeze(-1)
+        return z[..., M + 1 :], z[..., :M], z[..., M]
+
+    def mirror_step(self, Q, R, S, U, P, v, eps, chi2, t=0.0, P0=None):
+        """The mirroring step after a learning step (docs/extensions.md section 4): f <- (1 - c_F) f +
+        (eta_F / sqrt D) yhat_xi xi with c_F = eta_F kappa_F / D, for the fields (lambda, nu, phi) of xi
+        (eps (R_, r), ordered as in :meth:`fields`) and |xi|^2 = |eps|^2 + chi2; with mirror_norm, f
+        then rescaled to |f|^2 / D = P0. Returns (S, U, P)."""
+        hp = self.hyper
+        eta_F = float(hp.mirror_rate(t))
+        if eta_F == 0.0:
+            return S, U, P
+        D = self.D
+        lam, nu, phi = self.fields_of(Q, R, S, U, P, eps)
+        a = eta_F * (v * self.g.g(lam)).sum(-1)  # eta_F yhat_xi
+        k = 1.0 - eta_F * hp.kappa_F / D
+        S = k * S + (a / D)[..., None] * lam
+        U = k * U + (a / D)[..., None] * nu
+        P = (k * k) * P + (2.0 * k / D) * a * phi + (a * a / D**2) * ((eps * eps).sum(-1) + chi2)
+        if hp.mirror_norm:
+            scale = torch.sqrt(P0 / P)
+            S, U, P = S * scale[..., None], U * scale[..., None], P0.expand_as(P).clone()
+        return S, U, P
+
     def _rates(self, t):
         """(eta, eta_v, c = eta kappa / D) at time t = step / D."""
         eta, eta_v = (float(r) for r in self.hyper.rates(t))
         return eta, eta_v, eta * self.hyper.weight_decay / self.D
 
-    def __call__(self, Q, R, S, v, eps, chi2, zeta, t=0.0):
-        """One step with one sample: eps (R_, r), chi2 (R_,) ~ chi^2_{D-r}, zeta (R_,); t = step / D."""
+    def __call__(self, Q, R, S, v, eps, chi2, zeta, t=0.0, U=None, P=None):
+        """One step with one sample: eps (R_, r), chi2 (R_,) ~ chi^2_{D-r}, zeta (R_,); t = step / D.
+        U (R_, M) and P (R_,): their current values when they are state (mirroring)."""
         eta, eta_v, c = self._rates(t)
         D = self.D
-        lam, nu, phi = self.fields(Q, R, S, eps)
+        if U is None:
+            lam, nu, phi = self.fields(Q, R, S, eps)
+            U, P = self.U, self.P
+        else:
+            lam, nu, phi = self.fields_of(Q, R, S, U, P, eps)
         up = self.rule.local_update(lam, nu, zeta, v=v, v_star=self.v_star, S=S, b=self.b,
                                     sigma=self.sigma, sigma_F=self.sigma_F, g=self.g)
         alpha, delta = up.alpha, up.delta
@@ -175,9 +223,9 @@ class ReducedStep:
             alpha = torch.zeros_like(phi)
         a = alpha[..., None]
         xi_lam = lam + a * S
-        xi_nu = nu + a * self.U
-        xi_phi = phi + alpha * self.P
-        xp2 = (eps * eps).sum(-1) + chi2 + 2.0 * alpha * phi + alpha * alpha * self.P  # |xp|^2
+        xi_nu = nu + a * U
+        xi_phi = phi + alpha * P
+        xp2 = (eps * eps).sum(-1) + chi2 + 2.0 * alpha * phi + alpha * alpha * P  # |xp|^2
         k = 1.0 - c
         dxi = delta[..., :, None] * xi_lam[..., None, :]
         Q = (k * k) * Q - (k * eta / D) * (dxi + dxi.transpose(-1, -2)) \
@@ -188,14 +236,21 @@ class ReducedStep:
             v = v - (eta_v / D) * up.e_out[..., None] * up.h
         return Q, R, S, v
 
-    def batch_step(self, Q, R, S, v, eps, W, zeta, t=0.0):
+    def batch_step(self, Q, R, S, v, eps, W, zeta, t=0.0, U=None, P=None):
         """One step with B samples: eps (R_, B, r), W (R_, B, B) the Gram matrix of the inputs' parts
-        orthogonal to the r vectors (Wishart(D - r, I_B)), zeta (R_, B); t = step / D."""
+        orthogonal to the r vectors (Wishart(D - r, I_B)), zeta (R_, B); t = step / D. U (R_, M) and
+        P (R_,): their current values when they are state (mirroring)."""
         eta, eta_v, c = self._rates(t)
         D, B = self.D, eps.shape[-2]
-        lam, nu, phi = self.fields(Q[:, None], R[:, None], S[:, None], eps, sample_axis=True)  # (R_, B, ...)
         per = lambda a, nd: a if a is None or a.ndim <= nd else a[:, None]  # noqa: E731  (per-replica constants)
-        U, P, v_star, b = per(self.U, 1), per(self.P, 0), per(self.v_star, 1), per(self.b, 1)
+        if U is None:
+            lam, nu, phi = self.fields(Q[:, None], R[:, None], S[:, None], eps, sample_axis=True)  # (R_, B, ...)
+            U, P = per(self.U, 1), per(self.P, 0)
+        else:
+            lam, nu, phi = self.fields_of(Q[:, None], R[:, None], S[:, None], U[:, None], P[:, None], eps,
+                                          sample_axis=True)
+            U, P = U[:, None], P[:, None]
+        v_star, b = per(self.v_star, 1), per(self.b, 1)
         up = self.rule.local_update(lam, nu, zeta, v=v[:, None], v_star=v_star, S=S[:, None], b=b,
                                     sigma=self.sigma, sigma_F=self.sigma_F, g=self.g)
         alpha, delta = up.alpha, up.delta
@@ -219,10 +274,12 @@ class ReducedStep:
         return Q, R, S, v
 
 
-def _broadcast_state(state, replicas, device, dtype):
-    """Q (R_, K, K), R (R_, K, M), S (R_, K), v (R_, K) tensors from a state (shared or per replica)."""
+def _broadcast_state(state, replicas, device, dtype, mirror=False):
+    """Q (R_, K, K), R (R_, K, M), S (R_, K), v (R_, K) tensors from a state (shared or per replica);
+    with ``mirror`` also U (R_, M) and P (R_,)."""
     out = []
-    for name, nd in (("Q", 2), ("R", 2), ("S", 1), ("v", 1)):
+    fields = (("Q", 2), ("R", 2), ("S", 1), ("v", 1)) + ((("U", 1), ("P", 0)) if mirror else ())
+    for name, nd in fields:
         a = np.asarray(getattr(state, name), dtype=np.float64)
         if a.ndim == nd + 1 and a.shape[0] != replicas:
             raise ValueError(f"reduced: initial {name} has {a.shape[0]} replicas, expected replicas={replicas}")
@@ -242,12 +299,19 @@ def _check_times(t, D):
 
 
 class _TorchChain:
-    """The reference backend: :class:`ReducedStep` one step at a time, draws from a torch.Generator."""
+    """The reference backend: :class:`ReducedStep` one step at a time, draws from a torch.Generator.
+
+    Under mirroring the state also holds U (R_, M) and P (R_,), and every step draws, after the
+    learning step's numbers, r more standard normals and one more chi^2_{D-r} for xi."""
 
     def __init__(self, step: ReducedStep, state, *, replicas, r, seed, device, dtype, block, step0=0):
         self.step, self.r, self.D = step, r, step.D
         self.batch = step.hyper.batch
-        self.Q, self.R, self.S, self.v = state
+        self.mirror = step.mirror
+        self.Q, self.R, self.S, self.v = state[:4]
+        if self.mirror:
+            self.U, self.P = state[4:]
+            self.P0 = self.P.clone()
         self.gen = torch.Generator(device=device).manual_seed(int(seed))
         self.conc = torch.full((block, replicas), 0.5 * (self.D - r), device=device, dtype=dtype)
         if self.batch > 1:
@@ -259,6 +323,17 @@ class _TorchChain:
         if device.type == "cpu":
             torch.set_num_threads(1)  # the per-step tensors are small: threading costs more than it gains
 
+    def _chi2(self, n):
+        if self.D > self.r:
+            return 2.0 * torch._standard_gamma(self.conc[:n], generator=self.gen)
+        return torch.zeros((n, self.replicas), device=self.device, dtype=self.dtype)
+
+    def _mirror_draws(self, n):
+        if not self.mirror:
+            return None, None
+        eps = torch.randn((n, self.replicas, self.r), generator=self.gen, device=self.device, dtype=self.dtype)
+        return eps, self._chi2(n)
+
     def advance(self, n):
         """n <= self.chunk steps."""
         if self.batch > 1:
@@ -266,14 +341,22 @@ class _TorchChain:
         shape = (n, self.replicas)
         eps = torch.randn(shape + (self.r,), generator=self.gen, device=self.device, dtype=self.dtype)
         zeta = torch.randn(shape, generator=self.gen, device=self.device, dtype=self.dtype)
-        if self.D > self.r:
-            chi2 = 2.0 * torch._standard_gamma(self.conc[:n], generator=self.gen)
-        else:
-            chi2 = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        chi2 = self._chi2(n)
+        m_eps, m_chi2 = self._mirror_draws(n)
+        self._run(n, lambda j, Q, R, S, v, t, U, P: self.step(Q, R, S, v, eps[j], chi2[j], zeta[j], t=t, U=U, P=P),
+                  m_eps, m_chi2)
+
+    def _run(self, n, learn, m_eps, m_chi2):
         Q, R, S, v = self.Q, self.R, self.S, self.v
+        U, P = (self.U, self.P) if self.mirror else (None, None)
         for j in range(n):
-            Q, R, S, v = self.step(Q, R, S, v, eps[j], chi2[j], zeta[j], t=(self.step_index + j) / self.D)
+            t = (self.step_index + j) / self.D
+            Q, R, S, v = learn(j, Q, R, S, v, t, U, P)
+            if self.mirror:
+                S, U, P = self.step.mirror_step(Q, R, S, U, P, v, m_eps[j], m_chi2[j], t=t, P0=self.P0)
         self.Q, self.R, self.S, self.v = Q, R, S, v
+        if self.mirror:
+            self.U, self.P = U, P
         self.step_index += n
 
     def _advance_batch(self, n):
@@ -288,14 +371,13 @@ class _TorchChain:
         rows, cols = torch.tril_indices(Bs, Bs, -1, device=self.device)
         L[..., rows, cols] = low
         W = L @ L.transpose(-1, -2)
-        Q, R, S, v = self.Q, self.R, self.S, self.v
-        for j in range(n):
-            Q, R, S, v = self.step.batch_step(Q, R, S, v, eps[j], W[j], zeta[j], t=(self.step_index + j) / self.D)
-        self.Q, self.R, self.S, self.v = Q, R, S, v
-        self.step_index += n
+        m_eps, m_chi2 = self._mirror_draws(n)
+        self._run(n, lambda j, Q, R, S, v, t, U, P: self.step.batch_step(Q, R, S, v, eps[j], W[j], zeta[j], t=t, U=U, P=P),
+                  m_eps, m_chi2)
 
     def state(self):
-        return tuple(a.detach().to("cpu", torch.float64).numpy().copy() for a in (self.Q, self.R, self.S, self.v))
+        parts = (self.Q, self.R, self.S, self.v) + ((self.U, self.P) if self.mirror else ())
+        return tuple(a.detach().to("cpu", torch.float64).numpy().copy() for a in parts)
 
     def close(self):
         torch.set_num_threads(self.threads)
@@ -359,12 +441,15 @@ def _numba_ok(rule, g, K, M) -> bool:
             and theory.compiled_rule(rule, K, M).ok)
 
 
-def _resolve_backend(backend, device, dtype, rule, g, K, M) -> str:
+def _resolve_backend(backend, device, dtype, rule, g, K, M, mirror=False) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "numba" if device.type == "cpu" and dtype == torch.float64 and _numba_ok(rule, g, K, M) else "torch"
+        ok = device.type == "cpu" and dtype == torch.float64 and not mirror and _numba_ok(rule, g, K, M)
+        return "numba" if ok else "torch"
     if backend == "numba":
+        if mirror:
+            raise ValueError("backend: 'numba' does not run feedback mirroring (eta_F > 0) yet; use backend='torch'")
         if not _reduced_kernel.HAVE_NUMBA:
             raise ValueError("backend: 'numba' requested but numba is not importable")
         if device.type != "cpu":
@@ -394,7 +479,9 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     relu, linear; "torch" otherwise), "numba" (compiled kernel, CPU, float64) or "torch" (reference,
     any rule, device and dtype; ``block`` steps of draws at a time). ``threads``: threads of the
     numba backend (default: the CPUs this process may use); results do not depend on it. Returns a
-    dict with t, steps, Q (R_, n, K, K), R, S, v, status, message, wall_s, replica_steps, backend.
+    dict with t, steps, Q (R_, n, K, K), R, S, v, U (R_, n, M) and P (R_, n) under mirroring (else None),
+    status, message, wall_s, replica_steps, backend. Feedback mirroring (eta_F > 0) runs on the
+    torch backend ("auto" picks it).
     """
     where = "reduced"
     rule, hyper = theory.resolve(rule, params, options, where=where,
@@ -416,7 +503,8 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     from ._init import resolve_device
 
     device = resolve_device(device)
-    backend = _resolve_backend(backend, device, dtype, rule, hyper.g, K, M)
+    mirror = hyper.mirroring
+    backend = _resolve_backend(backend, device, dtype, rule, hyper.g, K, M, mirror)
     t, steps = _check_times(t, D)
 
     consts = dict(D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star, b=getattr(state0, "b", None))
@@ -425,14 +513,15 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
         chain = _NumbaChain(rule, hyper, state, replicas=replicas, r=r, seed=seed, threads=threads, step0=steps[0], **consts)
     else:
         step = ReducedStep(rule, hyper, device=device, dtype=dtype, **consts)
-        chain = _TorchChain(step, _broadcast_state(state0, replicas, device, dtype), replicas=replicas, r=r, seed=seed,
+        chain = _TorchChain(step, _broadcast_state(state0, replicas, device, dtype, mirror), replicas=replicas, r=r, seed=seed,
                             device=device, dtype=dtype, block=block, step0=steps[0])
 
-    rec = {k: [] for k in "QRSv"}
+    names = "QRSvUP" if mirror else "QRSv"
+    rec = {k: [] for k in names}
     rec_steps = []
 
     def record(state, step):
-        for k, a in zip("QRSv", state):
+        for k, a in zip(names, state):
             rec[k].append(a)
         rec_steps.append(int(step))
 
@@ -474,7 +563,9 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
             bar.close()
     wall = time.perf_counter() - t0
     n = len(rec["Q"])
-    out = {k: np.stack(rec[k], axis=1) for k in "QRSv"}
+    out = {k: np.stack(rec[k], axis=1) for k in names}
+    if not mirror:
+        out.update(U=None, P=None)
     out["Q"] = 0.5 * (out["Q"] + np.swapaxes(out["Q"], -1, -2))
     rs = np.asarray(rec_steps, dtype=np.int64)
     t_rec = t[:n].copy()
@@ -570,7 +661,7 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
                   samples=[int(s) * hyper.batch for s in out["steps"]], units={"t": "steps / D", "angles": "degrees"},
                   provenance=theory.provenance(str(device)))
     res = SimulationResult.from_records(out["t"], out["Q"], out["R"], out["S"], out["v"], constants, eg_test, params,
-                                        status=out["status"], message=out["message"])
+                                        status=out["status"], message=out["message"], U=out["U"], P=out["P"])
     if throw and out["status"] < 0:
         raise DivergenceError(f"run (reduced): {out['message']}", res)
     return res
@@ -612,7 +703,7 @@ def simulate_reduced(spec):
                                          state0.P, state0.v_star, n_test=spec.n_test, g=spec.hyper.g, rng=rng)
                             for i in range(len(out["t"]))], axis=1)
     return Records(steps=out["steps"], Q=out["Q"], R=out["R"], S=out["S"], v=out["v"], eg_test=eg_test,
-                   status=out["status"], message=out["message"])
+                   status=out["status"], message=out["message"], U=out["U"], P=out["P"])
 
 
 def _register():

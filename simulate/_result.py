@@ -36,6 +36,9 @@ class SimulationResult:
     (yhat - sum_m v*_m g(nu_m))^2 (noise-free teacher), i.e. the same quantity estimated directly.
     angles: dict name -> (R_, n) degrees, as :func:`theory.alignment_angles`.
     status: 0 finished, 1 interrupted (Ctrl-C), -1 diverged; message says when and why.
+    U_t (R_, n, M), P_t (R_, n): under feedback mirroring (f learns), U and P measured over time
+    (the constants U, P are then their initial values); None otherwise. ``mean("U")``, ``mean("P")``
+    work in both cases.
     """
 
     t: np.ndarray
@@ -54,16 +57,20 @@ class SimulationResult:
     params: dict[str, Any]
     status: int = 0
     message: str = "finished"
+    U_t: np.ndarray | None = None
+    P_t: np.ndarray | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_records(cls, t, Q, R, S, v, constants: dict, eg_test, params, status=0, message="finished") -> "SimulationResult":
-        """Build a result, computing eg and the angles from the order parameters."""
-        obs = _observable_view(Q, R, S, v, constants)
+    def from_records(cls, t, Q, R, S, v, constants: dict, eg_test, params, status=0, message="finished", U=None,
+                     P=None) -> "SimulationResult":
+        """Build a result, computing eg and the angles from the order parameters (U (R_, n, M) and
+        P (R_, n) over time under mirroring)."""
+        obs = _observable_view(Q, R, S, v, constants, U, P)
         eg = generalisation_error(obs, params.get("activation", "erf"))
         angles = alignment_angles(obs, rule_from_params(params), params.get("sigma_F", 1.0))
         return cls(t=np.asarray(t, dtype=float), Q=Q, R=R, S=S, v=v, eg=eg, eg_test=np.asarray(eg_test, dtype=float),
-                   angles=angles, params=params, status=status, message=message, **constants)
+                   angles=angles, params=params, status=status, message=message, U_t=U, P_t=P, **constants)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -95,13 +102,25 @@ class SimulationResult:
         return len(self.t)
 
     # ------------------------------------------------------------------ statistics
+    @property
+    def mirrored(self) -> bool:
+        """Whether f learned (feedback mirroring): U_t and P_t hold U and P over time."""
+        return self.U_t is not None
+
     def _get(self, name: str) -> np.ndarray:
         if name in ("t", "Q", "R", "S", "v", "eg", "eg_test"):
             return np.asarray(getattr(self, name))
+        if name in ("U", "P"):
+            if self.mirrored:
+                return np.asarray(getattr(self, f"{name}_t"))
+            c = np.asarray(getattr(self, name), dtype=float)
+            c = c if self.independent_init else np.broadcast_to(c, (self.replicas,) + c.shape)
+            return np.broadcast_to(c[:, None], (self.replicas, len(self.t)) + c.shape[1:])
         key = name[len("angle:"):] if name.startswith("angle:") else name
         if key in self.angles:
             return self.angles[key]
-        raise ValueError(f"SimulationResult: unknown quantity {name!r}; expected Q, R, S, v, eg, eg_test or an angle {sorted(self.angles)}")
+        raise ValueError(f"SimulationResult: unknown quantity {name!r}; expected Q, R, S, v, U, P, eg, eg_test or an angle "
+                         f"{sorted(self.angles)}")
 
     def mean(self, name: str) -> np.ndarray:
         """Mean over replicas of a per-replica quantity ("eg", "Q", ... or an angle name)."""
@@ -134,6 +153,8 @@ class SimulationResult:
     def state(self, i: int = -1, r: int = 0) -> OrderParams:
         """The measured :class:`theory.OrderParams` of replica r at the i-th recorded time."""
         c = self.constants(r)
+        if self.mirrored:
+            c.update(U=self.U_t[r, i], P=self.P_t[r, i])
         return OrderParams(Q=self.Q[r, i], R=self.R[r, i], S=self.S[r, i], v=self.v[r, i], T=c["T"], U=c["U"],
                            P=float(c["P"]), v_star=c["v_star"], b=c["b"])
 
@@ -160,6 +181,8 @@ class SimulationResult:
         for k, dims in (("T", ("m", "n")), ("U", ("m",)), ("P", ()), ("v_star", ("m",)), ("b", ("k",))):
             if getattr(self, k) is not None:
                 data[k] = (lead + dims, np.asarray(getattr(self, k)))
+        if self.mirrored:
+            data.update(U_t=(("replica", "t", "m"), self.U_t), P_t=(("replica", "t"), self.P_t))
         coords = dict(replica=np.arange(self.replicas), t=self.t, k=np.arange(self.K), l=np.arange(self.K),
                       m=np.arange(self.M), n=np.arange(self.M), angle=list(self.angles))
         if "D" in self.params:
@@ -177,7 +200,8 @@ class SimulationResult:
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
             angles = {str(n): a("angles")[..., i] for i, n in enumerate(ds["angle"].values)} if "angles" in ds else {}
             return cls(t=a("t"), Q=a("Q"), R=a("R"), S=a("S"), v=a("v"), eg=a("eg"), eg_test=a("eg_test"), angles=angles,
-                       params=meta["params"], status=int(meta["status"]), message=meta["message"], **consts)
+                       params=meta["params"], status=int(meta["status"]), message=meta["message"],
+                       U_t=a("U_t") if "U_t" in ds else None, P_t=a("P_t") if "P_t" in ds else None, **consts)
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"SimulationResult.from_xarray: damaged ({type(exc).__name__}: {exc})") from None
 
@@ -190,6 +214,8 @@ class SimulationResult:
         meta = dict(params=self.params, status=self.status, message=self.message,
                     units={"t": "steps / D", "angles": "degrees"}, angle_names=list(self.angles))
         arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg, eg_test=self.eg_test)
+        if self.mirrored:
+            arrays.update(U_t=self.U_t, P_t=self.P_t)
         for k in _CONSTANTS:
             if getattr(self, k) is not None:
                 arrays[f"const_{k}"] = np.asarray(getattr(self, k))
@@ -213,14 +239,18 @@ class SimulationResult:
             consts = {k: (z[f"const_{k}"] if f"const_{k}" in z else None) for k in _CONSTANTS}
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
             angles = {name: z[f"angle_{i}"] for i, name in enumerate(meta["angle_names"])}
+            if "U_t" in z:
+                theory.io.check_arrays(what, z, dict(U_t=(Rn, n, M), P_t=(Rn, n)), finite=("U_t", "P_t"))
             return cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], eg=z["eg"], eg_test=z["eg_test"], angles=angles,
-                       params=meta["params"], status=meta["status"], message=meta["message"], **consts)
+                       params=meta["params"], status=meta["status"], message=meta["message"],
+                       U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None, **consts)
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
 
 
-def _observable_view(Q, R, S, v, constants):
-    """An object with Q, R, S, v (R_, n, ...) and constants broadcast against them, for theory's observables."""
+def _observable_view(Q, R, S, v, constants, U=None, P=None):
+    """An object with Q, R, S, v (R_, n, ...) and constants broadcast against them, for theory's observables
+    (U, P over time instead of the constants under mirroring)."""
     independent = np.ndim(constants["T"]) == 3
     c = {}
     for k in _CONSTANTS:
@@ -230,4 +260,6 @@ def _observable_view(Q, R, S, v, constants):
             if independent:
                 val = val[:, None, ...]  # (R_, 1, ...) against (R_, n, ...)
         c[k] = val
+    if U is not None:
+        c.update(U=U, P=P)
     return types.SimpleNamespace(Q=Q, R=R, S=S, v=v, **c)

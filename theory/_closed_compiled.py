@@ -28,7 +28,7 @@ __all__ = ["HAVE_NUMBA", "closed_form_rhs_c"]
 _2_PI = 2.0 / math.pi
 _4_PI2 = 4.0 / math.pi**2
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
-_HEADER = 18  # theory._compiled.ODE_HEADER
+_HEADER = 25  # theory._compiled.ODE_HEADER
 
 
 def _rate(kind, a, b, c, t):
@@ -50,9 +50,14 @@ def _rhs_c(t, y, p, c, out):
     modulated, train_v = p[13] != 0.0, p[14] != 0.0
     P = p[16]
     inv_batch = 1.0 / p[17]
+    mirror = p[23] != 0.0
     o = _HEADER
     T = p[o : o + M * M]
     U = p[o + M * M : o + M * M + M]
+    n_core = K * K + K * M + 2 * K
+    if mirror:  # feedback mirroring: U and P are state (theory._mirror)
+        U = y[n_core : n_core + M]
+        P = y[n_core + M]
     v_star = p[o + M * M + M : o + M * M + 2 * M]
     n = K + M
     N1 = n + 1
@@ -163,10 +168,41 @@ def _rhs_c(t, y, p, c, out):
                 eh += a[j] * _2_PI * math.asin(om[k, j] / math.sqrt(d1[k] * d1[j]))
         out[i] = -eta_v * eh
         i += 1
+    if mirror:
+        _mirror_erf(t, p, om, v, K, M, out, n_core)
+
+
+def _mirror_erf(t, p, om, v, K, M, out, n_core):
+    """Feedback mirroring's terms for erf (theory._mirror): added to dS, and dU, dP written after dv."""
+    eta_F = _rate(p[18], p[19], p[20], p[21], t)
+    kappa_F, norm = p[22], p[24] != 0.0
+    n = K + M
+    P = om[n, n]
+    m_phi = 0.0
+    m_yy = 0.0
+    for j in range(K):
+        cj = v[j] * _SQRT_2_PI / math.sqrt(1.0 + om[j, j])
+        m_phi += cj * om[j, n]
+        for l in range(K):
+            m_yy += v[j] * v[l] * _2_PI * math.asin(om[j, l] / math.sqrt((1.0 + om[j, j]) * (1.0 + om[l, l])))
+    dP = 2.0 * eta_F * (m_phi - kappa_F * P) + eta_F * eta_F * m_yy
+    rel = dP / (2.0 * P) if (norm and P > 0.0) else 0.0
+    off_S = K * K + K * M
+    for u in range(n):  # u < K: S_u; u >= K: U_(u - K)
+        m = 0.0
+        for j in range(K):
+            m += v[j] * _SQRT_2_PI / math.sqrt(1.0 + om[j, j]) * om[j, u]
+        d = eta_F * (m - kappa_F * om[u, n]) - rel * om[u, n]
+        if u < K:
+            out[off_S + u] += d
+        else:
+            out[n_core + u - K] = d
+    out[n_core + M] = 0.0 if norm else dP
 
 
 if HAVE_NUMBA:
     _rate = numba.njit(cache=True, inline="always")(_rate)
+    _mirror_erf = numba.njit(cache=True)(_mirror_erf)
     closed_form_rhs_c = numba.njit(
         numba.types.void(numba.float64, numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.float64[::1]),
         cache=True, error_model="numpy")(_rhs_c)

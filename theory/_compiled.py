@@ -137,9 +137,10 @@ def function_pointer(fn, sig=None):
 
 
 # ====================================================================== parameters of the compiled ODE
-#: p[0..17] = K, M, eta's piece (kind, a, b, c; theory._schedules.Piece), eta_v's piece, sigma, sigma_F, kappa,
-#: modulated, train_v, gk, P, B (batch); then T (M*M), U (M), v_star (M), b (K)
-ODE_HEADER = 18
+#: p[0..24] = K, M, eta's piece (kind, a, b, c; theory._schedules.Piece), eta_v's piece, sigma, sigma_F, kappa,
+#: modulated, train_v, gk, P, B (batch), eta_F's piece, kappa_F, mirroring (0/1), mirror_norm (0/1); then T (M*M),
+#: U (M), v_star (M), b (K). With mirroring, U and P are read from the state y = (Q, R, S, v, U, P) instead.
+ODE_HEADER = 25
 P_SIGMA_F = 11
 
 
@@ -150,12 +151,14 @@ def _piece(r) -> tuple:
     return (r if hasattr(r, "encode") else r.piece(0.0, 0.0)).encode()
 
 
-def ode_params(K, M, T, U, P, v_star, b, hyper, modulated: bool) -> np.ndarray:
+def ode_params(K, M, T, U, P, v_star, b, hyper, modulated: bool, mirror: bool = False) -> np.ndarray:
     """The flat parameter vector p of a compiled right-hand side ``rhs(t, y, p, dy)`` (one point);
-    ``hyper`` restricted to an interval without schedule breakpoints (HyperParams.on)."""
+    ``hyper`` restricted to an interval without schedule breakpoints (HyperParams.on); ``mirror``:
+    the state holds U and P (feedback mirroring)."""
     gk = activation_code(hyper.g)
     head = [K, M, *_piece(hyper.eta), *_piece(hyper.eta_v), hyper.sigma, hyper.sigma_F, hyper.weight_decay,
-            float(modulated), float(hyper.train_second_layer), -1 if gk is None else gk, P, hyper.batch]
+            float(modulated), float(hyper.train_second_layer), -1 if gk is None else gk, P, hyper.batch,
+            *_piece(hyper.eta_F), hyper.kappa_F, float(mirror), float(hyper.mirror_norm)]
     b = np.zeros(K) if b is None else b
     return np.concatenate([np.asarray(head, float), np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
 

@@ -75,18 +75,22 @@ def state_check(K: int, M: int, T, U, P, *, rtol: float, atol: float, per_point:
 
     T, U, P are the constants of one state, or (per_point) of every point of a batch, indexed by idx.
     """
-    from ._state import field_covariance, unpack
+    from ._state import field_covariance, mirror_part, unpack
 
     tol = omega_tolerance(rtol, atol)
 
     def diagnose(y, idx, at_output):
-        Q, R, S, v = unpack(np.asarray(y, float), K, M)
+        y = np.asarray(y, float)
+        Q, R, S, v = unpack(y, K, M)
+        mir = mirror_part(y, K, M)  # feedback mirroring: U and P are state
         out = why(np.diagonal(Q, axis1=-2, axis2=-1), S, v, R=R)
         if at_output:
             ok = np.array([w is None for w in out])
             if ok.any():
                 sel = np.asarray(idx)[ok]
                 consts = (T[sel], U[sel], P[sel]) if per_point else (T, U, P)
+                if mir is not None:
+                    consts = (consts[0], mir[0][ok], mir[1][ok])
                 om = field_covariance(Q[ok], R[ok], consts[0], S[ok], consts[1], consts[2])
                 for j, w in zip(np.nonzero(ok)[0], omega_check(om, tol)):
                     out[j] = w

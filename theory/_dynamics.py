@@ -20,7 +20,7 @@ import numpy as np
 from ._closed import assemble, closed_form_terms
 from ._hyper import HyperParams, resolve
 from ._rules import Rule
-from ._state import OrderParams, pack, unpack
+from ._state import OrderParams, mirror_part, pack, unpack
 
 __all__ = ["Dynamics", "make_dynamics", "rhs"]
 
@@ -30,7 +30,9 @@ class Dynamics:
     """The ODE of one rule at fixed hyper-parameters, around a state's constants (T, U, P, v_star, b).
 
     ``rhs(y, t)`` maps flat dynamic order parameters y (..., n) at time t to dy/dt (..., n); t matters
-    only for a learning-rate schedule (``hyper`` restricted to an interval without breakpoints,
+    only for a learning-rate schedule. ``mirror``: feedback mirroring (f learns, HyperParams.eta_F):
+    y = (Q, R, S, v, U, P) and the constants U, P are only the initial values (the rate eta_F may be
+    0 on some intervals of a schedule: the layout stays) (``hyper`` restricted to an interval without breakpoints,
     HyperParams.on). For sweeps, ``hyper`` is a HyperBatch and the constants may be arrays
     broadcasting against the batch dimensions of y (and t one time per point).
     """
@@ -46,6 +48,7 @@ class Dynamics:
     b: Any
     quadrature: Any = None
     use_jit: bool = True
+    mirror: bool = False
 
     @property
     def g(self):
@@ -55,10 +58,12 @@ class Dynamics:
     def closed_form(self) -> bool:
         return self.g.closed_forms and self.rule.closed_form == "feedback" and self.quadrature in (None, "closed")
 
-    def terms(self, Q, R, S, v):
+    def terms(self, Q, R, S, v, U=None, P=None):
         """(X, DD, EH): the expectations E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k]."""
         hp = self.hyper
-        args = (self.rule, Q, R, self.T, S, self.U, self.P, v, self.v_star, self.b)
+        U = self.U if U is None else U
+        P = self.P if P is None else P
+        args = (self.rule, Q, R, self.T, S, U, P, v, self.v_star, self.b)
         if self.closed_form:
             return closed_form_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F)
         from ._numerical import numerical_terms
@@ -69,13 +74,24 @@ class Dynamics:
     def time_dependent(self) -> bool:
         return self.hyper.time_dependent
 
-    def derivatives(self, Q, R, S, v, t=0.0):
-        """(dQ, dR, dS, dv) at the given dynamic order parameters and time."""
-        X, DD, EH = self.terms(Q, R, S, v)
+    def derivatives(self, Q, R, S, v, t=0.0, U=None, P=None):
+        """(dQ, dR, dS, dv) at the given dynamic order parameters and time; with mirroring
+        (dQ, dR, dS, dv, dU, dP), U and P then being part of the state (default: the constants)."""
+        X, DD, EH = self.terms(Q, R, S, v, U, P)
         hp = self.hyper
         eta, eta_v = hp.rates(t)
-        return assemble(X, DD, EH, Q, R, S, v, eta=eta, eta_v=eta_v, weight_decay=hp.weight_decay,
-                        train_second_layer=hp.train_second_layer, batch=hp.batch)
+        out = assemble(X, DD, EH, Q, R, S, v, eta=eta, eta_v=eta_v, weight_decay=hp.weight_decay,
+                       train_second_layer=hp.train_second_layer, batch=hp.batch)
+        if not self.mirror:
+            return out
+        from ._mirror import mirror_derivatives
+
+        U = self.U if U is None else U
+        P = self.P if P is None else P
+        dS_m, dU, dP = mirror_derivatives(Q, R, S, U, P, v, g=self.g, eta_F=hp.mirror_rate(t), kappa_F=hp.kappa_F,
+                                          norm=hp.mirror_norm)
+        dQ, dR, dS, dv = out
+        return dQ, dR, dS + dS_m, dv, dU, dP
 
     def rhs(self, y, t=0.0):
         if self._jit_args is not None and np.ndim(y) == 1:
@@ -84,7 +100,11 @@ class Dynamics:
             fn(float(t), np.ascontiguousarray(y, dtype=np.float64), p, dy)
             return dy
         Q, R, S, v = unpack(y, self.K, self.M)
-        return pack(*self.derivatives(Q, R, S, v, t))
+        mir = mirror_part(y, self.K, self.M) if self.mirror else None
+        if self.mirror and mir is None:
+            raise ValueError("rhs: with mirroring (eta_F > 0) the state holds U and P: OrderParams.to_vector(mirror=True)")
+        U, P = mir if mir is not None else (None, None)
+        return pack(*self.derivatives(Q, R, S, v, t, U, P))
 
     def on(self, a: float, b: float) -> "Dynamics":
         """This ODE on [a, b], an interval without schedule breakpoints (HyperParams.on)."""
@@ -105,7 +125,7 @@ class Dynamics:
         if comp.closed_rhs is None:
             return None
         return comp.closed_rhs, ode_params(self.K, self.M, self.T, self.U, float(self.P), self.v_star, self.b, hp,
-                                           self.rule.modulated)
+                                           self.rule.modulated, self.mirror)
 
     def compiled(self):
         """(rhs, p) of the compiled single-state right-hand side, or None (see :attr:`_jit_args`)."""
@@ -122,13 +142,14 @@ def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, 
     if "b" in rule.reads and state0.b is None:
         raise ValueError(f"{where}: rule {rule.name!r} needs the feedback vector b; build the state with OrderParams(..., b=...)")
     return Dynamics(rule=rule, hyper=hyper, K=state0.K, M=state0.M, T=state0.T, U=state0.U, P=state0.P,
-                    v_star=state0.v_star, b=state0.b, quadrature=quadrature)
+                    v_star=state0.v_star, b=state0.b, quadrature=quadrature, mirror=hyper.mirroring)
 
 
 def rhs(state: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, **options) -> dict[str, np.ndarray]:
-    """The ODE's right-hand side at one state: {"Q": dQ/dt, "R": dR/dt, "S": dS/dt, "v": dv/dt}.
+    """The ODE's right-hand side at one state: {"Q": dQ/dt, "R": dR/dt, "S": dS/dt, "v": dv/dt}, and
+    "U", "P" with feedback mirroring (eta_F > 0).
 
     Takes the same parameters as :func:`theory.integrate`.
     """
     dyn = make_dynamics(state, rule, params, quadrature=quadrature, where="rhs", **options)
-    return dict(zip(("Q", "R", "S", "v"), dyn.derivatives(state.Q, state.R, state.S, state.v)))
+    return dict(zip(("Q", "R", "S", "v", "U", "P"), dyn.derivatives(state.Q, state.R, state.S, state.v)))

@@ -12,7 +12,7 @@ from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
 from ._provenance import provenance
 from ._rules import Rule
-from ._state import OrderParams, unpack
+from ._state import OrderParams, mirror_part, unpack
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["integrate", "default_times", "watched_indices"]
@@ -55,12 +55,14 @@ def integrate(
 
     Parameters
     ----------
-    state0 : initial :class:`OrderParams` (constants T, U, P, v_star, b are kept fixed).
+    state0 : initial :class:`OrderParams` (constants T, U, P, v_star, b are kept fixed; U and P evolve
+        under feedback mirroring, eta_F > 0).
     rule : a registered rule's name ("bp", "fa", "afa", "pepita", or your own) or a :class:`Rule`.
     t : increasing output times in steps / D; integration starts at t[0] from state0.
         Default: 0 then 200 log-spaced times from 1e-2 to 1e3.
     params : a :class:`HyperParams`; its fields may also be given as keyword arguments (eta,
-        eta_v, sigma, sigma_F, weight_decay, train_second_layer, g), which override it.
+        eta_v, sigma, sigma_F, weight_decay, train_second_layer, g, batch, and the mirroring's eta_F,
+        kappa_F, mirror_norm, t_pre), which override it.
     **options : those fields, and the rule's options (presynaptic="modulated" or "clean" for afa
         and pepita, error="first" or "modulated" for pepita). Anything else is an error.
     quadrature : the numerical expectation engine's rule (see :mod:`theory._numerical`), used by
@@ -82,7 +84,7 @@ def integrate(
     rtol, atol = checks.tolerances(rtol, atol, where="integrate")
     max_steps = checks.integer("max_steps", max_steps, where="integrate", min=1)
     throw = checks.boolean("throw", throw, where="integrate")
-    n = state0.to_vector().size
+    n = state0.to_vector(dyn.mirror).size
     checks.memory(f"{t.size} output times", t.size * (n + 3 * dyn.K * dyn.M + 16) * 8 * 3, where="integrate")
     methods = scipy.integrate._ivp.ivp.METHODS
     solver_cls = methods.get(method) if isinstance(method, str) else method
@@ -101,14 +103,16 @@ def integrate(
         fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
         return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol, max_steps=max_steps)
 
-    sol = drive_segments(stepper_on, state0.to_vector()[None], t, dyn.hyper.breakpoints(),
+    sol = drive_segments(stepper_on, state0.to_vector(dyn.mirror)[None], t, dyn.hyper.breakpoints(),
                          diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
                          desc=f"ODE {dyn.rule.label}")
     n = int(sol.n_recorded[0])
     Q, R, S, v = unpack(sol.y[0, :n], K, M)
     Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+    mir = mirror_part(sol.y[0, :n], K, M)
     traj = Trajectory(t=t[:n], Q=Q, R=R, S=S, v=v, state0=state0, params=params, status=int(sol.status[0]),
-                      message=sol.message[0], nfev=int(sol.nfev[0]))
+                      message=sol.message[0], nfev=int(sol.nfev[0]), U_t=None if mir is None else mir[0].copy(),
+                      P_t=None if mir is None else mir[1].copy())
     if traj.status < 0 and throw:
         raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
     return traj

@@ -16,8 +16,10 @@ import numpy as np
 
 __all__ = ["OrderParams", "DYNAMIC_FIELDS"]
 
-#: The order parameters that evolve in time (T, U, P, v_star and b are constants).
+#: The order parameters that evolve in time (T, U, P, v_star and b are constants, except U and P under
+#: feedback mirroring, HyperParams.eta_F > 0: then the flat state is (Q, R, S, v, U, P)).
 DYNAMIC_FIELDS = ("Q", "R", "S", "v")
+MIRROR_FIELDS = ("U", "P")
 
 _PSD_TOL = 1e-9
 
@@ -134,20 +136,27 @@ class OrderParams:
         return dataclasses.replace(self, **changes)
 
     # ---------------------------------------------------------------- flat vector
-    def to_vector(self) -> np.ndarray:
-        """The dynamic order parameters (Q, R, S, v) as one flat float64 vector."""
-        return np.concatenate([self.Q.ravel(), self.R.ravel(), self.S, self.v])
+    def to_vector(self, mirror: bool = False) -> np.ndarray:
+        """The dynamic order parameters (Q, R, S, v) as one flat float64 vector; with ``mirror``
+        (feedback mirroring: f learns) followed by U and P."""
+        parts = [self.Q.ravel(), self.R.ravel(), self.S, self.v]
+        return np.concatenate(parts + ([self.U, [self.P]] if mirror else []))
 
     def from_vector(self, y: np.ndarray, *, validate: bool = True) -> "OrderParams":
-        """The state with dynamic parameters read from ``y`` and constants kept from ``self``."""
+        """The state with dynamic parameters read from ``y`` (U and P too when y holds them) and the
+        other constants kept from ``self``."""
         Q, R, S, v = unpack(y, self.K, self.M)
         Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+        changes = dict(Q=Q, R=R, S=S, v=v)
+        mir = mirror_part(y, self.K, self.M)
+        if mir is not None:
+            changes.update(U=mir[0], P=float(mir[1]))
         if validate:
-            return self.replace(Q=Q, R=R, S=S, v=v)
+            return self.replace(**changes)
         new = object.__new__(OrderParams)
         for f in dataclasses.fields(self):
             object.__setattr__(new, f.name, getattr(self, f.name))
-        for k, val in (("Q", Q), ("R", R), ("S", S), ("v", v)):
+        for k, val in changes.items():
             object.__setattr__(new, k, val)
         return new
 
@@ -170,15 +179,17 @@ class OrderParams:
         return f"OrderParams(K={self.K}, M={self.M}, P={self.P:g}, b={'set' if self.b is not None else None})"
 
 
-def vector_size(K: int, M: int) -> int:
-    return K * K + K * M + 2 * K
+def vector_size(K: int, M: int, mirror: bool = False) -> int:
+    return K * K + K * M + 2 * K + (M + 1 if mirror else 0)
 
 
 def unpack(y: np.ndarray, K: int, M: int):
-    """Split a (..., K*K + K*M + 2K) array into Q (..., K, K), R (..., K, M), S (..., K), v (..., K)."""
+    """Split a (..., K*K + K*M + 2K) array into Q (..., K, K), R (..., K, M), S (..., K), v (..., K)
+    (a state with mirroring, (..., K*K + K*M + 2K + M + 1), also holds U, P: :func:`mirror_part`)."""
     lead = y.shape[:-1]
-    if y.shape[-1] != vector_size(K, M):
-        raise ValueError(f"unpack: expected last dimension {vector_size(K, M)} for K={K}, M={M}, got {y.shape[-1]}")
+    if y.shape[-1] not in (vector_size(K, M), vector_size(K, M, True)):
+        raise ValueError(f"unpack: expected last dimension {vector_size(K, M)} (or {vector_size(K, M, True)} with "
+                         f"mirroring) for K={K}, M={M}, got {y.shape[-1]}")
     i = 0
     Q = y[..., i : i + K * K].reshape(lead + (K, K))
     i += K * K
@@ -189,12 +200,22 @@ def unpack(y: np.ndarray, K: int, M: int):
     return Q, R, S, v
 
 
-def pack(Q, R, S, v) -> np.ndarray:
-    """Inverse of :func:`unpack` (leading batch dimensions allowed)."""
+def mirror_part(y: np.ndarray, K: int, M: int):
+    """(U (..., M), P (...)) of a flat state with mirroring, or None for a state (Q, R, S, v)."""
+    y = np.asarray(y)
+    if y.shape[-1] != vector_size(K, M, True):
+        return None
+    i = vector_size(K, M)
+    return y[..., i : i + M], y[..., i + M]
+
+
+def pack(Q, R, S, v, U=None, P=None) -> np.ndarray:
+    """Inverse of :func:`unpack` (leading batch dimensions allowed); U, P appended when given."""
     lead = np.shape(R)[:-2]
-    return np.concatenate(
-        [np.reshape(Q, lead + (-1,)), np.reshape(R, lead + (-1,)), np.asarray(S), np.asarray(v)], axis=-1
-    )
+    parts = [np.reshape(Q, lead + (-1,)), np.reshape(R, lead + (-1,)), np.asarray(S), np.asarray(v)]
+    if U is not None:
+        parts += [np.broadcast_to(U, lead + np.shape(U)[-1:]), np.broadcast_to(np.asarray(P, dtype=float), lead)[..., None]]
+    return np.concatenate(parts, axis=-1)
 
 
 def field_covariance(Q, R, T, S, U, P) -> np.ndarray:

@@ -52,7 +52,7 @@ from ._integrate import default_times, watched_indices
 from ._observables import alignment_angles, generalisation_error, specialisation
 from ._points import GRID_ONLY, expand
 from ._rules import Rule, make_rule
-from ._state import OrderParams, unpack
+from ._state import OrderParams, mirror_part, unpack
 from ._summaries import PLATEAU_DEFAULTS, crossing_time, plateau, unspecialised_spread
 from ._provenance import provenance
 from ._trajectory import Trajectory
@@ -82,6 +82,7 @@ class _Chunk:
     t: np.ndarray
     rtol: float
     atol: float
+    mirror: bool = False
 
     @property
     def closed_form(self) -> bool:
@@ -94,7 +95,7 @@ class _Chunk:
             # the numerical engine takes one (sigma, sigma_F) per call: points are grouped by them
             hyper = dataclasses.replace(hyper, sigma=float(self.hyper.sigma[0]), sigma_F=float(self.hyper.sigma_F[0]))
         return Dynamics(rule=self.rule, hyper=hyper, K=self.K, M=self.M, T=take(self.T), U=take(self.U), P=take(self.P),
-                        v_star=take(self.v_star), b=take(self.b), quadrature=self.quadrature)
+                        v_star=take(self.v_star), b=take(self.b), quadrature=self.quadrature, mirror=self.mirror)
 
     def diagnose(self, y, idx, at_output):
         """Per row: None, or why the state diverged (theory._divergence, as theory.integrate)."""
@@ -114,7 +115,8 @@ class _Chunk:
         from ._compiled import ode_params
 
         return np.stack([ode_params(self.K, self.M, self.T[i], self.U[i], float(self.P[i]), self.v_star[i],
-                                    None if self.b is None else self.b[i], self.hyper.point(i), self.rule.modulated)
+                                    None if self.b is None else self.b[i], self.hyper.point(i), self.rule.modulated,
+                                    self.mirror)
                          for i in range(len(self.y0))])
 
 
@@ -292,14 +294,16 @@ class SweepResult:
         n = int(np.sum(np.isfinite(self._Y[i][:, 0])))
         Q, R, S, v = unpack(self._Y[i][:n], s0.K, s0.M)
         Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+        mir = mirror_part(self._Y[i][:n], s0.K, s0.M)
         return Trajectory(t=self.t[:n], Q=Q, R=R, S=S, v=v, state0=s0, params=dict(self._params[i]),
-                          status=int(row["status"]), message=row["message"], nfev=int(row["nfev"]))
+                          status=int(row["status"]), message=row["message"], nfev=int(row["nfev"]),
+                          U_t=None if mir is None else mir[0].copy(), P_t=None if mir is None else mir[1].copy())
 
     def curves(self, with_params: bool = True):
         """Long table: one row per point and recorded time with t, eg, the angles and the order
         parameters (Q[k,l], R[k,n], S[k], v[k]; points of different K, M leave others NaN), plus
         the point's parameter columns when ``with_params``."""
-        names = ["Q", "R", "S", "v"]
+        names = ["Q", "R", "S", "v", "U", "P"]
         ang_keys = sorted({k for a in self._angles for k in a})
         op_keys: list[str] = []
         per_point = []
@@ -307,10 +311,13 @@ class SweepResult:
             s0 = self.states[self.table["state"][i]]
             n = int(np.sum(np.isfinite(self._Y[i][:, 0])))
             parts = dict(zip(names, unpack(self._Y[i][:n], s0.K, s0.M)))
+            mir = mirror_part(self._Y[i][:n], s0.K, s0.M)
+            if mir is not None:
+                parts.update(U=mir[0], P=mir[1])
             flat = {}
             for nm, arr in parts.items():
                 for idx in np.ndindex(arr.shape[1:]):
-                    key = f"{nm}[{','.join(map(str, idx))}]"
+                    key = f"{nm}[{','.join(map(str, idx))}]" if idx else nm
                     flat[key] = arr[(slice(None),) + idx]
                     if key not in op_keys:
                         op_keys.append(key)
@@ -460,7 +467,7 @@ def sweep(
     for i in range(npts):
         s, r, hp = state_list[sidx[i]], rules[i], hypers[i]
         closed = hp.g.closed_forms and r.closed_form == "feedback" and quadrature in (None, "closed")
-        key = (r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed, hp.breakpoints())
+        key = (r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed, hp.breakpoints(), hp.mirroring)
         if not closed:
             key = key + (hp.sigma, hp.sigma_F)
         groups.setdefault(key, []).append(i)
@@ -470,16 +477,16 @@ def sweep(
         chunk_size = min(1024, max(1, math.ceil(npts / workers)))
     chunks: list[tuple[list[int], _Job]] = []
     for key, members in groups.items():
-        r, _, _, K, M, has_b, _, breaks = key[:8]
+        r, _, _, K, M, has_b, _, breaks, mirror = key[:9]
         for c0 in range(0, len(members), chunk_size):
             pts = members[c0 : c0 + chunk_size]
             ss = [state_list[sidx[i]] for i in pts]
             chunks.append((pts, _Job(chunk=_Chunk(
                 rule=r, hyper=HyperBatch.of([hypers[i].on(t[0], t[0]) for i in pts]),
                 quadrature=quadrature, K=K, M=M,
-                y0=np.stack([s.to_vector() for s in ss]), T=np.stack([s.T for s in ss]), U=np.stack([s.U for s in ss]),
-                P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
-                b=np.stack([s.b for s in ss]) if has_b else None, t=t, rtol=rtol, atol=atol,
+                y0=np.stack([s.to_vector(mirror) for s in ss]), T=np.stack([s.T for s in ss]),
+                U=np.stack([s.U for s in ss]), P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
+                b=np.stack([s.b for s in ss]) if has_b else None, t=t, rtol=rtol, atol=atol, mirror=mirror,
             ), hypers=tuple(hypers[i] for i in pts), breaks=breaks, max_steps=max_steps)))
 
     # ---- run
@@ -555,7 +562,9 @@ def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_t
                 message[p] = sol.message[j]
         Q, R, S, v = unpack(Y, ch.K, ch.M)
         Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
-        ns = SimpleNamespace(Q=Q, R=R, S=S, v=v, T=ch.T[:, None], U=ch.U[:, None], P=ch.P[:, None],
+        mir = mirror_part(Y, ch.K, ch.M)
+        U, P = (ch.U[:, None], ch.P[:, None]) if mir is None else mir
+        ns = SimpleNamespace(Q=Q, R=R, S=S, v=v, T=ch.T[:, None], U=U, P=P,
                              v_star=ch.v_star[:, None], b=None if ch.b is None else ch.b[:, None])
         with np.errstate(invalid="ignore", divide="ignore"):
             eg[pts] = generalisation_error(ns, ch.hyper.g)
@@ -587,7 +596,9 @@ def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_t
         "activation": np.array([h.g.name for h in hypers]),
         "train_second_layer": np.array([h.train_second_layer for h in hypers]),
         **{k: np.array([h.as_dict()[k] for h in hypers]) for k in ("eta", "eta_v", "sigma", "sigma_F", "weight_decay",
-                                                                    "batch", "eta_schedule", "eta_v_schedule")},
+                                                                    "batch", "eta_schedule", "eta_v_schedule",
+                                                                    "eta_F", "eta_F_schedule", "kappa_F", "mirror_norm",
+                                                                    "t_pre")},
     }
     param_columns = tuple(c for c in table if c != "point") + tuple(tags)
     for k in tags:

@@ -35,7 +35,8 @@ class Trajectory:
 
     Time is in units of steps / D. Arrays are stacked along the first axis (one row per time):
     Q (n, K, K), R (n, K, M), S (n, K), v (n, K); the constants T, U, P, v_star and b are those
-    of ``state0``. ``eg`` (n,) is the generalisation error and ``angles`` the named alignment
+    of ``state0``, except under feedback mirroring (eta_F > 0), where f learns: then ``U_t`` (n, M)
+    and ``P_t`` (n,) hold U and P over time, and ``U``, ``P`` return them. ``eg`` (n,) is the generalisation error and ``angles`` the named alignment
     angles in degrees (see :func:`theory.alignment_angles`). ``status`` is 0 when the last
     requested time was reached, 1 when interrupted, -1 on divergence, -2 on solver failure;
     ``message`` says why. ``params`` holds every parameter of the run.
@@ -51,6 +52,8 @@ class Trajectory:
     status: int = 0
     message: str = "finished"
     nfev: int = 0
+    U_t: np.ndarray | None = None
+    P_t: np.ndarray | None = None
 
     # constants, for observables that read them like attributes of a state
     @property
@@ -58,12 +61,19 @@ class Trajectory:
         return self.state0.T
 
     @property
+    def mirrored(self) -> bool:
+        """Whether f learned (feedback mirroring): U and P are then series over time."""
+        return self.U_t is not None
+
+    @property
     def U(self):
-        return self.state0.U
+        """U_m = w*_m . f / D: (n, M) over time under mirroring, else the constant (M,) of state0."""
+        return self.state0.U if self.U_t is None else self.U_t
 
     @property
     def P(self):
-        return self.state0.P
+        """P = f . f / D: (n,) over time under mirroring, else the constant of state0."""
+        return self.state0.P if self.P_t is None else self.P_t
 
     @property
     def v_star(self):
@@ -111,7 +121,8 @@ class Trajectory:
 
     def state(self, i: int = -1) -> OrderParams:
         """The order parameters at the i-th recorded time."""
-        return self.state0.replace(Q=self.Q[i], R=self.R[i], S=self.S[i], v=self.v[i])
+        mir = {} if self.U_t is None else dict(U=self.U_t[i], P=float(self.P_t[i]))
+        return self.state0.replace(Q=self.Q[i], R=self.R[i], S=self.S[i], v=self.v[i], **mir)
 
     def __repr__(self) -> str:
         return (
@@ -131,6 +142,8 @@ class Trajectory:
         s0 = self.state0
         data = order_parameter_vars(("t",), self.Q, self.R, self.S, self.v, self.eg, self.angles)
         data.update(T=(("m", "n"), s0.T), U=(("m",), s0.U), P=((), s0.P), v_star=(("m",), s0.v_star))
+        if self.mirrored:
+            data.update(U_t=(("t", "m"), self.U_t), P_t=(("t",), self.P_t))
         data.update({f"state0_{k}": (dims, getattr(s0, k)) for k, dims in (("Q", ("k", "l")), ("R", ("k", "m")),
                                                                             ("S", ("k",)), ("v", ("k",)))})
         if s0.b is not None:
@@ -151,7 +164,8 @@ class Trajectory:
             s0 = OrderParams(Q=a("state0_Q"), R=a("state0_R"), T=a("T"), v=a("state0_v"), v_star=a("v_star"),
                              S=a("state0_S"), U=a("U"), P=float(a("P")), b=a("b") if "b" in ds else None)
             traj = cls(t=a("t"), Q=a("Q"), R=a("R"), S=a("S"), v=a("v"), state0=s0, params=meta["params"],
-                       status=int(meta["status"]), message=meta["message"], nfev=int(meta["nfev"]))
+                       status=int(meta["status"]), message=meta["message"], nfev=int(meta["nfev"]),
+                       U_t=a("U_t") if "U_t" in ds else None, P_t=a("P_t") if "P_t" in ds else None)
         except (KeyError, ValueError, TypeError) as exc:
             raise LoadError(f"Trajectory.from_xarray: damaged ({type(exc).__name__}: {exc})") from None
         if "angles" in ds:
@@ -169,6 +183,8 @@ class Trajectory:
         s0 = self.state0
         meta = dict(params=self.params, status=self.status, message=self.message, nfev=self.nfev, units={"t": "steps / D"})
         arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg)
+        if self.mirrored:
+            arrays.update(U_t=self.U_t, P_t=self.P_t)
         for k, val in s0.as_dict().items():
             if val is not None:
                 arrays[f"state0_{k}"] = np.asarray(val)
@@ -192,8 +208,11 @@ class Trajectory:
         try:
             s0 = {k[len("state0_"):]: z[k] for k in z if k.startswith("state0_")}
             s0["P"] = float(s0["P"])
+            if "U_t" in z:
+                check_arrays(what, z, dict(U_t=(n, M), P_t=(n,)), finite=("U_t", "P_t"))
             traj = cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0), params=meta["params"],
-                       status=meta["status"], message=meta["message"], nfev=meta["nfev"])
+                       status=meta["status"], message=meta["message"], nfev=meta["nfev"],
+                       U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
         # the angles as computed when saved (the rule's class need not be registered here)
