@@ -53,6 +53,12 @@ def _common(p, *, D, t_max):
     p.add_argument("--sigma-F", type=float, default=1.0, help="scale (and sign) of the top-down projection F")
     p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay kappa")
     p.add_argument("--freeze-second-layer", action="store_true", help="do not train v")
+    p.add_argument("--eta-F", type=float, default=0.0, help="feedback mirroring rate of f (0: F fixed)")
+    p.add_argument("--eta-F-schedule", default=None, help="mirroring schedule from --eta-F (the forms of --eta-schedule, "
+                   "or windows:every=20,duration=5,until=500: mirroring during 5 of every 20 time units)")
+    p.add_argument("--kappa-F", type=float, default=0.0, help="mirroring decay of f")
+    p.add_argument("--mirror-norm", action="store_true", help="keep |f|^2 / D at its initial value while mirroring")
+    p.add_argument("--t-pre", type=float, default=0.0, help="pre-mirroring time: the rule learns from t_pre on")
     p.add_argument("--t-max", type=float, default=t_max, help="final time (steps / D)")
     p.add_argument("--n-times", type=int, default=COMPARE_DEFAULTS["n_times"], help="number of log-spaced recording times")
     p.add_argument("--seed", type=int, default=0, help="seed of the data streams (compare) / initial weights (ode)")
@@ -79,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ps, D=1000, t_max=1000.0)
     ps.add_argument("--grid", action="append", default=[], metavar="NAME=VALUES", required=True,
                     help="a grid axis: NAME=v1,v2,... or NAME=start:stop:num[:log] over a hyper-parameter (eta, eta_v, "
-                         "sigma, sigma_F, weight_decay, batch, train_second_layer, g) or a rule option (presynaptic, "
+                         "sigma, sigma_F, weight_decay, batch, train_second_layer, g, eta_F, kappa_F, mirror_norm, t_pre) or a rule "
+                         "option (presynaptic, "
                          "error); repeatable")
     ps.add_argument("--states", type=int, default=1, help="random initial conditions (seeds --init-seed, +1, ...)")
     ps.add_argument("--eg-target", type=float, default=None, help="add the time to reach this eg (column t_target)")
@@ -131,8 +138,10 @@ def _hyper(a):
 
     eta = theory.parse_schedule(a.eta_schedule, a.eta)
     eta_v = a.eta_v if a.eta_v_schedule is None else theory.parse_schedule(a.eta_v_schedule, a.eta if a.eta_v is None else a.eta_v)
+    eta_F = theory.parse_schedule(a.eta_F_schedule, a.eta_F) if a.eta_F_schedule else a.eta_F
     return theory.HyperParams(eta=eta, eta_v=eta_v, sigma=a.sigma, sigma_F=a.sigma_F, weight_decay=a.weight_decay,
-                              train_second_layer=not a.freeze_second_layer, g=a.g, batch=a.batch)
+                              train_second_layer=not a.freeze_second_layer, g=a.g, batch=a.batch, eta_F=eta_F,
+                              kappa_F=a.kappa_F, mirror_norm=a.mirror_norm, t_pre=a.t_pre)
 
 
 def _variants(rule, a):

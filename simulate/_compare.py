@@ -342,7 +342,8 @@ def compare(
         params = {k: first[k] for k in ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas",
                                         "independent_init", "device", "dtype", "seed", "n_test", "engine", "eta", "eta_v",
                                         "sigma", "sigma_F", "weight_decay", "train_second_layer", "batch", "eta_schedule",
-                                        "eta_v_schedule")}
+                                        "eta_v_schedule", "eta_F", "eta_F_schedule", "kappa_F", "mirror_norm", "t_pre")
+                  if k in first}
         params.update(g=first["activation"], rules=list(results), rtol=rtol, atol=atol, status=status,
                       t=[float(x) for x in np.asarray(t, float).ravel()], units=first["units"],
                       provenance=first["provenance"])

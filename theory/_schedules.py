@@ -188,6 +188,25 @@ class Piecewise(Schedule):
         times = tuple(np.arange(every, until + 0.5 * every, every))
         return cls(times, tuple(eta0 * factor**i for i in range(len(times) + 1)))
 
+    @classmethod
+    def windows(cls, value: float, every: float, duration: float, until: float, start: float = 0.0) -> "Piecewise":
+        """``value`` during [start + i every, start + i every + duration) for i = 0, 1, ... up to ``until``,
+        0 otherwise: "mirroring every so often" (an eta_F schedule; HyperParams.eta_F)."""
+        w = "Piecewise.windows"
+        value, start = _nonneg("value", value, w), _nonneg("start", start, w)
+        every, duration, until = (checks.number(n, x, where=w) for n, x in (("every", every), ("duration", duration),
+                                                                             ("until", until)))
+        if not 0 < duration < every:
+            raise ValueError(f"{w}: needs 0 < duration < every, got duration={duration}, every={every}")
+        if not until > start:
+            raise ValueError(f"{w}: needs until > start, got until={until}, start={start}")
+        ons = np.arange(start, until, every)
+        times = [x for a in ons for x in (a, a + duration)]
+        values = [0.0] + [v for _ in ons for v in (value, 0.0)]
+        if times[0] == 0.0:  # on from t = 0
+            times, values = times[1:], [value] + values[2:]
+        return cls(tuple(times), tuple(values))
+
 
 @dataclasses.dataclass(frozen=True)
 class Interpolated(Schedule):
@@ -232,7 +251,8 @@ def parse_schedule(spec: str | None, eta: float) -> Schedule:
 
     "constant" (or None); "power:t0=10,p=1" (eta / (1 + t/t0)^p); "step:every=50,factor=0.5,until=500"
     (step decay); "piecewise:50=0.5,100=0.25" (eta before t = 50, then 0.5, then 0.25 from t = 100);
-    "table:path.csv" (two columns t, eta; interpolated).
+    "table:path.csv" (two columns t, eta; interpolated); "windows:every=20,duration=5,until=500[,start=0]"
+    (eta during 5 of every 20 time units, 0 otherwise: a mirroring schedule, :meth:`Piecewise.windows`).
     """
     if spec is None or spec.strip() in ("", "constant"):
         return Constant(eta)
@@ -248,6 +268,12 @@ def parse_schedule(spec: str | None, eta: float) -> Schedule:
         if kind == "piecewise":
             pairs = sorted((float(k), float(v)) for k, v in fields.items())
             return Piecewise(tuple(t for t, _ in pairs), (eta,) + tuple(v for _, v in pairs))
+        if kind == "windows":
+            unknown = sorted(set(fields) - {"every", "duration", "until", "start"})
+            if unknown:
+                raise ValueError(f"unknown parameter(s) {unknown}; expected ('every', 'duration', 'until', 'start')")
+            return Piecewise.windows(eta, float(fields["every"]), float(fields["duration"]), float(fields["until"]),
+                                     float(fields.get("start", 0.0)))
         names = {"power": ("t0", "p"), "step": ("every", "factor", "until")}.get(kind)
         if names is not None:
             unknown = sorted(set(fields) - set(names))
@@ -260,4 +286,4 @@ def parse_schedule(spec: str | None, eta: float) -> Schedule:
         raise ValueError(f"schedule {spec!r}: missing parameter {exc}") from None
     except (ValueError, OSError) as exc:
         raise ValueError(f"schedule {spec!r}: {exc}") from None
-    raise ValueError(f"schedule {spec!r}: unknown kind {kind!r}; expected constant, power, step, piecewise or table")
+    raise ValueError(f"schedule {spec!r}: unknown kind {kind!r}; expected constant, power, step, piecewise, windows or table")
