@@ -301,3 +301,25 @@ def test_mirroring_deviation_shrinks_with_D(engine, rule):
     slope = np.polyfit(np.log(Ds), np.log(rms), 1)[0]
     assert -0.7 < slope < -0.3, (rms, slope)
     assert scipy.stats.linregress(np.log(Ds), np.log(rms)).rvalue < -0.9
+
+
+def test_cli_runs_mirroring(tmp_path):
+    """compare, ode and sweep (a grid over eta_F) take the mirroring options; the files carry U and P."""
+    from simulate._cli import main
+
+    common = ["--rules", "afa", "--t-max", "1", "--n-times", "3", "--no-progress", "--sigma-F", "0.5"]
+    rc = main(["compare", *common, "--D", "60", "--replicas", "2", "--device", "cpu", "--eta-F", "0.5", "--mirror-norm",
+               "--t-pre", "0.1", "--out", str(tmp_path / "cmp")])
+    assert rc == 0
+    cmp = simulate.Comparison.load(tmp_path / "cmp")
+    assert cmp.params["eta_F"] == 0.5 and cmp.params["mirror_norm"] and cmp.params["t_pre"] == 0.1
+    assert cmp.results["afa"].mirrored and cmp.trajectories["afa"][0].mirrored
+    rc = main(["ode", *common, "--eta-F", "0.3", "--kappa-F", "0.2", "--eta-F-schedule", "windows:every=0.5,duration=0.2,until=1",
+               "--out", str(tmp_path / "ode")])
+    assert rc == 0
+    tr = theory.Trajectory.load(tmp_path / "ode" / "ode_afa.npz")
+    assert tr.mirrored and tr.params["kappa_F"] == 0.2 and tr.params["eta_F_schedule"].startswith("piecewise")
+    rc = main(["sweep", *common, "--grid", "eta_F=0,0.5", "--out", str(tmp_path / "sw")])
+    assert rc == 0
+    tab = theory.SweepResult.read_table(tmp_path / "sw" / "sweep.csv")
+    assert set(tab["eta_F"]) == {0.0, 0.5} and tab["status"].eq(0).all()
