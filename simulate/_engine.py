@@ -416,13 +416,14 @@ register_engine("full", simulate_full)
 
 
 # --------------------------------------------------------------------------- public entry point
-def _check_size(init, replicas, n_records, n_test, batch, dtype, engine, independent):
+def _check_size(init, replicas, n_records, n_test, batch, dtype, engine, independent, mirror=False):
     """Refuse (theory.TooLarge) a run whose memory would exceed what is available, before allocating."""
     K, M, D = init.K, init.M, init.D
     item = 4 if dtype == torch.float32 else 8
     records = replicas * n_records * (K * K + K * M + 2 * K + 1) * 8 * 2
     if engine == "full":
         need = replicas * K * D * item * 2 + min(CHUNK_ELEMENTS, replicas * D * batch) * item * 2 + n_test * D * item
+        need += replicas * D * item * 3 if mirror else 0  # one f per replica, and the chunk's xi
     else:
         need = (replicas if independent else 1) * K * D * 8
     theory.checks.memory(f"{replicas} replicas at D = {D} ({engine} engine, {n_records} records)", need + records,
@@ -461,8 +462,10 @@ def run(
     rule : a registered rule's name or a :class:`theory.Rule` (as :func:`theory.integrate`).
     t : recording times in steps / D; recorded at steps round(t D) (coinciding steps once).
     params, **options : a :class:`theory.HyperParams`, its fields (eta, eta_v, sigma, sigma_F,
-        weight_decay, train_second_layer, g) and the rule's options (presynaptic, error, ...) as
-        keyword arguments, as :func:`theory.integrate`. An unknown keyword is an error.
+        weight_decay, train_second_layer, g, batch; feedback mirroring: eta_F, kappa_F, mirror_norm,
+        t_pre) and the rule's options (presynaptic, error, ...) as keyword arguments, as
+        :func:`theory.integrate`. An unknown keyword is an error. With mirroring each replica has
+        its own f, and the result carries U_t, P_t.
     replicas : number of independent data streams, batched in one tensor (replicas, K, D).
     independent_init : False, every replica starts from the same weights; True, each replica
         draws its own student (W, v); the teacher, f and b are shared.
@@ -502,7 +505,7 @@ def run(
     steps = _check_times(t, init.D)
     if dtype == torch.float32 and dyn.hyper.max_rate() > 1e30:
         raise ValueError(f"run: a learning rate of {dyn.hyper.max_rate():.3g} overflows float32; use dtype=torch.float64")
-    _check_size(init, replicas, len(steps), n_test, dyn.hyper.batch, dtype, engine, independent_init)
+    _check_size(init, replicas, len(steps), n_test, dyn.hyper.batch, dtype, engine, independent_init, dyn.hyper.mirroring)
     weights = init.weights(replicas, independent=independent_init, device=dev, dtype=dtype)
     spec = RunSpec(weights=weights, rule=dyn.rule, hyper=dyn.hyper, steps=steps, seed=seed, n_test=n_test, device=dev,
                    dtype=dtype, progress=bool(progress), threads=threads)

@@ -21,17 +21,9 @@ from simulate._engine import FullStep
 from simulate._reduced import ReducedStep
 from theory._mirror import expected_dg, mirror_derivatives, mirror_terms
 
-from .test_compare import _max_t
+from .test_compare import _max_t, _one_thread  # noqa: F401  (its autouse fixture: one torch thread here too)
 
 ACTS = ["erf", "relu", "tanh", "linear"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _state(seed=4, K=2, M=2):
