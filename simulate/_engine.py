@@ -111,14 +111,18 @@ def register_engine(name: str, fn: Callable[[RunSpec], Records]) -> None:
 
 # --------------------------------------------------------------------------- the full simulation
 def _measure(W, W_star, f, v, D):
-    """Float64 Q, R, S, v of all replicas from the weights (f (D,), or (R, D) per replica)."""
-    W64 = W.detach().to(torch.float64)
+    """Float64 Q, R, S, v of all replicas from the weights, and U, P when f learns (f (R, D), one per
+    replica under mirroring; else f (D,) and U, P None)."""
+    W64, Ws64, f64 = W.detach().to(torch.float64), W_star.to(torch.float64), f.to(torch.float64)
     Q = torch.einsum("rkd,rld->rkl", W64, W64) / D
-    R = torch.einsum("rkd,md->rkm", W64, W_star.to(torch.float64)) / D
-    f64 = f.to(torch.float64)
-    S = (W64 @ f64 if f.ndim == 1 else torch.einsum("rkd,rd->rk", W64, f64)) / D
+    R = torch.einsum("rkd,md->rkm", W64, Ws64) / D
+    if f.ndim == 1:
+        S, U, P = W64 @ f64 / D, None, None
+    else:
+        S = torch.einsum("rkd,rd->rk", W64, f64) / D
+        U, P = (f64 @ Ws64.T / D).cpu().numpy(), (f64.pow(2).sum(-1) / D).cpu().numpy()
     # copy v: in float64 on the CPU, .numpy() would share memory with the tensor updated in place
-    return Q.cpu().numpy(), R.cpu().numpy(), S.cpu().numpy(), v.detach().to(torch.float64).cpu().numpy().copy()
+    return Q.cpu().numpy(), R.cpu().numpy(), S.cpu().numpy(), v.detach().to(torch.float64).cpu().numpy().copy(), U, P
 
 
 class _TestSet:
@@ -326,13 +330,10 @@ def simulate_full(spec: RunSpec) -> Records:
     recs = {k: [] for k in ("Q", "R", "S", "v", "eg_test", "U", "P")}
 
     def record():
-        for k, val in zip(("Q", "R", "S", "v"), _measure(W, W_star, f, v, D)):
-            recs[k].append(val)
+        for k, val in zip(("Q", "R", "S", "v", "U", "P"), _measure(W, W_star, f, v, D)):
+            if val is not None:
+                recs[k].append(val)
         recs["eg_test"].append(test.eg(W, v) if test is not None else np.full(Rn, np.nan))
-        if mirror:
-            f64 = f.to(torch.float64)
-            recs["U"].append((f64 @ W_star.to(torch.float64).T / D).cpu().numpy())
-            recs["P"].append((f64.pow(2).sum(-1) / D).cpu().numpy())
 
     # chunk sizes: as large as the memory budget allows, cut at every recording step
     budget = CHUNK_ELEMENTS_CUDA if dev.type == "cuda" else CHUNK_ELEMENTS

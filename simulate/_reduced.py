@@ -168,7 +168,7 @@ class ReducedStep:
         T = self.T
         lead = Q.shape[:-2]
         G = torch.empty(lead + (M + 1 + K, M + 1 + K), dtype=Q.dtype, device=Q.device)
-        G[..., :M, :M] = T if T.ndim == 2 else (T[:, None] if sample_axis and T.ndim > 2 else T)
+        G[..., :M, :M] = T[:, None] if sample_axis and T.ndim > 2 else T
         G[..., :M, M] = U
         G[..., M, :M] = U
         G[..., M, M] = P

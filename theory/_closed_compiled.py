@@ -173,32 +173,34 @@ def _rhs_c(t, y, p, c, out):
 
 
 def _mirror_erf(t, p, om, v, K, M, out, n_core):
-    """Feedback mirroring's terms for erf (theory._mirror): added to dS, and dU, dP written after dv."""
+    """Feedback mirroring's terms for erf (theory._mirror): added to dS, and dU, dP written after dv.
+
+    m_u = E[yhat_xi z_u] = sum_j c_j Omega_ju with c_j = v_j E[g'(lambda_j)], for u over the student
+    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v."""
     eta_F = _rate(p[18], p[19], p[20], p[21], t)
     kappa_F, norm = p[22], p[24] != 0.0
     n = K + M
     P = om[n, n]
-    m_phi = 0.0
+    c = np.empty(K)
     m_yy = 0.0
     for j in range(K):
-        cj = v[j] * _SQRT_2_PI / math.sqrt(1.0 + om[j, j])
-        m_phi += cj * om[j, n]
+        c[j] = v[j] * _SQRT_2_PI / math.sqrt(1.0 + om[j, j])
         for l in range(K):
             m_yy += v[j] * v[l] * _2_PI * math.asin(om[j, l] / math.sqrt((1.0 + om[j, j]) * (1.0 + om[l, l])))
-    dP = 2.0 * eta_F * (m_phi - kappa_F * P) + eta_F * eta_F * m_yy
+    m = np.zeros(n + 1)
+    for u in range(n + 1):
+        for j in range(K):
+            m[u] += c[j] * om[j, u]
+    dP = 2.0 * eta_F * (m[n] - kappa_F * P) + eta_F * eta_F * m_yy
     rel = dP / (2.0 * P) if (norm and P > 0.0) else 0.0
     off_S = K * K + K * M
     for u in range(n):  # u < K: S_u; u >= K: U_(u - K)
-        m = 0.0
-        for j in range(K):
-            m += v[j] * _SQRT_2_PI / math.sqrt(1.0 + om[j, j]) * om[j, u]
-        d = eta_F * (m - kappa_F * om[u, n]) - rel * om[u, n]
+        d = eta_F * (m[u] - kappa_F * om[u, n]) - rel * om[u, n]
         if u < K:
             out[off_S + u] += d
         else:
             out[n_core + u - K] = d
     out[n_core + M] = 0.0 if norm else dP
-
 
 if HAVE_NUMBA:
     _rate = numba.njit(cache=True, inline="always")(_rate)

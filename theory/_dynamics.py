@@ -30,11 +30,11 @@ class Dynamics:
     """The ODE of one rule at fixed hyper-parameters, around a state's constants (T, U, P, v_star, b).
 
     ``rhs(y, t)`` maps flat dynamic order parameters y (..., n) at time t to dy/dt (..., n); t matters
-    only for a learning-rate schedule. ``mirror``: feedback mirroring (f learns, HyperParams.eta_F):
-    y = (Q, R, S, v, U, P) and the constants U, P are only the initial values (the rate eta_F may be
-    0 on some intervals of a schedule: the layout stays) (``hyper`` restricted to an interval without breakpoints,
+    only for a learning-rate schedule (``hyper`` restricted to an interval without breakpoints,
     HyperParams.on). For sweeps, ``hyper`` is a HyperBatch and the constants may be arrays
-    broadcasting against the batch dimensions of y (and t one time per point).
+    broadcasting against the batch dimensions of y (and t one time per point). ``mirror``: feedback
+    mirroring (f learns, HyperParams.eta_F): y = (Q, R, S, v, U, P), the constants U, P being only the
+    initial values; the layout stays on intervals where a schedule makes eta_F 0.
     """
 
     rule: Rule

@@ -250,10 +250,6 @@ class HyperBatch:
         return bool(np.any(self.eta_code[:, 0] != 0) or np.any(self.eta_v_code[:, 0] != 0)
                     or np.any(self.eta_F_code[:, 0] != 0))
 
-    @property
-    def mirroring(self) -> bool:
-        return bool(np.any(self.eta_F_code[:, 0] != 0) or np.any(self.eta_F != 0))
-
     def rates(self, t):
         """(eta(t), eta_v(t)) of every point (t: one time per point, or a scalar)."""
         if not self.time_dependent:

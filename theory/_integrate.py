@@ -12,7 +12,7 @@ from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
 from ._provenance import provenance
 from ._rules import Rule
-from ._state import OrderParams, mirror_part, unpack
+from ._state import OrderParams
 from ._trajectory import DivergenceError, Trajectory
 
 __all__ = ["integrate", "default_times", "watched_indices"]
@@ -107,12 +107,8 @@ def integrate(
                          diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
                          desc=f"ODE {dyn.rule.label}")
     n = int(sol.n_recorded[0])
-    Q, R, S, v = unpack(sol.y[0, :n], K, M)
-    Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
-    mir = mirror_part(sol.y[0, :n], K, M)
-    traj = Trajectory(t=t[:n], Q=Q, R=R, S=S, v=v, state0=state0, params=params, status=int(sol.status[0]),
-                      message=sol.message[0], nfev=int(sol.nfev[0]), U_t=None if mir is None else mir[0].copy(),
-                      P_t=None if mir is None else mir[1].copy())
+    traj = Trajectory.from_flat(t[:n], sol.y[0, :n], state0, params=params, status=int(sol.status[0]),
+                                message=sol.message[0], nfev=int(sol.nfev[0]))
     if traj.status < 0 and throw:
         raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
     return traj

@@ -292,12 +292,8 @@ class SweepResult:
         row = self.table.iloc[int(i)]
         s0 = self.states[row["state"]]
         n = int(np.sum(np.isfinite(self._Y[i][:, 0])))
-        Q, R, S, v = unpack(self._Y[i][:n], s0.K, s0.M)
-        Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
-        mir = mirror_part(self._Y[i][:n], s0.K, s0.M)
-        return Trajectory(t=self.t[:n], Q=Q, R=R, S=S, v=v, state0=s0, params=dict(self._params[i]),
-                          status=int(row["status"]), message=row["message"], nfev=int(row["nfev"]),
-                          U_t=None if mir is None else mir[0].copy(), P_t=None if mir is None else mir[1].copy())
+        return Trajectory.from_flat(self.t[:n], self._Y[i][:n], s0, params=dict(self._params[i]),
+                                    status=int(row["status"]), message=row["message"], nfev=int(row["nfev"]))
 
     def curves(self, with_params: bool = True):
         """Long table: one row per point and recorded time with t, eg, the angles and the order

@@ -119,6 +119,17 @@ class Trajectory:
         """R_kn / sqrt(Q_kk T_nn), shape (n, K, M)."""
         return _read_only(specialisation(self))
 
+    @classmethod
+    def from_flat(cls, t, y, state0: OrderParams, **meta) -> "Trajectory":
+        """The trajectory of flat states y (n, ...) = (Q, R, S, v[, U, P]) at times t (Q symmetrised;
+        U, P as U_t, P_t when y holds them), with ``meta``: params, status, message, nfev."""
+        from ._state import mirror_part, unpack
+
+        Q, R, S, v = unpack(y, state0.K, state0.M)
+        mir = mirror_part(y, state0.K, state0.M)
+        return cls(t=t, Q=0.5 * (Q + np.swapaxes(Q, -1, -2)), R=R, S=S, v=v, state0=state0,
+                   U_t=None if mir is None else mir[0].copy(), P_t=None if mir is None else mir[1].copy(), **meta)
+
     def state(self, i: int = -1) -> OrderParams:
         """The order parameters at the i-th recorded time."""
         mir = {} if self.U_t is None else dict(U=self.U_t[i], P=float(self.P_t[i]))
