@@ -24,7 +24,7 @@ ODEs
     DivergenceError        raised when a run diverges (carries the partial trajectory).
 
 Numerical expectations (rules without closed forms, any activation)
-    GaussHermite, SparseGrid, QMC   quadrature rules for integrate(..., quadrature=...).
+    GaussHermite, SparseGrid, QMC, KinkAware   quadrature rules for integrate(..., quadrature=...).
     numerical_terms        E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k] by quadrature.
 
 Sweeps and summaries
@@ -63,7 +63,7 @@ from ._init import random_state, state_from_weights
 from ._integrals import I2, I3, I4, J2, tilt
 from ._integrate import default_times, integrate
 from ._io import json_default
-from ._numerical import QMC, GaussHermite, SparseGrid, numerical_terms
+from ._numerical import QMC, GaussHermite, KinkAware, SparseGrid, numerical_terms
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
 from ._schedules import Constant, Interpolated, Piecewise, PowerLaw, Schedule, parse_schedule
 from ._rules import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
@@ -81,7 +81,7 @@ __all__ = [
     "OrderParams", "random_state", "state_from_weights", "HyperParams",
     "Schedule", "Constant", "PowerLaw", "Piecewise", "Interpolated", "parse_schedule", "ACTIVATIONS", "Activation", "activation",
     "integrate", "rhs", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
-    "GaussHermite", "QMC", "SparseGrid", "numerical_terms",
+    "GaussHermite", "QMC", "SparseGrid", "KinkAware", "numerical_terms",
     "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
     "I2", "I3", "I4", "J2", "tilt",

@@ -82,7 +82,9 @@ class Activation:
     ``g`` and ``dg`` accept numpy arrays or torch tensors and return the same kind.
     ``i2`` is the closed form of I2 = E[g(a) g(b)] over a centred Gaussian with covariance
     [[C11, C12], [C12, C22]] when one is known, else None (numerical quadrature then applies).
-    ``closed_forms`` says whether the erf committee-machine integrals I3, I4, J2 apply.
+    ``closed_forms`` says whether the committee-machine integrals I2, J2, I3, I4 have closed forms
+    (erf: Saad & Solla; relu: arc-cosine kernels and orthant probabilities, theory._relu; linear:
+    polynomial). ``piecewise_linear``: g is piecewise linear (the kink-aware quadrature applies).
     """
 
     name: str
@@ -90,6 +92,7 @@ class Activation:
     dg: Callable
     i2: Callable | None = None
     closed_forms: bool = False
+    piecewise_linear: bool = False
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -110,8 +113,9 @@ ACTIVATIONS: dict[str, Activation] = {
         i2=_i2_erf,
         closed_forms=True,
     ),
-    "linear": Activation("linear", g=lambda z: z, dg=lambda z: 1.0 + 0.0 * z, i2=_i2_linear),
-    "relu": Activation("relu", g=_relu, dg=_heaviside, i2=_i2_relu),
+    "linear": Activation("linear", g=lambda z: z, dg=lambda z: 1.0 + 0.0 * z, i2=_i2_linear, closed_forms=True,
+                         piecewise_linear=True),
+    "relu": Activation("relu", g=_relu, dg=_heaviside, i2=_i2_relu, closed_forms=True, piecewise_linear=True),
     "tanh": Activation("tanh", g=_tanh, dg=lambda z: 1.0 - _tanh(z) ** 2),
 }
 

@@ -1,4 +1,4 @@
-"""Closed-form ODE right-hand sides of the feedback family for erf (THEORY.md section 4).
+"""Closed-form ODE right-hand sides of the feedback family for erf, relu and linear g (THEORY.md section 4).
 
 For rules with ``closed_form = "feedback"`` (bp, fa, afa, and any user rule of that form)
 delta_k = c_k g'(lambda_k) e with c the rule's feedback vector (v for bp, b for fa, sigma_F S
@@ -17,6 +17,8 @@ and the presynaptic overlaps are xi_u = z_u - sigma_F Ov_u e for the modulated i
     dS_k/dt  = -eta X_k,phi  - eta kappa S_k
     dv_k/dt  = -eta_v E[e g(lambda_k)] = -eta_v sum_j a_j I2(k, j)
 
+The integrals I2, J2, I3, I4 and E[g'(a) g(c) g(d)] come from theory._integrals (erf),
+theory._relu (relu: arc-cosine kernels, orthant probabilities) or :class:`_Linear` (polynomial).
 Everything is vectorised over leading batch dimensions of the order parameters.
 """
 
@@ -26,10 +28,62 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ._integrals import I2_matrix, I3_tensor, I4_tensor, J2_matrix, dg_mean, dgg_tensor
+from . import _integrals
 from ._state import field_covariance
 
 __all__ = ["closed_form_terms", "assemble"]
+
+
+class _Linear:
+    """The integrals for g(z) = z, g' = 1: I2 = C_ij, J2 = 1, I3(a, u, c) = C_uc, I4(a, b, c, d) = C_cd,
+    E[g'(a) g(c) g(d)] = C_cd, E[g'] = 1 (shapes as theory._integrals)."""
+
+    @staticmethod
+    def _idx(C, B):
+        return np.arange(C.shape[-1]) if B is None else np.asarray(B)
+
+    @staticmethod
+    def I2_matrix(C):
+        return np.array(C, dtype=float)
+
+    @staticmethod
+    def J2_matrix(C):
+        return np.ones_like(C, dtype=float)
+
+    @staticmethod
+    def dg_mean(C11):
+        return np.ones_like(np.asarray(C11, dtype=float))
+
+    @classmethod
+    def I3_tensor(cls, C, A, B=None):
+        B = cls._idx(C, B)
+        return np.broadcast_to(C[..., None, :, B], C.shape[:-2] + (len(A), C.shape[-1], len(B)))
+
+    @classmethod
+    def dgg_tensor(cls, C, A, B=None):
+        B = cls._idx(C, B)
+        CBB = C[..., B, :][..., B]
+        return np.broadcast_to(CBB[..., None, :, :], C.shape[:-2] + (len(A), len(B), len(B)))
+
+    @classmethod
+    def I4_tensor(cls, C, A, B=None):
+        B = cls._idx(C, B)
+        CBB = C[..., B, :][..., B]
+        return np.broadcast_to(CBB[..., None, None, :, :], C.shape[:-2] + (len(A), len(A), len(B), len(B)))
+
+
+def integrals(g):
+    """The namespace of closed-form integrals for activation ``g`` (erf, relu, linear)."""
+    name = getattr(g, "name", g)
+    if name == "erf":
+        return _integrals
+    if name == "relu":
+        from . import _relu
+
+        return _relu
+    if name == "linear":
+        return _Linear
+    raise ValueError(f"closed forms: no closed-form integrals for activation {name!r}; expected erf, relu or linear")
 
 
 def _feedback(rule, v, S, b, sigma_F):
@@ -39,12 +93,13 @@ def _feedback(rule, v, S, b, sigma_F):
     return rule.feedback_of(SimpleNamespace(v=v, S=S, b=b), sigma_F)
 
 
-def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0):
-    """The expectations the ODE is built from, for the feedback family with erf.
+def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf"):
+    """The expectations the ODE is built from, for the feedback family with g = erf, relu or linear.
 
     Returns X (..., K, K+M+1) = E[delta_k xi_u], DD (..., K, K) = E[delta_k delta_l] and
     EH (..., K) = E[e_out h_k].
     """
+    ig = integrals(g)
     K, M = np.shape(R)[-2:]
     # sigma and sigma_F may be arrays over the batch dimensions (sweeps): give them room for the index axes.
     sigma = np.asarray(sigma, dtype=float)[..., None]
@@ -57,18 +112,18 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     A = np.arange(K)
     fields = np.arange(n)
     # E[g'(lambda_k) z_u e] = sum_j a_j I3(k, u, j), u over all K+M+1 fields, j over the K+M.
-    I3 = I3_tensor(om, A, fields)  # (..., K, n+1, n)
+    I3 = ig.I3_tensor(om, A, fields)  # (..., K, n+1, n)
     X = np.einsum("...kuj,...j->...ku", I3, a)
     if rule.modulated:
-        dgg = dgg_tensor(C, A)  # (..., K, n, n)
-        Ege2 = np.einsum("...kij,...i,...j->...k", dgg, a, a) + sigma**2 * dg_mean(np.diagonal(Q, axis1=-2, axis2=-1))
+        dgg = ig.dgg_tensor(C, A)  # (..., K, n, n)
+        Ege2 = np.einsum("...kij,...i,...j->...k", dgg, a, a) + sigma**2 * ig.dg_mean(np.diagonal(Q, axis1=-2, axis2=-1))
         Ov = om[..., :, -1]  # (..., n+1): (S, U, P)
         X = X - sigma_F[..., None] * Ov[..., None, :] * Ege2[..., :, None]
     X = c[..., :, None] * X
-    I4 = I4_tensor(C, A)  # (..., K, K, n, n)
-    DD = np.einsum("...klij,...i,...j->...kl", I4, a, a) + sigma[..., None] ** 2 * J2_matrix(Q)
+    I4 = ig.I4_tensor(C, A)  # (..., K, K, n, n)
+    DD = np.einsum("...klij,...i,...j->...kl", I4, a, a) + sigma[..., None] ** 2 * ig.J2_matrix(Q)
     DD = c[..., :, None] * c[..., None, :] * DD
-    EH = np.einsum("...kj,...j->...k", I2_matrix(C)[..., :K, :], a)
+    EH = np.einsum("...kj,...j->...k", ig.I2_matrix(C)[..., :K, :], a)
     return X, DD, EH
 
 

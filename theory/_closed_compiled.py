@@ -23,6 +23,11 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     numba = None
     HAVE_NUMBA = False
 
+from ._relu import i2 as relu_i2
+from ._relu import i3 as relu_i3
+from ._relu import j2 as relu_j2
+from ._relu import relu_moment
+
 __all__ = ["HAVE_NUMBA", "closed_form_rhs_c"]
 
 _2_PI = 2.0 / math.pi
@@ -48,6 +53,7 @@ def _rhs_c(t, y, p, c, out):
     eta_v = _rate(p[6], p[7], p[8], p[9], t)
     sigma, sigma_F, kappa = p[10], p[11], p[12]
     modulated, train_v = p[13] != 0.0, p[14] != 0.0
+    gk = int(p[15])
     P = p[16]
     inv_batch = 1.0 / p[17]
     mirror = p[23] != 0.0
@@ -97,6 +103,34 @@ def _rhs_c(t, y, p, c, out):
     for q in range(N1):
         d1[q] = 1.0 + om[q, q]
 
+    EH = np.empty(K)
+    if gk == 0:
+        _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH)
+    else:
+        _terms_pl(om, a, c, K, n, modulated, sigma, sigma_F, train_v, gk, X, DD, EH)
+
+    i = 0
+    for k in range(K):
+        for l in range(K):
+            out[i] = -eta * (X[k, l] + X[l, k]) + eta * eta * inv_batch * DD[k, l] - 2.0 * eta * kappa * om[k, l]
+            i += 1
+    for k in range(K):
+        for m in range(M):
+            out[i] = -eta * X[k, K + m] - eta * kappa * om[k, K + m]
+            i += 1
+    for k in range(K):
+        out[i] = -eta * X[k, n] - eta * kappa * om[k, n]
+        i += 1
+    for k in range(K):
+        out[i] = -eta_v * EH[k]
+        i += 1
+    if mirror:
+        _mirror_erf(t, p, om, v, K, M, out, n_core)
+
+
+def _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH):
+    """X, DD, EH for erf (Saad & Solla's closed forms, theory._integrals)."""
+    N1 = n + 1
     # X[k, u] = sum_j a_j I3(k, u, j)
     for k in range(K):
         for u in range(N1):
@@ -149,44 +183,109 @@ def _rhs_c(t, y, p, c, out):
             DD[k, l] = c[k] * c[l] * val
             DD[l, k] = DD[k, l]
 
-    i = 0
-    for k in range(K):
-        for l in range(K):
-            out[i] = -eta * (X[k, l] + X[l, k]) + eta * eta * inv_batch * DD[k, l] - 2.0 * eta * kappa * om[k, l]
-            i += 1
-    for k in range(K):
-        for m in range(M):
-            out[i] = -eta * X[k, K + m] - eta * kappa * om[k, K + m]
-            i += 1
-    for k in range(K):
-        out[i] = -eta * X[k, n] - eta * kappa * om[k, n]
-        i += 1
     for k in range(K):
         eh = 0.0
         if train_v:
             for j in range(n):
                 eh += a[j] * _2_PI * math.asin(om[k, j] / math.sqrt(d1[k] * d1[j]))
-        out[i] = -eta_v * eh
-        i += 1
-    if mirror:
-        _mirror_erf(t, p, om, v, K, M, out, n_core)
+        EH[k] = eh
+
+
+def _terms_pl(om, a, c, K, n, modulated, sigma, sigma_F, train_v, gk, X, DD, EH):
+    """X, DD, EH for relu (gk = 2; theory._relu: arc-cosine kernels, Stein's lemma down to orthant
+    probabilities) and linear g (gk = 3: every integral is a covariance)."""
+    N1 = n + 1
+    relu = gk == 2
+    idx = np.empty(4, dtype=np.int64)
+    for k in range(K):
+        for u in range(N1):
+            s = 0.0
+            for j in range(n):
+                if not relu:
+                    s += a[j] * om[u, j]
+                elif j == k:  # E[theta(z_k) z_u z_k] = C_uk / 2
+                    s += a[j] * 0.5 * om[u, k]
+                else:
+                    s += a[j] * relu_i3(om[k, k], om[k, u], om[k, j], om[u, j], om[j, j])
+            X[k, u] = s
+    if modulated:
+        for k in range(K):
+            s = 0.0
+            for i1 in range(n):
+                for i2 in range(i1, n):
+                    if relu:
+                        idx[0], idx[1], idx[2] = k, i1, i2
+                        val = relu_moment(om, idx, 3, i1, i2)
+                    else:
+                        val = om[i1, i2]
+                    s += (1.0 if i1 == i2 else 2.0) * a[i1] * a[i2] * val
+            ege2 = s + sigma * sigma * (0.5 if relu else 1.0)
+            for u in range(N1):
+                X[k, u] -= sigma_F * om[u, n] * ege2
+    for k in range(K):
+        for u in range(N1):
+            X[k, u] *= c[k]
+    for k in range(K):
+        for l in range(k, K):
+            s = 0.0
+            for i1 in range(n):
+                for i2 in range(i1, n):
+                    if relu:
+                        idx[0], idx[1], idx[2], idx[3] = k, l, i1, i2
+                        val = relu_moment(om, idx, 4, i1, i2)
+                    else:
+                        val = om[i1, i2]
+                    s += (1.0 if i1 == i2 else 2.0) * a[i1] * a[i2] * val
+            if relu:
+                j2 = relu_j2(om[k, k], om[k, l], om[l, l])
+            else:
+                j2 = 1.0
+            DD[k, l] = c[k] * c[l] * (s + sigma * sigma * j2)
+            DD[l, k] = DD[k, l]
+    for k in range(K):
+        eh = 0.0
+        if train_v:
+            for j in range(n):
+                if relu:
+                    eh += a[j] * relu_i2(om[k, k], om[k, j], om[j, j])
+                else:
+                    eh += a[j] * om[k, j]
+        EH[k] = eh
+
+
+def _dg_mean(c11, gk):
+    """E[g'(a)] for a ~ N(0, c11): erf sqrt(2/pi)/sqrt(1 + c11), relu 1/2, linear 1."""
+    if gk == 0:
+        return _SQRT_2_PI / math.sqrt(1.0 + c11)
+    return 0.5 if gk == 2 else 1.0
+
+
+def _i2(c11, c12, c22, gk):
+    """I2 = E[g(a) g(b)] for erf, relu (arc-cosine kernel) and linear g."""
+    if gk == 0:
+        return _2_PI * math.asin(c12 / math.sqrt((1.0 + c11) * (1.0 + c22)))
+    if gk == 2:
+        return relu_i2(c11, c12, c22)
+    return c12
 
 
 def _mirror_erf(t, p, om, v, K, M, out, n_core):
     """Feedback mirroring's terms for erf (theory._mirror): added to dS, and dU, dP written after dv.
 
     m_u = E[yhat_xi z_u] = sum_j c_j Omega_ju with c_j = v_j E[g'(lambda_j)], for u over the student
-    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v."""
+    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v. Despite the name, for erf,
+    relu and linear g (p[15])."""
     eta_F = _rate(p[18], p[19], p[20], p[21], t)
     kappa_F, norm = p[22], p[24] != 0.0
     n = K + M
     P = om[n, n]
     c = np.empty(K)
     m_yy = 0.0
+    gk = int(p[15])
     for j in range(K):
-        c[j] = v[j] * _SQRT_2_PI / math.sqrt(1.0 + om[j, j])
+        c[j] = v[j] * _dg_mean(om[j, j], gk)
         for l in range(K):
-            m_yy += v[j] * v[l] * _2_PI * math.asin(om[j, l] / math.sqrt((1.0 + om[j, j]) * (1.0 + om[l, l])))
+            m_yy += v[j] * v[l] * _i2(om[j, j], om[j, l], om[l, l], gk)
     m = np.zeros(n + 1)
     for u in range(n + 1):
         for j in range(K):
@@ -204,6 +303,10 @@ def _mirror_erf(t, p, om, v, K, M, out, n_core):
 
 if HAVE_NUMBA:
     _rate = numba.njit(cache=True, inline="always")(_rate)
+    _terms_erf = numba.njit(cache=True, error_model="numpy")(_terms_erf)
+    _dg_mean = numba.njit(cache=True, inline="always")(_dg_mean)
+    _i2 = numba.njit(cache=True)(_i2)
+    _terms_pl = numba.njit(cache=True, error_model="numpy")(_terms_pl)
     _mirror_erf = numba.njit(cache=True)(_mirror_erf)
     closed_form_rhs_c = numba.njit(
         numba.types.void(numba.float64, numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.float64[::1]),

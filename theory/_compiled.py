@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     HAVE_NUMBA = False
 
 __all__ = ["compiled_rule", "CompiledRule", "ACTIVATION_CODES", "activation_code", "symbolic_namespace",
-           "ode_params", "ODE_HEADER", "cache_dir", "HAVE_NUMBA"]
+           "ode_params", "numerical_params", "ODE_HEADER", "cache_dir", "HAVE_NUMBA"]
 
 #: Activations with compiled scalar forms, by code (g_scalar / dg_scalar below).
 ACTIVATION_CODES = {"erf": 0, "tanh": 1, "relu": 2, "linear": 3}
@@ -104,6 +104,7 @@ if HAVE_NUMBA:
     #: see the module docstring
     UPDATE_SIG = nbt.void(_A2, _A2, _A1, _A2, _A2, _A2, _A2, nbt.int64, nbt.int64, nbt.float64, nbt.float64, nbt.int64,
                           _A2, _A2, _A2)
+    KINK_SIG = nbt.void(_A2, _A2, _A1, _A2, _A2, _A2, _A2, nbt.int64, nbt.int64, nbt.float64, nbt.float64, nbt.int64, _A2)
     COEF_SIG = nbt.void(nbt.float64[:], nbt.float64[:], nbt.float64[:], nbt.float64, nbt.float64[::1])
     RHS_SIG = nbt.void(nbt.float64, _A1, _A1, _A1)
     ROWS_SIG = nbt.void(_A1, _A2, _A2, _A2)
@@ -161,6 +162,22 @@ def ode_params(K, M, T, U, P, v_star, b, hyper, modulated: bool, mirror: bool = 
             *_piece(hyper.eta_F), hyper.kappa_F, float(mirror), float(hyper.mirror_norm)]
     b = np.zeros(K) if b is None else b
     return np.concatenate([np.asarray(head, float), np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
+
+
+def terms_params(K, M, T, U, P, v_star, b, sigma, sigma_F, gk) -> np.ndarray:
+    """The parameters the expectation kernels read (theory._quad_compiled.numerical_terms): ode_params' layout
+    with the learning rates and the flags left 0."""
+    head = np.zeros(ODE_HEADER)
+    head[0], head[1], head[10], head[11], head[15], head[16], head[17] = K, M, sigma, sigma_F, gk, P, 1.0
+    b = np.zeros(K) if b is None else b
+    return np.concatenate([head, np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
+
+
+def numerical_params(base: np.ndarray, nodes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """p of the compiled numerical right-hand side (theory._quad_compiled): ``base`` (:func:`ode_params`)
+    followed by the node block [N, d, nodes (N, d) row by row, weights (N,)]."""
+    nodes = np.asarray(nodes, dtype=float)
+    return np.concatenate([base, [len(weights), nodes.shape[1]], nodes.ravel(), np.asarray(weights, float)])
 
 
 def _offsets(K, M):
@@ -301,7 +318,7 @@ def _source(rule, K, M, traced, feedback) -> str:
         "import math",
         "import numpy as np",
         "import numba",
-        "from theory._compiled import UPDATE_SIG, COEF_SIG, RHS_SIG, ROWS_SIG, g_scalar as _g, dg_scalar as _dg",
+        "from theory._compiled import UPDATE_SIG, KINK_SIG, COEF_SIG, RHS_SIG, ROWS_SIG, g_scalar as _g, dg_scalar as _dg",
         "",
         "",
         "@numba.njit(UPDATE_SIG, cache=True, error_model=\"numpy\")",
@@ -313,6 +330,7 @@ def _source(rule, K, M, traced, feedback) -> str:
     targets += [("out[0, t]", traced["alpha"]), ("out[1, t]", traced["e_out"]), ("out[2, t]", traced["e"])]
     body, used = _body(targets, 8)
     src = head + _loads(used, K, M, "t", "s", 8) + body
+    src += _kink_source(traced, K, M)
     if feedback is not None:
         fb_body, fb_used = _body([(f"c[{k}]", feedback[k]) for k in range(K)], 4)
         loads = [f"    {s.name} = {s.name.rsplit('_', 1)[0]}[{s.name.rsplit('_', 1)[1]}]"
@@ -341,12 +359,52 @@ def _source(rule, K, M, traced, feedback) -> str:
     return "\n".join(src) + "\n"
 
 
+def _kink_args(traced):
+    """The distinct arguments of g and g' in the rule's traced update, with their depth (the nesting of g
+    inside them: 0 for a field, 1 for pepita's lambda - sigma_F S e, ...), in order of depth."""
+    import sympy as sp
+
+    def calls(e):
+        return [a for a in sp.sympify(e).atoms(sp.Function) if a.func.__name__ in ("g", "dg")]
+
+    def depth(arg):
+        inner = calls(arg)
+        return 0 if not inner else 1 + max(depth(c.args[0]) for c in inner)
+
+    args = {}
+    for key in ("delta", "h", "alpha", "e_out", "e"):
+        for e in (traced[key] if isinstance(traced[key], list) else [traced[key]]):
+            for c in calls(e):
+                args.setdefault(sp.srepr(c.args[0]), c.args[0])
+    found = sorted(((depth(a), sp.srepr(a), a) for a in args.values()), key=lambda x: (x[0], x[1]))
+    return [(dep, a) for dep, _, a in found]
+
+
+def _kink_source(traced, K, M) -> list:
+    """The generated numerical right-hand sides (theory._quad_compiled; compiled on first use) and the
+    rule's kink arguments ``kinks`` with their depths ``KINK_DEPTH``."""
+    from . import _quad_compiled
+
+    found = _kink_args(traced)
+    src = ["", "", "@numba.njit(KINK_SIG, cache=True, error_model=\"numpy\")",
+           "def kinks(lam, nu, zeta, v, v_star, S, b, n, sv, sigma, sigma_F, gk, out):"]
+    if found:
+        body, used = _body([(f"out[{j}, t]", a) for j, (_, a) in enumerate(found)], 8)
+        src += ["    for t in range(n):", "        s = t * sv"] + _loads(used, K, M, "t", "s", 8) + body
+    else:
+        src += ["    pass"]
+    src += ["", "", f"KINK_DEPTH = ({''.join(f'{dep}, ' for dep, _ in found)})"]
+    src += ["", "", "from theory._quad_compiled import CHUNK, T_MAX, MAX_BREAKS, _omega, _whiten, _constants, _nodes_at, "
+            "_assemble, _piece_weights, line_basis"]
+    return src + _quad_compiled.kernel_source()
+
+
 @functools.lru_cache(maxsize=1)
 def _kernel_version() -> str:
     """A hash of the generic kernels generated code calls into: a change regenerates every rule module."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("_compiled.py", "_closed_compiled.py"):
+    for name in ("_compiled.py", "_closed_compiled.py", "_quad_compiled.py", "_relu.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -382,6 +440,10 @@ class CompiledRule:
     coefficient: object = None
     closed_rhs: object = None
     closed_rhs_rows: object = None
+    numerical_rhs: object = None
+    numerical_rhs_kinks: object = None
+    numerical_terms: object = None
+    numerical_terms_kinks: object = None
     path: Path | None = None
     reason: str | None = None
 
@@ -459,7 +521,10 @@ def compiled_rule(rule, K: int, M: int) -> CompiledRule:
         return CompiledRule(rule, K, M, path=path, reason=f"its generated code did not compile ({type(exc).__name__}: {exc})")
     return CompiledRule(rule, K, M, update=mod.update, coefficient=getattr(mod, "coefficient", None),
                         closed_rhs=getattr(mod, "closed_rhs", None), closed_rhs_rows=getattr(mod, "closed_rhs_rows", None),
-                        path=path)
+                        numerical_rhs=getattr(mod, "numerical_rhs", None),
+                        numerical_rhs_kinks=getattr(mod, "numerical_rhs_kinks", None),
+                        numerical_terms=getattr(mod, "numerical_terms", None),
+                        numerical_terms_kinks=getattr(mod, "numerical_terms_kinks", None), path=path)
 
 
 def update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F):

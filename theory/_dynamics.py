@@ -65,7 +65,7 @@ class Dynamics:
         P = self.P if P is None else P
         args = (self.rule, Q, R, self.T, S, U, P, v, self.v_star, self.b)
         if self.closed_form:
-            return closed_form_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F)
+            return closed_form_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F, g=self.g)
         from ._numerical import numerical_terms
 
         return numerical_terms(*args, sigma=hp.sigma, sigma_F=hp.sigma_F, g=self.g, quadrature=self.quadrature)
@@ -112,20 +112,30 @@ class Dynamics:
 
     @functools.cached_property
     def _jit_args(self):
-        """(compiled rhs(t, y, p, dy), p) for a single state, or None where no compiled view applies."""
-        if not (self.closed_form and self.use_jit):
+        """(compiled rhs(t, y, p, dy), p) for a single state, or None where no compiled view applies: the
+        closed forms (theory._closed_compiled), else the numerical expectations (theory._quad_compiled)
+        for a traceable rule and an activation with a compiled form."""
+        if not self.use_jit:
             return None
         hp = self.hyper
         if not isinstance(hp, HyperParams) or hp.breakpoints() or np.ndim(self.T) != 2 or np.ndim(self.U) != 1 \
                 or np.ndim(self.P) != 0:
             return None
-        from ._compiled import compiled_rule, ode_params
+        from ._compiled import activation_code, compiled_rule, numerical_params, ode_params
 
-        comp = compiled_rule(self.rule, self.K, self.M)
-        if comp.closed_rhs is None:
+        if activation_code(self.g) is None:
             return None
-        return comp.closed_rhs, ode_params(self.K, self.M, self.T, self.U, float(self.P), self.v_star, self.b, hp,
-                                           self.rule.modulated, self.mirror)
+        comp = compiled_rule(self.rule, self.K, self.M)
+        p = ode_params(self.K, self.M, self.T, self.U, float(self.P), self.v_star, self.b, hp, self.rule.modulated,
+                       self.mirror)
+        if self.closed_form:
+            return None if comp.closed_rhs is None else (comp.closed_rhs, p)
+        if comp.numerical_rhs is None or (self.mirror and not self.g.closed_forms):
+            return None
+        from ._numerical import compiled_nodes
+
+        fn, nodes, weights = compiled_nodes(comp, self.rule, self.g, self.K, self.M, hp.sigma, self.quadrature)
+        return fn.rhs, numerical_params(p, nodes, weights)
 
     def compiled(self):
         """(rhs, p) of the compiled single-state right-hand side, or None (see :attr:`_jit_args`)."""
