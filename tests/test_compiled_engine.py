@@ -167,3 +167,14 @@ def test_relu_simulations_approach_their_odes(rule):
     slope = np.polyfit(np.log(Ds), np.log(rms), 1)[0]
     assert -0.7 < slope < -0.3, (rms, slope)
     assert np.all(bias[1:] < 4.0), bias
+
+
+@pytest.mark.parametrize("g", ["relu", "linear"])
+def test_eps_g_closed_form_against_monte_carlo(rng, g):
+    st = random_state(rng, 2, 3)
+    act = theory.activation(g)
+    C = np.block([[st.Q, st.R], [st.R.T, st.T]])
+    z = rng.standard_normal((1_000_000, 5)) @ np.linalg.cholesky(C).T
+    diff = act.g(z[:, :2]) @ st.v - act.g(z[:, 2:]) @ st.v_star
+    mc = 0.5 * diff**2
+    assert abs(theory.generalisation_error(st, g) - mc.mean()) < 5 * mc.std() / np.sqrt(mc.size)

@@ -298,6 +298,7 @@ def test_interrupted_pepita_ode_is_reported_in_the_summary(monkeypatch):
         return orig(self, y, t)
 
     monkeypatch.setattr(theory.Dynamics, "rhs", rhs)
+    monkeypatch.setattr(theory.Dynamics, "compiled", lambda self: None)  # the Python right-hand side, where rhs is patched
     cmp = simulate.compare(simulate.Initialisation(2, 2, 30), ["pepita", "bp"], [0.0, 1.0, 2.0], eta=1.0, replicas=2,
                            n_test=0, progress=False)
     assert cmp.params["status"] == "interrupted" and cmp.rules == ["pepita"]

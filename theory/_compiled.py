@@ -104,7 +104,6 @@ if HAVE_NUMBA:
     #: see the module docstring
     UPDATE_SIG = nbt.void(_A2, _A2, _A1, _A2, _A2, _A2, _A2, nbt.int64, nbt.int64, nbt.float64, nbt.float64, nbt.int64,
                           _A2, _A2, _A2)
-    KINK_SIG = nbt.void(_A2, _A2, _A1, _A2, _A2, _A2, _A2, nbt.int64, nbt.int64, nbt.float64, nbt.float64, nbt.int64, _A2)
     COEF_SIG = nbt.void(nbt.float64[:], nbt.float64[:], nbt.float64[:], nbt.float64, nbt.float64[::1])
     RHS_SIG = nbt.void(nbt.float64, _A1, _A1, _A1)
     ROWS_SIG = nbt.void(_A1, _A2, _A2, _A2)
@@ -318,7 +317,7 @@ def _source(rule, K, M, traced, feedback) -> str:
         "import math",
         "import numpy as np",
         "import numba",
-        "from theory._compiled import UPDATE_SIG, KINK_SIG, COEF_SIG, RHS_SIG, ROWS_SIG, g_scalar as _g, dg_scalar as _dg",
+        "from theory._compiled import UPDATE_SIG, COEF_SIG, RHS_SIG, ROWS_SIG, g_scalar as _g, dg_scalar as _dg",
         "",
         "",
         "@numba.njit(UPDATE_SIG, cache=True, error_model=\"numpy\")",
@@ -386,7 +385,7 @@ def _kink_source(traced, K, M) -> list:
     from . import _quad_compiled
 
     found = _kink_args(traced)
-    src = ["", "", "@numba.njit(KINK_SIG, cache=True, error_model=\"numpy\")",
+    src = ["", "", "@numba.njit(cache=True, error_model=\"numpy\")",
            "def kinks(lam, nu, zeta, v, v_star, S, b, n, sv, sigma, sigma_F, gk, out):"]
     if found:
         body, used = _body([(f"out[{j}, t]", a) for j, (_, a) in enumerate(found)], 8)

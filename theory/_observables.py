@@ -53,7 +53,7 @@ def _second_layers(state):
 
 
 def generalisation_error(state, g="erf"):
-    """eps_g = 1/2 E[(yhat - y_clean)^2] from the order parameters (closed form for erf).
+    """eps_g = 1/2 E[(yhat - y_clean)^2] from the order parameters (closed form for erf, relu and linear).
 
     ``state`` is an :class:`OrderParams` or anything with Q, R, T, v, v_star attributes whose
     arrays may carry leading batch dimensions (a Trajectory, a simulation result).

@@ -159,9 +159,12 @@ _INV_8PI = 1.0 / (8.0 * math.pi)
 _INV_4PI2 = 1.0 / (4.0 * math.pi**2)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 #: two Heaviside fields with 1 - |r| below this are one field (r > 0) or exclusive (r < 0).
-_MERGE = 1e-13
+_MERGE = 1e-14
 #: the quadrature of P4 accepts the 21-point Kronrod value when the embedded Gauss value is this close.
 _GK_ACCEPT = 1e-12
+#: ... else the tanh-sinh value of step 1/8 when it agrees with the Kronrod value this well (else step 1/16).
+_TS_ACCEPT = 1e-13
+_SPLIT = 134217729.0  # 2^27 + 1, Dekker's splitting constant
 
 # 21-point Gauss-Kronrod rule on [-1, 1] (QUADPACK qk21): the positive nodes (the last one is 0), the
 # Kronrod weights, and the weights of the embedded 10-point Gauss rule (nodes _XK[1], _XK[3], ...).
@@ -181,16 +184,18 @@ _WG = np.array([0.066671344308688137593568809893332, 0.1494513491505805931457763
                 0.295524224714752870173892994651338])
 
 
-def _tanh_sinh(h=1.0 / 16.0, kmax=51):
+def _tanh_sinh(h, k):
     """Nodes s and weights of the tanh-sinh rule on [0, 1]: s = (1 + tanh(pi/2 sinh t)) / 2, t = k h."""
-    t = h * np.arange(-kmax, kmax + 1)
+    t = h * np.asarray(k, dtype=float)
     sh = 0.5 * np.pi * np.sinh(t)
     s = 0.5 * (1.0 + np.tanh(sh))
     w = h * 0.25 * np.pi * np.cosh(t) / np.cosh(sh) ** 2
     return s, w
 
 
-_TS_S, _TS_W = _tanh_sinh()
+# step 1/8 (t = k/8, |t| <= 3.125: 51 nodes) and the odd nodes of step 1/16 that refine it (|t| <= 3.1875: 52 nodes)
+_TS8_S, _TS8_W = _tanh_sinh(1.0 / 8.0, np.arange(-25, 26))
+_TS16_S, _TS16_W = _tanh_sinh(1.0 / 16.0, np.arange(-51, 52, 2))
 
 
 # --- scalar building blocks (compiled) -------------------------------------------------------------
@@ -222,6 +227,67 @@ def _p3(r01, r02, r12):
     return 0.125 + (math.asin(_clip1(r01)) + math.asin(_clip1(r02)) + math.asin(_clip1(r12))) * _INV_4PI
 
 
+# double-double arithmetic (error-free transformations, Dekker/Knuth) for the few sums that cancel
+
+
+@_njit
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@_njit
+def _two_prod(a, b):
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@_njit
+def _acc3(hi, lo, k, x, y, z):
+    """(hi, lo) + k x y z in double-double; k = +-1, +-2 (exact), |x|, |y|, |z| <= 1."""
+    p, e = _two_prod(x, y)
+    q, g = _two_prod(k * p, z)
+    s, t = _two_sum(hi, q)
+    return s, lo + t + g + k * e * z
+
+
+@_njit
+def _acc2(hi, lo, k, x, y):
+    p, e = _two_prod(x, y)
+    s, t = _two_sum(hi, k * p)
+    return s, lo + t + k * e
+
+
+@_njit
+def _dd_round(hi, lo):
+    return hi + lo
+
+
+@_njit
+def _dd_sum(h, l, H, L):
+    """(h + l) + (H + L) rounded to double."""
+    s, t = _two_sum(h, H)
+    return s + (t + l + L)
+
+
+@_njit
+def _ccorr(rkl, rkj, rlj, okj, olj):
+    """Correlation of x_k, x_l given x_j = 0: (r_kl - r_kj r_lj) / sqrt((1 - r_kj^2)(1 - r_lj^2)), the
+    numerator in double-double; 0 when a conditional variance vanishes."""
+    d = okj * olj
+    if d <= 0.0:
+        return 0.0
+    hi, lo = _acc2(rkl, 0.0, -1.0, rkj, rlj)
+    return _clip1(_dd_round(hi, lo) / math.sqrt(d))
+
+
 @_njit
 def _pcorr(num, p, q):
     """The partial correlation -num / sqrt(p q) from an adjugate entry and two cofactors; 0 when a
@@ -231,45 +297,88 @@ def _pcorr(num, p, q):
     return _clip1(-num / math.sqrt(p * q))
 
 
-@_njit
-def _ccorr(rkl, rkj, rlj, okj, olj):
-    """Correlation of x_k, x_l given x_j = 0 from the correlations and the (shared) 1 - r^2."""
-    d = okj * olj
-    if d <= 0.0:
-        return 0.0
-    return _clip1((rkl - rkj * rlj) / math.sqrt(d))
+# Cofactors of the 4x4 correlation matrix R(s) = [[1, a, bs, cs], [a, 1, ds, es], [bs, ds, 1, f], [cs, es, f, 1]]
+# (the Plackett path with the pairing (0,1), (2,3) kept). Each is lo + hi s^2 (diagonal, A01, A23) or
+# s (lo + hi s^2); both coefficients are returned in double-double, as (lo_hi, lo_lo, hi_hi, hi_lo).
 
 
 @_njit
-def _p4_integrand(s, a, b, c, d, e, f, oa, of):
-    """Plackett's integrand at s for the canonical order: kept pairs (0,1) = a and (2,3) = f, the
-    path entries b = r02, c = r03, d = r12, e = r13 scaled by s; oa = 1 - a^2, of = 1 - f^2."""
-    bs, cs, ds, es = b * s, c * s, d * s, e * s
-    ob, oc, od, oe = _om(bs), _om(cs), _om(ds), _om(es)
-    # cofactors of R(s) (A_kk = det of the 3x3 principal minor without k)
-    t = f - ds * es
-    A00 = od * oe - t * t
-    t = f - bs * cs
-    A11 = ob * oc - t * t
-    t = es - a * cs
-    A22 = oa * oc - t * t
-    t = ds - a * bs
-    A33 = oa * ob - t * t
-    A02 = a * ds - a * es * f + bs * es * es - bs - cs * ds * es + cs * f
-    A03 = -a * ds * f + a * es - bs * ds * es + bs * f + cs * ds * ds - cs
-    A12 = a * bs - a * cs * f - bs * cs * es + cs * cs * ds - ds + es * f
-    A13 = -a * bs * f + a * cs + bs * bs * es - bs * cs * ds + ds * f - es
-    out = b * math.asin(_pcorr(A13, A11, A33)) / math.sqrt(ob)
-    out += c * math.asin(_pcorr(A12, A11, A22)) / math.sqrt(oc)
-    out += d * math.asin(_pcorr(A03, A00, A33)) / math.sqrt(od)
-    out += e * math.asin(_pcorr(A02, A00, A22)) / math.sqrt(oe)
+def _cof_diag(x, y, z, w):
+    """det [[1, x, y], [x, 1, z], [y, z, 1]] with x = w fixed and y, z scaled by s: (1 - w^2) + s^2 (2 w y z - y^2 - z^2)."""
+    h0, l0 = _acc2(1.0, 0.0, -1.0, w, w)
+    h2, l2 = _acc3(0.0, 0.0, 2.0, w, y, z)
+    h2, l2 = _acc2(h2, l2, -1.0, y, y)
+    h2, l2 = _acc2(h2, l2, -1.0, z, z)
+    return h0, l0, h2, l2
+
+
+@_njit
+def _cof_all(a, b, c, d, e, f):
+    """The 16 path coefficients (rounded to double) of A00, A11, A22, A33 (lo, hi of s^0, s^2) and
+    A02, A03, A12, A13 (lo, hi of s^1, s^3)."""
+    h, l, H, L = _cof_diag(f, d, e, f)
+    k0, k1 = _dd_round(h, l), _dd_round(H, L)
+    h, l, H, L = _cof_diag(f, b, c, f)
+    k2, k3 = _dd_round(h, l), _dd_round(H, L)
+    h, l, H, L = _cof_diag(a, c, e, a)
+    k4, k5 = _dd_round(h, l), _dd_round(H, L)
+    h, l, H, L = _cof_diag(a, b, d, a)
+    k6, k7 = _dd_round(h, l), _dd_round(H, L)
+    # A02: s (a d - a e f - b + c f) + s^3 (b e^2 - c d e)
+    h, l = _acc2(-b, 0.0, 1.0, a, d)
+    h, l = _acc3(h, l, -1.0, a, e, f)
+    h, l = _acc2(h, l, 1.0, c, f)
+    H, L = _acc3(0.0, 0.0, 1.0, b, e, e)
+    H, L = _acc3(H, L, -1.0, c, d, e)
+    k8, k9 = _dd_round(h, l), _dd_round(H, L)
+    # A03: s (-a d f + a e + b f - c) + s^3 (-b d e + c d^2)
+    h, l = _acc3(-c, 0.0, -1.0, a, d, f)
+    h, l = _acc2(h, l, 1.0, a, e)
+    h, l = _acc2(h, l, 1.0, b, f)
+    H, L = _acc3(0.0, 0.0, -1.0, b, d, e)
+    H, L = _acc3(H, L, 1.0, c, d, d)
+    k10, k11 = _dd_round(h, l), _dd_round(H, L)
+    # A12: s (a b - a c f - d + e f) + s^3 (-b c e + c^2 d)
+    h, l = _acc2(-d, 0.0, 1.0, a, b)
+    h, l = _acc3(h, l, -1.0, a, c, f)
+    h, l = _acc2(h, l, 1.0, e, f)
+    H, L = _acc3(0.0, 0.0, -1.0, b, c, e)
+    H, L = _acc3(H, L, 1.0, c, c, d)
+    k12, k13 = _dd_round(h, l), _dd_round(H, L)
+    # A13: s (-a b f + a c + d f - e) + s^3 (b^2 e - b c d)
+    h, l = _acc3(-e, 0.0, -1.0, a, b, f)
+    h, l = _acc2(h, l, 1.0, a, c)
+    h, l = _acc2(h, l, 1.0, d, f)
+    H, L = _acc3(0.0, 0.0, 1.0, b, b, e)
+    H, L = _acc3(H, L, -1.0, b, c, d)
+    k14, k15 = _dd_round(h, l), _dd_round(H, L)
+    return (k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+
+
+@_njit
+def _p4_integrand(s, b, c, d, e, K):
+    """Plackett's integrand at s (kept pairs (0,1), (2,3); path entries b = r02, c = r03, d = r12,
+    e = r13 scaled by s), from the cofactor coefficients K of _cof_all."""
+    s2 = s * s
+    A00 = K[0] + K[1] * s2
+    A11 = K[2] + K[3] * s2
+    A22 = K[4] + K[5] * s2
+    A33 = K[6] + K[7] * s2
+    A02 = s * (K[8] + K[9] * s2)
+    A03 = s * (K[10] + K[11] * s2)
+    A12 = s * (K[12] + K[13] * s2)
+    A13 = s * (K[14] + K[15] * s2)
+    out = b * math.asin(_pcorr(A13, A11, A33)) / math.sqrt(_om(b * s))
+    out += c * math.asin(_pcorr(A12, A11, A22)) / math.sqrt(_om(c * s))
+    out += d * math.asin(_pcorr(A03, A00, A33)) / math.sqrt(_om(d * s))
+    out += e * math.asin(_pcorr(A02, A00, A22)) / math.sqrt(_om(e * s))
     return out
 
 
 @_njit
 def _p4_canonical(a, b, c, d, e, f):
     """P4 with the kept pairing (0,1), (2,3) (no pair merged): closed part + Plackett integral."""
-    oa, of = _om(a), _om(f)
+    K = _cof_all(a, b, c, d, e, f)
     base = _p2(a) * _p2(f) + (math.asin(b) + math.asin(c) + math.asin(d) + math.asin(e)) * _INV_8PI
     # Gauss-Kronrod in u, s = 1 - u^2, ds = 2 u du, u in [0, 1]
     k = 0.0
@@ -277,10 +386,10 @@ def _p4_canonical(a, b, c, d, e, f):
     for i in range(11):
         x = _XK[i]
         u = 0.5 * (1.0 + x)
-        v = 2.0 * u * _p4_integrand(1.0 - u * u, a, b, c, d, e, f, oa, of)
+        v = 2.0 * u * _p4_integrand(1.0 - u * u, b, c, d, e, K)
         if i < 10:
             u2 = 0.5 * (1.0 - x)
-            v += 2.0 * u2 * _p4_integrand(1.0 - u2 * u2, a, b, c, d, e, f, oa, of)
+            v += 2.0 * u2 * _p4_integrand(1.0 - u2 * u2, b, c, d, e, K)
         k += _WK[i] * v
         if i % 2 == 1:
             g += _WG[i // 2] * v
@@ -288,10 +397,16 @@ def _p4_canonical(a, b, c, d, e, f):
     g *= 0.5
     if abs(k - g) <= _GK_ACCEPT:
         return base + k * _INV_4PI2
-    ts = 0.0
-    for i in range(_TS_S.shape[0]):
-        ts += _TS_W[i] * _p4_integrand(_TS_S[i], a, b, c, d, e, f, oa, of)
-    return base + ts * _INV_4PI2
+    # tanh-sinh, step 1/8; accepted when it agrees with the Kronrod value, else refined to step 1/16
+    t8 = 0.0
+    for i in range(_TS8_S.shape[0]):
+        t8 += _TS8_W[i] * _p4_integrand(_TS8_S[i], b, c, d, e, K)
+    if abs(t8 - k) <= _TS_ACCEPT:
+        return base + t8 * _INV_4PI2
+    t16 = 0.5 * t8
+    for i in range(_TS16_S.shape[0]):
+        t16 += _TS16_W[i] * _p4_integrand(_TS16_S[i], b, c, d, e, K)
+    return base + t16 * _INV_4PI2
 
 
 @_njit
@@ -299,7 +414,7 @@ def _p4(r01, r02, r03, r12, r13, r23):
     """P(x_0 > 0, ..., x_3 > 0) for the correlations r_ij (of a positive semi-definite matrix)."""
     r01, r02, r03 = _clip1(r01), _clip1(r02), _clip1(r03)
     r12, r13, r23 = _clip1(r12), _clip1(r13), _clip1(r23)
-    # a (nearly) degenerate pair: one field (r = +1) or exclusive (r = -1)
+    # a degenerate pair: one field (r = +1) or exclusive (r = -1)
     if 1.0 - abs(r01) <= _MERGE:
         return _p3(r02, r03, r23) if r01 > 0.0 else 0.0
     if 1.0 - abs(r02) <= _MERGE:
@@ -324,25 +439,125 @@ def _p4(r01, r02, r03, r12, r13, r23):
 
 
 @_njit
-def _orthant_corr(R, m):
-    """P_m for the leading m x m block of a correlation matrix R (m <= 4)."""
-    if m == 0:
-        return 1.0
-    if m == 1:
-        return 0.5
-    if m == 2:
-        return _p2(R[0, 1])
-    if m == 3:
-        return _p3(R[0, 1], R[0, 2], R[1, 2])
-    return _p4(R[0, 1], R[0, 2], R[0, 3], R[1, 2], R[1, 3], R[2, 3])
-
-
-@_njit
 def _pair_coef(bj, bk, cj, ck, r, o):
     """c_jk = [b_l1j (b_l2k - b_l2j r) + b_l1k (b_l2j - b_l2k r)] / (2 pi sqrt(1 - r^2))."""
     if o <= 0.0:
         return 0.0
     return (bj * (ck - cj * r) + bk * (cj - ck * r)) * _INV_2PI / math.sqrt(o)
+
+
+@_njit
+def _gather(C, idx, nth):
+    """The distinct Heaviside fields (m, h0, h1, h2, h3): duplicates by index dropped, fields with
+    1 - |r| <= _MERGE to one already kept dropped (r > 0); m = -1 when the moment is 0 (a zero
+    variance, theta(0) = 0, or two fields with r = -1)."""
+    m = 0
+    h0 = -1
+    h1 = -1
+    h2 = -1
+    h3 = -1
+    for t in range(nth):
+        i = idx[t]
+        if i == h0 or i == h1 or i == h2 or i == h3:
+            continue
+        v = C[i, i]
+        if not v > 0.0:
+            return -1, h0, h1, h2, h3
+        keep = True
+        for p in range(m):
+            hp = h0 if p == 0 else (h1 if p == 1 else h2)
+            r = C[i, hp] / math.sqrt(v * C[hp, hp])
+            if 1.0 - abs(r) <= _MERGE:
+                if r < 0.0:
+                    return -1, h0, h1, h2, h3
+                keep = False
+                break
+        if keep:
+            if m == 0:
+                h0 = i
+            elif m == 1:
+                h1 = i
+            elif m == 2:
+                h2 = i
+            else:
+                h3 = i
+            m += 1
+    return m, h0, h1, h2, h3
+
+
+@_njit
+def _corr(C, i, j, si, sj):
+    return _clip1(C[i, j] / (si * sj))
+
+
+@_njit
+def _cov_std(C, l, h, s):
+    """b_lh = Cov(z_l, x_h) = C_lh / sqrt(C_hh); 0 without a linear factor (l < 0)."""
+    return C[l, h] / s if l >= 0 else 0.0
+
+
+@_njit
+def _moment4_pairs(r01, r02, r03, r12, r13, r23, o01, o02, o03, o12, o13, o23,
+                   b10, b11, b12, b13, b20, b21, b22, b23):
+    """sum_{j<k} c_jk P2(rho_{pq|jk}) for four Heaviside fields, the cofactors of R in double-double."""
+    a, b, c, d, e, f = r01, r02, r03, r12, r13, r23
+    h, l, H, L = _cof_diag(f, d, e, f)
+    A00 = _dd_sum(h, l, H, L)
+    h, l, H, L = _cof_diag(f, b, c, f)
+    A11 = _dd_sum(h, l, H, L)
+    h, l, H, L = _cof_diag(a, c, e, a)
+    A22 = _dd_sum(h, l, H, L)
+    h, l, H, L = _cof_diag(a, b, d, a)
+    A33 = _dd_sum(h, l, H, L)
+    # A01 = a f^2 - a + b d - b e f - c d f + c e
+    h, l = _acc3(-a, 0.0, 1.0, a, f, f)
+    h, l = _acc2(h, l, 1.0, b, d)
+    h, l = _acc3(h, l, -1.0, b, e, f)
+    h, l = _acc3(h, l, -1.0, c, d, f)
+    h, l = _acc2(h, l, 1.0, c, e)
+    A01 = _dd_round(h, l)
+    # A02 = a d - a e f + b e^2 - b - c d e + c f
+    h, l = _acc2(-b, 0.0, 1.0, a, d)
+    h, l = _acc3(h, l, -1.0, a, e, f)
+    h, l = _acc3(h, l, 1.0, b, e, e)
+    h, l = _acc3(h, l, -1.0, c, d, e)
+    h, l = _acc2(h, l, 1.0, c, f)
+    A02 = _dd_round(h, l)
+    # A03 = -a d f + a e - b d e + b f + c d^2 - c
+    h, l = _acc3(-c, 0.0, -1.0, a, d, f)
+    h, l = _acc2(h, l, 1.0, a, e)
+    h, l = _acc3(h, l, -1.0, b, d, e)
+    h, l = _acc2(h, l, 1.0, b, f)
+    h, l = _acc3(h, l, 1.0, c, d, d)
+    A03 = _dd_round(h, l)
+    # A12 = a b - a c f - b c e + c^2 d - d + e f
+    h, l = _acc2(-d, 0.0, 1.0, a, b)
+    h, l = _acc3(h, l, -1.0, a, c, f)
+    h, l = _acc3(h, l, -1.0, b, c, e)
+    h, l = _acc3(h, l, 1.0, c, c, d)
+    h, l = _acc2(h, l, 1.0, e, f)
+    A12 = _dd_round(h, l)
+    # A13 = -a b f + a c + b^2 e - b c d + d f - e
+    h, l = _acc3(-e, 0.0, -1.0, a, b, f)
+    h, l = _acc2(h, l, 1.0, a, c)
+    h, l = _acc3(h, l, 1.0, b, b, e)
+    h, l = _acc3(h, l, -1.0, b, c, d)
+    h, l = _acc2(h, l, 1.0, d, f)
+    A13 = _dd_round(h, l)
+    # A23 = a^2 f - a b e - a c d + b c + d e - f
+    h, l = _acc3(-f, 0.0, 1.0, a, a, f)
+    h, l = _acc3(h, l, -1.0, a, b, e)
+    h, l = _acc3(h, l, -1.0, a, c, d)
+    h, l = _acc2(h, l, 1.0, b, c)
+    h, l = _acc2(h, l, 1.0, d, e)
+    A23 = _dd_round(h, l)
+    out = _pair_coef(b10, b11, b20, b21, a, o01) * _p2(_pcorr(A23, A22, A33))
+    out += _pair_coef(b10, b12, b20, b22, b, o02) * _p2(_pcorr(A13, A11, A33))
+    out += _pair_coef(b10, b13, b20, b23, c, o03) * _p2(_pcorr(A12, A11, A22))
+    out += _pair_coef(b11, b12, b21, b22, d, o12) * _p2(_pcorr(A03, A00, A33))
+    out += _pair_coef(b11, b13, b21, b23, e, o13) * _p2(_pcorr(A02, A00, A22))
+    out += _pair_coef(b12, b13, b22, b23, f, o23) * _p2(_pcorr(A01, A00, A11))
+    return out
 
 
 @_njit
@@ -353,122 +568,67 @@ def relu_moment(C, idx, nth, lin1, lin2):
     array of the Heaviside field indices (0 <= nth <= 4; repeats allowed, theta^2 = theta); lin1,
     lin2: indices of the linear factors, -1 for none.
     """
-    H = np.empty(4, np.int64)
-    sd = np.empty(4)
-    R = np.empty((4, 4))
-    O = np.empty((4, 4))
-    b1 = np.zeros(4)
-    b2 = np.zeros(4)
+    m, h0, h1, h2, h3 = _gather(C, idx, nth)
+    if m < 0:
+        return 0.0
     if lin1 < 0:
         lin1, lin2 = lin2, -1
-    nlin = (lin1 >= 0) + (lin2 >= 0)
-    # distinct Heaviside fields; zero variance: theta(0) = 0; merge |r| = 1 pairs
-    m = 0
-    for t in range(nth):
-        i = idx[t]
-        new = True
-        for p in range(m):
-            if H[p] == i:
-                new = False
-        if not new:
-            continue
-        v = C[i, i]
-        if not v > 0.0:
-            return 0.0
-        si = math.sqrt(v)
-        for p in range(m):
-            r = C[i, H[p]] / (si * sd[p])
-            if 1.0 - abs(r) <= _MERGE:
-                if r < 0.0:
-                    return 0.0
-                new = False
-                break
-        if new:
-            H[m] = i
-            sd[m] = si
-            m += 1
-    for p in range(m):
-        R[p, p] = 1.0
-        O[p, p] = 0.0
-        for q in range(p):
-            r = _clip1(C[H[p], H[q]] / (sd[p] * sd[q]))
-            R[p, q] = r
-            R[q, p] = r
-            o = _om(r)
-            O[p, q] = o
-            O[q, p] = o
-        if lin1 >= 0:
-            b1[p] = C[lin1, H[p]] / sd[p]
-        if lin2 >= 0:
-            b2[p] = C[lin2, H[p]] / sd[p]
-
-    if nlin == 0:
-        return _orthant_corr(R, m)
-
-    if nlin == 1:
-        if m == 0:
-            return 0.0
-        if m == 1:
-            return b1[0] * _INV_SQRT_2PI
-        if m == 2:
-            return 0.5 * (b1[0] + b1[1]) * _INV_SQRT_2PI
-        out = 0.0
-        if m == 3:
-            for j in range(3):
-                k = 1 if j == 0 else 0
-                l = 1 if j == 2 else 2
-                out += b1[j] * _p2(_ccorr(R[k, l], R[k, j], R[l, j], O[k, j], O[l, j]))
-            return out * _INV_SQRT_2PI
-        for j in range(4):
-            # the other three, k < l < q
-            k = 1 if j == 0 else 0
-            l = 2 if j <= 1 else 1
-            q = 2 if j == 3 else 3
-            rkl = _ccorr(R[k, l], R[k, j], R[l, j], O[k, j], O[l, j])
-            rkq = _ccorr(R[k, q], R[k, j], R[q, j], O[k, j], O[q, j])
-            rlq = _ccorr(R[l, q], R[l, j], R[q, j], O[l, j], O[q, j])
-            out += b1[j] * _p3(rkl, rkq, rlq)
-        return out * _INV_SQRT_2PI
-
-    c12 = C[lin1, lin2]
+    nlin = 0
+    if lin1 >= 0:
+        nlin = 2 if lin2 >= 0 else 1
+    c12 = C[lin1, lin2] if nlin == 2 else 0.0
     if m == 0:
-        return c12
+        if nlin == 0:
+            return 1.0
+        return 0.0 if nlin == 1 else c12
+    s0 = math.sqrt(C[h0, h0])
+    b10, b20 = _cov_std(C, lin1, h0, s0), _cov_std(C, lin2, h0, s0)
     if m == 1:
-        return 0.5 * c12
+        if nlin == 0:
+            return 0.5
+        return b10 * _INV_SQRT_2PI if nlin == 1 else 0.5 * c12
+    s1 = math.sqrt(C[h1, h1])
+    b11, b21 = _cov_std(C, lin1, h1, s1), _cov_std(C, lin2, h1, s1)
+    r01 = _corr(C, h0, h1, s0, s1)
+    o01 = _om(r01)
     if m == 2:
-        return c12 * _p2(R[0, 1]) + _pair_coef(b1[0], b1[1], b2[0], b2[1], R[0, 1], O[0, 1])
+        if nlin == 0:
+            return _p2(r01)
+        if nlin == 1:
+            return 0.5 * (b10 + b11) * _INV_SQRT_2PI
+        return c12 * _p2(r01) + _pair_coef(b10, b11, b20, b21, r01, o01)
+    s2 = math.sqrt(C[h2, h2])
+    b12, b22 = _cov_std(C, lin1, h2, s2), _cov_std(C, lin2, h2, s2)
+    r02, r12 = _corr(C, h0, h2, s0, s2), _corr(C, h1, h2, s1, s2)
+    o02, o12 = _om(r02), _om(r12)
     if m == 3:
-        out = c12 * _p3(R[0, 1], R[0, 2], R[1, 2])
-        s = _pair_coef(b1[0], b1[1], b2[0], b2[1], R[0, 1], O[0, 1])
-        s += _pair_coef(b1[0], b1[2], b2[0], b2[2], R[0, 2], O[0, 2])
-        s += _pair_coef(b1[1], b1[2], b2[1], b2[2], R[1, 2], O[1, 2])
-        return out + 0.5 * s
-    # m == 4: the adjugate of R gives every partial correlation given two (shared cofactors)
-    a, b, c = R[0, 1], R[0, 2], R[0, 3]
-    d, e, f = R[1, 2], R[1, 3], R[2, 3]
-    t = f - d * e
-    A00 = O[1, 2] * O[1, 3] - t * t
-    t = f - b * c
-    A11 = O[0, 2] * O[0, 3] - t * t
-    t = e - a * c
-    A22 = O[0, 1] * O[0, 3] - t * t
-    t = d - a * b
-    A33 = O[0, 1] * O[0, 2] - t * t
-    A01 = a * f * f - a + b * d - b * e * f - c * d * f + c * e
-    A02 = a * d - a * e * f + b * e * e - b - c * d * e + c * f
-    A03 = -a * d * f + a * e - b * d * e + b * f + c * d * d - c
-    A12 = a * b - a * c * f - b * c * e + c * c * d - d + e * f
-    A13 = -a * b * f + a * c + b * b * e - b * c * d + d * f - e
-    A23 = a * a * f - a * b * e - a * c * d + b * c + d * e - f
-    out = 0.0
+        if nlin == 0:
+            return _p3(r01, r02, r12)
+        if nlin == 1:
+            out = b10 * _p2(_ccorr(r12, r01, r02, o01, o02))
+            out += b11 * _p2(_ccorr(r02, r01, r12, o01, o12))
+            out += b12 * _p2(_ccorr(r01, r02, r12, o02, o12))
+            return out * _INV_SQRT_2PI
+        s = _pair_coef(b10, b11, b20, b21, r01, o01)
+        s += _pair_coef(b10, b12, b20, b22, r02, o02)
+        s += _pair_coef(b11, b12, b21, b22, r12, o12)
+        return c12 * _p3(r01, r02, r12) + 0.5 * s
+    s3 = math.sqrt(C[h3, h3])
+    b13, b23 = _cov_std(C, lin1, h3, s3), _cov_std(C, lin2, h3, s3)
+    r03, r13, r23 = _corr(C, h0, h3, s0, s3), _corr(C, h1, h3, s1, s3), _corr(C, h2, h3, s2, s3)
+    o03, o13, o23 = _om(r03), _om(r13), _om(r23)
+    if nlin == 0:
+        return _p4(r01, r02, r03, r12, r13, r23)
+    if nlin == 1:
+        out = b10 * _p3(_ccorr(r12, r01, r02, o01, o02), _ccorr(r13, r01, r03, o01, o03), _ccorr(r23, r02, r03, o02, o03))
+        out += b11 * _p3(_ccorr(r02, r01, r12, o01, o12), _ccorr(r03, r01, r13, o01, o13), _ccorr(r23, r12, r13, o12, o13))
+        out += b12 * _p3(_ccorr(r01, r02, r12, o02, o12), _ccorr(r03, r02, r23, o02, o23), _ccorr(r13, r12, r23, o12, o23))
+        out += b13 * _p3(_ccorr(r01, r03, r13, o03, o13), _ccorr(r02, r03, r23, o03, o23), _ccorr(r12, r13, r23, o13, o23))
+        return out * _INV_SQRT_2PI
+    out = _moment4_pairs(r01, r02, r03, r12, r13, r23, o01, o02, o03, o12, o13, o23,
+                         b10, b11, b12, b13, b20, b21, b22, b23)
     if c12 != 0.0:
-        out = c12 * _p4(a, b, c, d, e, f)
-    out += _pair_coef(b1[0], b1[1], b2[0], b2[1], a, O[0, 1]) * _p2(_pcorr(A23, A22, A33))
-    out += _pair_coef(b1[0], b1[2], b2[0], b2[2], b, O[0, 2]) * _p2(_pcorr(A13, A11, A33))
-    out += _pair_coef(b1[0], b1[3], b2[0], b2[3], c, O[0, 3]) * _p2(_pcorr(A12, A11, A22))
-    out += _pair_coef(b1[1], b1[2], b2[1], b2[2], d, O[1, 2]) * _p2(_pcorr(A03, A00, A33))
-    out += _pair_coef(b1[1], b1[3], b2[1], b2[3], e, O[1, 3]) * _p2(_pcorr(A02, A00, A22))
-    out += _pair_coef(b1[2], b1[3], b2[2], b2[3], f, O[2, 3]) * _p2(_pcorr(A01, A00, A11))
+        out += c12 * _p4(r01, r02, r03, r12, r13, r23)
     return out
 
 
@@ -515,7 +675,7 @@ def _moment_batch(Cs, idx, nth, lin1, lin2, out):
 @_njit
 def _orthant_batch(Rs, out):
     m = Rs.shape[1]
-    idx = np.arange(m)
+    idx = np.arange(m).astype(np.int64)
     for b in range(Rs.shape[0]):
         out[b] = relu_moment(Rs[b], idx, m, -1, -1)
 
@@ -611,7 +771,7 @@ def _assemble(name, names, values):
 def _run_batch(C, idx, lin1, lin2):
     shape = C.shape[:-2]
     m = C.shape[-1]
-    Cs = np.ascontiguousarray(C.reshape((-1, m, m)))
+    Cs = np.ascontiguousarray(C.reshape((int(np.prod(shape)), m, m)))
     out = np.empty(Cs.shape[0])
     _moment_batch(Cs, np.asarray(idx, dtype=np.int64), len(idx), lin1, lin2, out)
     out = out.reshape(shape)
@@ -680,7 +840,7 @@ def orthant_probability(R):
         raise ValueError("orthant_probability: R has a negative variance on its diagonal")
     _check_psd("orthant_probability", "R", R)
     shape = R.shape[:-2]
-    Rs = np.ascontiguousarray(R.reshape((-1, m, m)))
+    Rs = np.ascontiguousarray(R.reshape((int(np.prod(shape)), m, m)))
     out = np.empty(Rs.shape[0])
     _orthant_batch(Rs, out)
     out = out.reshape(shape)
@@ -751,7 +911,7 @@ def I3_tensor(C, A, B=None):
 
 def _batched(C):
     n = C.shape[-1]
-    return np.ascontiguousarray(C.reshape((-1, n, n))), C.shape[:-2]
+    return np.ascontiguousarray(C.reshape((int(np.prod(C.shape[:-2])), n, n))), C.shape[:-2]
 
 
 def dgg_tensor(C, A, B=None):
