@@ -49,32 +49,51 @@ def _rhs_c(t, y, p, c, out):
     """dy/dt (written to ``out``) at time t and flat state y = (Q, R, S, v) (theory._state.pack), with
     the feedback coefficient c (K,) and the parameters p of theory._compiled.ode_params."""
     K, M = int(p[0]), int(p[1])
-    eta = _rate(p[2], p[3], p[4], p[5], t)
-    eta_v = _rate(p[6], p[7], p[8], p[9], t)
-    sigma, sigma_F, kappa = p[10], p[11], p[12]
+    sigma, sigma_F = p[10], p[11]
     modulated, train_v = p[13] != 0.0, p[14] != 0.0
     gk = int(p[15])
-    P = p[16]
-    inv_batch = 1.0 / p[17]
-    mirror = p[23] != 0.0
     o = _HEADER
-    T = p[o : o + M * M]
-    U = p[o + M * M : o + M * M + M]
-    n_core = K * K + K * M + 2 * K
-    if mirror:  # feedback mirroring: U and P are state (theory._mirror)
-        U = y[n_core : n_core + M]
-        P = y[n_core + M]
     v_star = p[o + M * M + M : o + M * M + 2 * M]
     n = K + M
     N1 = n + 1
-    # one workspace for every small array (one allocation per call instead of seven)
-    work = np.empty(N1 * N1 + n + N1 + K * N1 + K * K + n)
-    om = work[: N1 * N1].reshape((N1, N1))
-    a = work[N1 * N1 : N1 * N1 + n]
-    d1 = work[N1 * N1 + n : N1 * N1 + n + N1]
-    X = work[N1 * N1 + n + N1 : N1 * N1 + n + N1 + K * N1].reshape((K, N1))
-    DD = work[N1 * N1 + n + N1 + K * N1 : N1 * N1 + n + N1 + K * N1 + K * K].reshape((K, K))
-    L1 = work[N1 * N1 + n + N1 + K * N1 + K * K :]
+    om = _omega(y, p, K, M)
+    v = y[K * K + K * M + K : K * K + K * M + 2 * K]
+    # one workspace for the small arrays (one allocation per call instead of five)
+    work = np.empty(n + N1 + K * N1 + K * K + n)
+    a = work[:n]
+    d1 = work[n : n + N1]
+    X = work[n + N1 : n + N1 + K * N1].reshape((K, N1))
+    DD = work[n + N1 + K * N1 : n + N1 + K * N1 + K * K].reshape((K, K))
+    L1 = work[n + N1 + K * N1 + K * K :]
+    for k in range(K):
+        a[k] = v[k]
+    for m in range(M):
+        a[K + m] = -v_star[m]
+    for q in range(N1):
+        d1[q] = 1.0 + om[q, q]
+
+    EH = np.empty(K)
+    if gk == 0:
+        _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH)
+    else:
+        _terms_pl(om, a, c, K, n, modulated, sigma, sigma_F, train_v, gk, X, DD, EH)
+
+    _assemble(t, y, p, om, X, DD, EH, K, M, out)
+
+
+def _omega(y, p, K, M):
+    """The field covariance Omega (K+M+1, K+M+1) of the flat state y and the constants in p, and v."""
+    n = K + M
+    N1 = n + 1
+    o = _HEADER
+    T = p[o : o + M * M]
+    U = p[o + M * M : o + M * M + M]
+    P = p[16]
+    n_core = K * K + K * M + 2 * K
+    if p[23] != 0.0:
+        U = y[n_core : n_core + M]
+        P = y[n_core + M]
+    om = np.empty((N1, N1))
     i = 0
     for k in range(K):
         for l in range(K):
@@ -89,26 +108,23 @@ def _rhs_c(t, y, p, c, out):
         om[k, n] = y[i]
         om[n, k] = y[i]
         i += 1
-    v = y[i : i + K]
     for m in range(M):
         for m2 in range(M):
             om[K + m, K + m2] = T[m * M + m2]
         om[K + m, n] = U[m]
         om[n, K + m] = U[m]
     om[n, n] = P
-    for k in range(K):
-        a[k] = v[k]
-    for m in range(M):
-        a[K + m] = -v_star[m]
-    for q in range(N1):
-        d1[q] = 1.0 + om[q, q]
+    return om
 
-    EH = np.empty(K)
-    if gk == 0:
-        _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH)
-    else:
-        _terms_pl(om, a, c, K, n, modulated, sigma, sigma_F, train_v, gk, X, DD, EH)
 
+def _assemble(t, y, p, om, X, DD, EH, K, M, out):
+    """dy/dt from the expectations (theory._closed.assemble), and the mirroring terms (erf only)."""
+    eta = _rate(p[2], p[3], p[4], p[5], t)
+    eta_v = _rate(p[6], p[7], p[8], p[9], t)
+    kappa = p[12]
+    train_v = p[14] != 0.0
+    inv_batch = 1.0 / p[17]
+    n = K + M
     i = 0
     for k in range(K):
         for l in range(K):
@@ -122,10 +138,11 @@ def _rhs_c(t, y, p, c, out):
         out[i] = -eta * X[k, n] - eta * kappa * om[k, n]
         i += 1
     for k in range(K):
-        out[i] = -eta_v * EH[k]
+        out[i] = -eta_v * EH[k] if train_v else 0.0
         i += 1
-    if mirror:
-        _mirror_erf(t, p, om, v, K, M, out, n_core)
+    if p[23] != 0.0:
+        v = y[K * K + K * M + K : K * K + K * M + 2 * K]
+        _mirror_erf(t, p, om, v, K, M, out, K * K + K * M + 2 * K)
 
 
 def _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH):
@@ -304,6 +321,8 @@ def _mirror_erf(t, p, om, v, K, M, out, n_core):
 if HAVE_NUMBA:
     _rate = numba.njit(cache=True, inline="always")(_rate)
     _terms_erf = numba.njit(cache=True, error_model="numpy")(_terms_erf)
+    _omega = numba.njit(cache=True, error_model="numpy")(_omega)
+    _assemble = numba.njit(cache=True, error_model="numpy")(_assemble)
     _dg_mean = numba.njit(cache=True, inline="always")(_dg_mean)
     _i2 = numba.njit(cache=True)(_i2)
     _terms_pl = numba.njit(cache=True, error_model="numpy")(_terms_pl)

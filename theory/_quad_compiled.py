@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
     numba = None
     HAVE_NUMBA = False
 
-from ._closed_compiled import _mirror_erf, _rate
+from ._closed_compiled import _assemble, _omega  # noqa: F401 (the generated modules import them from here)
 
 __all__ = ["numerical_terms", "numerical_terms_kinks", "kernel_source", "line_basis", "CHUNK"]
 
@@ -38,42 +38,6 @@ _HEADER = 25  # theory._compiled.ODE_HEADER
 #: nodes per call of the rule's update
 CHUNK = 128
 _EIG_RTOL = 1e-12  # theory._numerical._EIG_RTOL
-
-
-def _omega(y, p, K, M):
-    """The field covariance Omega (K+M+1, K+M+1) of the flat state y and the constants in p, and v."""
-    n = K + M
-    N1 = n + 1
-    o = _HEADER
-    T = p[o : o + M * M]
-    U = p[o + M * M : o + M * M + M]
-    P = p[16]
-    n_core = K * K + K * M + 2 * K
-    if p[23] != 0.0:
-        U = y[n_core : n_core + M]
-        P = y[n_core + M]
-    om = np.empty((N1, N1))
-    i = 0
-    for k in range(K):
-        for l in range(K):
-            om[k, l] = y[i]
-            i += 1
-    for k in range(K):
-        for m in range(M):
-            om[k, K + m] = y[i]
-            om[K + m, k] = y[i]
-            i += 1
-    for k in range(K):
-        om[k, n] = y[i]
-        om[n, k] = y[i]
-        i += 1
-    for m in range(M):
-        for m2 in range(M):
-            om[K + m, K + m2] = T[m * M + m2]
-        om[K + m, n] = U[m]
-        om[n, K + m] = U[m]
-    om[n, n] = P
-    return om
 
 
 def _whiten(om, n):
@@ -98,32 +62,28 @@ def _whiten(om, n):
     return A, gamma, G
 
 
-def _assemble(t, y, p, om, X, DD, EH, K, M, out):
-    """dy/dt from the expectations (theory._closed.assemble), and the mirroring terms (erf only)."""
-    eta = _rate(p[2], p[3], p[4], p[5], t)
-    eta_v = _rate(p[6], p[7], p[8], p[9], t)
-    kappa = p[12]
-    train_v = p[14] != 0.0
-    inv_batch = 1.0 / p[17]
+def _accumulate(lam, nu, phi, delta, h, res, wts, off, scale, m, om, K, M, X, DD, EH):
+    """Add the m points' contributions, weights scale * wts[off + i], to X, DD, EH (xi_u = z_u + alpha Ov_u)."""
     n = K + M
-    i = 0
-    for k in range(K):
-        for l in range(K):
-            out[i] = -eta * (X[k, l] + X[l, k]) + eta * eta * inv_batch * DD[k, l] - 2.0 * eta * kappa * om[k, l]
-            i += 1
-    for k in range(K):
-        for m in range(M):
-            out[i] = -eta * X[k, K + m] - eta * kappa * om[k, K + m]
-            i += 1
-    for k in range(K):
-        out[i] = -eta * X[k, n] - eta * kappa * om[k, n]
-        i += 1
-    for k in range(K):
-        out[i] = -eta_v * EH[k] if train_v else 0.0
-        i += 1
-    if p[23] != 0.0:
-        v = y[K * K + K * M + K : K * K + K * M + 2 * K]
-        _mirror_erf(t, p, om, v, K, M, out, K * K + K * M + 2 * K)
+    N1 = n + 1
+    z = np.empty(N1)
+    for i in range(m):
+        w = scale * wts[off + i]
+        alpha = res[0, i]
+        for k in range(K):
+            z[k] = lam[k, i]
+        for mm in range(M):
+            z[K + mm] = nu[mm, i]
+        z[n] = phi[i]
+        for u in range(N1):
+            z[u] += alpha * om[u, n]
+        for k in range(K):
+            dk = w * delta[k, i]
+            for u in range(N1):
+                X[k, u] += dk * z[u]
+            for l in range(K):
+                DD[k, l] += dk * delta[l, i]
+            EH[k] += w * res[1, i] * h[k, i]
 
 
 def _constants(y, p, K, M):
@@ -156,7 +116,6 @@ def numerical_terms(y, p, X, DD, EH):
     where ``update`` is that rule's compiled update (a direct call, inlined by numba, and cached)."""
     K, M = int(p[0]), int(p[1])
     n = K + M
-    N1 = n + 1
     sigma, sigma_F, gk = p[10], p[11], int(p[15])
     om = _omega(y, p, K, M)
     A, gamma, _ = _whiten(om, n)
@@ -173,7 +132,6 @@ def numerical_terms(y, p, X, DD, EH):
     delta = np.empty((K, CHUNK))
     h = np.empty((K, CHUNK))
     res = np.empty((3, CHUNK))
-    z = np.empty(N1)
     for start in range(0, N, CHUNK):
         m = min(CHUNK, N - start)
         for i in range(m):
@@ -193,23 +151,7 @@ def numerical_terms(y, p, X, DD, EH):
             if noise:
                 zeta[i] = nodes[base + n]
         update(lam, nu, zeta, v, vs, S, b, m, 0, sigma, sigma_F, gk, delta, h, res)  # noqa: F821
-        for i in range(m):
-            w = weights[start + i]
-            alpha = res[0, i]
-            for k in range(K):
-                z[k] = lam[k, i]
-            for mm in range(M):
-                z[K + mm] = nu[mm, i]
-            z[n] = phi[i]
-            for u in range(N1):
-                z[u] += alpha * om[u, n]
-            for k in range(K):
-                dk = w * delta[k, i]
-                for u in range(N1):
-                    X[k, u] += dk * z[u]
-                for l in range(K):
-                    DD[k, l] += dk * delta[l, i]
-                EH[k] += w * res[1, i] * h[k, i]
+        _accumulate(lam, nu, phi, delta, h, res, weights, start, 1.0, m, om, K, M, X, DD, EH)
 
 
 # ====================================================================== kink-aware quadrature (relu)
@@ -328,7 +270,6 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     dirv = np.empty(d)
     z0 = np.empty(N1)
     dz = np.empty(N1)
-    z = np.empty(N1)
     for j in range(d):
         dirv[j] = H[j, 0]
     for a in range(n):
@@ -422,24 +363,7 @@ def numerical_terms_kinks(y, p, X, DD, EH):
             if noise:
                 zeta[i] = u0[n] + tt[i] * dirv[n]
         update(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, delta, h, res)  # noqa: F821
-        wo = weights[o]
-        for i in range(npts):
-            w = wo * ww[i]
-            alpha = res[0, i]
-            for k in range(K):
-                z[k] = lam[k, i]
-            for mm in range(M):
-                z[K + mm] = nu[mm, i]
-            z[n] = phi[i]
-            for u in range(N1):
-                z[u] += alpha * om[u, n]
-            for k in range(K):
-                dk = w * delta[k, i]
-                for u in range(N1):
-                    X[k, u] += dk * z[u]
-                for l in range(K):
-                    DD[k, l] += dk * delta[l, i]
-                EH[k] += w * res[1, i] * h[k, i]
+        _accumulate(lam, nu, phi, delta, h, res, ww, 0, weights[o], npts, om, K, M, X, DD, EH)
 
 
 def _rhs_wrapper(t, y, p, out):
@@ -469,9 +393,8 @@ def kernel_source() -> list[str]:
 
 if HAVE_NUMBA:
     _j = lambda fn: numba.njit(cache=True, error_model="numpy")(fn)  # noqa: E731
-    _omega = _j(_omega)
     _whiten = _j(_whiten)
-    _assemble = _j(_assemble)
+    _accumulate = _j(_accumulate)
     _constants = _j(_constants)
     _nodes_at = numba.njit(cache=True, inline="always")(_nodes_at)
     line_basis = _j(line_basis)
