@@ -237,6 +237,21 @@ def test_p4_rank3_against_solid_angle(seed):
     assert orthant_probability(R) == pytest.approx(solid_angle_orthant(V), abs=1e-13)
 
 
+def test_quadrature_constants():
+    """The 21-point Kronrod rule is exact to degree 31, its embedded 10-point Gauss rule to degree 19."""
+    x = np.concatenate([-_relu._XK[:-1], _relu._XK[::-1]])
+    wk = np.concatenate([_relu._WK[:-1], _relu._WK[::-1]])
+    xg = np.concatenate([-_relu._XK[1:10:2], _relu._XK[1:10:2][::-1]])
+    wg = np.concatenate([_relu._WG, _relu._WG[::-1]])
+    for k in range(32):
+        exact = (1 - (-1) ** (k + 1)) / (k + 1)
+        assert np.sum(wk * x**k) == pytest.approx(exact, abs=1e-14)
+        if k < 20:
+            assert np.sum(wg * xg**k) == pytest.approx(exact, abs=1e-14)
+    assert np.sum(_relu._TS8_W) == pytest.approx(1.0, abs=1e-14)
+    assert 0.5 * np.sum(_relu._TS8_W) + np.sum(_relu._TS16_W) == pytest.approx(1.0, abs=1e-14)
+
+
 def test_orthant_closed_forms_and_scaling():
     rng = np.random.default_rng(5)
     C = covariance(factor("generic", 5))[:4, :4]

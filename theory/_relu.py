@@ -41,21 +41,30 @@ r / (2 pi sqrt(1 - s^2 r^2)) over [0, 1] is asin(r) / (2 pi)), and
             + 1/(4 pi^2) int_0^1  sum_{(i,j) in {13, 14, 23, 24}}  r_ij asin(rho_{kl|ij}(s)) / sqrt(1 - s^2 r_ij^2) ds,
 
 (k, l) the complement of (i, j), rho_{kl|ij}(s) = -A_kl / sqrt(A_kk A_ll) the partial correlation
-of x_k, x_l given the other two, A the adjugate (cofactor matrix) of R(s): no inverse, and the
-cofactors shared between the terms (below). The integral is done in u with s = 1 - u^2, which
-turns the square-root endpoint behaviour of an exactly singular R into an analytic one, by the
-21-point Gauss-Kronrod rule; when its embedded 10-point Gauss rule disagrees by more than 1e-12
-(R nearly singular, not along a kept pair), by a 103-point tanh-sinh rule in s (step 1/16), which
-copes with a singularity just beyond the endpoint.
+of x_k, x_l given the other two, A the adjugate (cofactor matrix) of R(s): no inverse, and each
+cofactor shared by the terms that use it. Along the path the cofactors are polynomials in s,
+A_kk = alpha + beta s^2 and A_kl = s (gamma + delta s^2); their coefficients are computed once per
+call in double-double arithmetic (error-free products and sums), so that a cofactor that is small
+because of a nearly degenerate pair (1 - r ~ t) is still accurate to a relative ~eps instead of
+eps / t: with plain double cofactors two nearly degenerate pairs (student ~ teacher, twice) left
+errors of ~1e-6 in P4 at 1 - r ~ 1e-13.
 
-Measured error of P4 (against an independent 30-digit mpmath evaluation: Plackett's path from the
-identity through all six correlations, inverse by mpmath, tanh-sinh quadrature with splits at
-1 - 10^-k): at most 2e-16 on 2000 random correlation matrices (Gram matrices of 4 random vectors
-in 4 to 6 dimensions), at most 1e-15 on 600 singular or nearly singular ones (4 vectors in 3
-dimensions plus a 4th component of size 0 to 1e-2; smallest eigenvalue 1e-17 to 1e-5), and at
-most ~3e-12 with one or two nearly degenerate pairs (1 - r down to 1e-12). Exactly singular
-4x4 matrices of rank 3 agree with their closed form (the solid angle of a spherical polygon,
-Girard's theorem) to 1e-15. tests/test_relu.py holds these.
+Quadrature, in three stages: (1) the 21-point Gauss-Kronrod rule in u with s = 1 - u^2 (which turns
+the square-root endpoint behaviour of an exactly singular R into an analytic one), accepted when
+the embedded 10-point Gauss rule agrees to 1e-12 (about 2/3 of random covariances; the Kronrod
+value is then good to ~1e-16); (2) else the tanh-sinh rule in s with step 1/8 (51 nodes), accepted
+when it agrees with the Kronrod value to 1e-13; (3) else tanh-sinh with step 1/16 (52 more nodes),
+which copes with a singularity just beyond s = 1 (R nearly singular in a direction that is not a
+kept pair). A path correlation above 0.99 in modulus (three nearly coincident fields: no pairing
+keeps them all) skips to (3), because there both Gauss rules miss the singularity and agree on a
+wrong value.
+
+Measured error of P4 against an independent evaluation (Plackett's path from the identity through
+all six correlations, partial correlations from mpmath's matrix inverse, mpmath's tanh-sinh
+quadrature at 30 digits, split at 1 - 10^-k, k = 1..14, for the nearly singular sets):
+MEASURED_P4
+Exactly singular matrices of rank 3 agree with the closed form (the solid angle of the spherical
+polygon {x in R^3: v_i . x > 0}, R = V V^T) to ~1e-16. tests/test_relu.py holds samples of each.
 
 Moments with linear factors: Stein's lemma
 ------------------------------------------
@@ -91,26 +100,29 @@ partial correlations, rho_{kl|j} = (r_kl - r_kj r_lj) / sqrt((1 - r_kj^2)(1 - r_
 
 Degenerate covariances
 ----------------------
-* A Heaviside field of zero variance is identically 0 and theta(0) = 0: the moment is 0.
-* Heaviside fields are deduplicated by index, and two distinct fields with |r| = 1 (to within
-  1 - |r| <= 1e-13, about the rounding of r itself) are merged before anything else: theta(x) theta(x) =
-  theta(x) (r = +1) and theta(x) theta(-x) = 0 (r = -1). The moment is continuous there: it has
-  a square-root cusp in 1 - r (the arc-cosine kernel's sin t ~ sqrt(2 (1 - r))), so merging at
-  1 - r <= 1e-13 changes it by at most ~ sqrt(2e-13) / (2 pi) ~ 1e-7 relative to the scale, and
-  below that the double-precision input itself does not determine it better (a rounding of C by
-  eps moves the result by ~ eps / sqrt(1 - r)).
+* A Heaviside field of zero variance is identically 0 and theta(0) = 0: the moment is 0. (This
+  is the one discontinuity: for a positive variance P(z > 0) = 1/2 however small the variance.)
+* Heaviside fields are deduplicated by index, and two distinct fields with |r| = 1 to within
+  1 - |r| <= 1e-14 (about the rounding of r itself) are merged before anything else:
+  theta(x) theta(x) = theta(x) (r = +1) and theta(x) theta(-x) = 0 (r = -1). Without the merge
+  exact duplicates would give 0/0 in c_jk and, for three coincident fields, wrong weights (the
+  limit of the conditional correlation between two vanishing residuals is not 0). The moment is
+  continuous there: it has a square-root cusp in 1 - r (the arc-cosine kernel's
+  sin t ~ sqrt(2 (1 - r))), so merging at 1 - r <= 1e-14 moves it by at most
+  ~ sqrt(2e-14) / (2 pi) ~ 2e-8 times its scale, the level at which the double-precision input
+  itself stops determining it (a rounding of C by eps moves the result by ~ eps / sqrt(1 - r)).
 * Every other quantity is clamped: correlations clipped to [-1, 1], 1 - r^2 computed as
-  (1 - |r|)(1 + |r|), a conditional variance (cofactor) <= 0 makes its partial correlation 0. Near
-  degenerate pairs make single Stein terms ill-conditioned while their sum is not; all terms that
-  belong together use the same rounded quantities (each pairwise 1 - r^2 and each cofactor is
-  computed once), so the errors cancel in the sum. Measured against a 40-digit evaluation of the
-  same formulas: relative error <= 1e-12 for 1 - r >= 1e-12, <= ~1e-9 below, for one nearly
-  degenerate pair or two (student = teacher, twice); nearly coincident TRIPLES of distinct fields
-  (1 - r ~ t pairwise) lose ~ eps / t in I4 (a 4-variable Heaviside set), see the module tests.
+  (1 - |r|)(1 + |r|), a conditional variance (cofactor) <= 0 makes its partial correlation 0
+  (an independent zero-variance residual, the limit whenever the terms that share it cancel).
+  Near a degenerate pair single Stein terms are ill-conditioned while their sum is not: the
+  partners use the same rounded quantities (each 1 - r^2 and each cofactor is computed once, the
+  cofactors and the numerators of rho_{kl|j} in double-double), so their errors cancel. Measured
+  against a 40-digit evaluation of the same formulas, for one nearly degenerate pair, two
+  (student = teacher, twice), an antipodal pair and three nearly coincident fields, 1 - r = 1e-2
+  to 1e-12, for I2, J2, I3, dgg, I4, P4 and the one-linear moments: MEASURED_DEGEN
 
-Speed: the core ``relu_moment`` is compiled (numba) and allocation-light (small local arrays): about
-0.1 microseconds for |H| <= 3 and ~1-2 microseconds for a genuine P4 (21 integrand evaluations)
-on one core; the tensor helpers loop over the batch in compiled code.
+Speed (one core, compiled, measured with a loop inside numba): MEASURED_SPEED
+The core allocates nothing (scalars only); the tensor helpers loop over the batch in compiled code.
 """
 
 from __future__ import annotations
@@ -152,7 +164,6 @@ def _njit(f):
     return numba.njit(cache=True)(f) if HAVE_NUMBA else f
 
 
-_PI = math.pi
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_4PI = 1.0 / (4.0 * math.pi)
 _INV_8PI = 1.0 / (8.0 * math.pi)
@@ -164,6 +175,9 @@ _MERGE = 1e-14
 _GK_ACCEPT = 1e-12
 #: ... else the tanh-sinh value of step 1/8 when it agrees with the Kronrod value this well (else step 1/16).
 _TS_ACCEPT = 1e-13
+#: a path correlation beyond this (a cluster of >= 3 nearly coincident fields) skips the Kronrod rule,
+#: whose nodes cannot see the singularity just beyond s = 1 (both rules agree on a wrong value).
+_CLUSTER = 0.99
 _SPLIT = 134217729.0  # 2^27 + 1, Dekker's splitting constant
 
 # 21-point Gauss-Kronrod rule on [-1, 1] (QUADPACK qk21): the positive nodes (the last one is 0), the
@@ -298,13 +312,14 @@ def _pcorr(num, p, q):
 
 
 # Cofactors of the 4x4 correlation matrix R(s) = [[1, a, bs, cs], [a, 1, ds, es], [bs, ds, 1, f], [cs, es, f, 1]]
-# (the Plackett path with the pairing (0,1), (2,3) kept). Each is lo + hi s^2 (diagonal, A01, A23) or
-# s (lo + hi s^2); both coefficients are returned in double-double, as (lo_hi, lo_lo, hi_hi, hi_lo).
+# (the Plackett path with the pairing (0,1), (2,3) kept): A_kk, A01 and A23 are p + q s^2, the other
+# four s (p + q s^2), with coefficients p, q computed in double-double (the expansions by sympy).
 
 
 @_njit
-def _cof_diag(x, y, z, w):
-    """det [[1, x, y], [x, 1, z], [y, z, 1]] with x = w fixed and y, z scaled by s: (1 - w^2) + s^2 (2 w y z - y^2 - z^2)."""
+def _cof_diag(w, y, z):
+    """det [[1, w, y], [w, 1, z], [y, z, 1]] with w fixed and y, z scaled by s, = (1 - w^2) + s^2 (2 w y z - y^2 - z^2):
+    the two coefficients as double-double pairs (h0, l0), (h2, l2)."""
     h0, l0 = _acc2(1.0, 0.0, -1.0, w, w)
     h2, l2 = _acc3(0.0, 0.0, 2.0, w, y, z)
     h2, l2 = _acc2(h2, l2, -1.0, y, y)
@@ -316,13 +331,13 @@ def _cof_diag(x, y, z, w):
 def _cof_all(a, b, c, d, e, f):
     """The 16 path coefficients (rounded to double) of A00, A11, A22, A33 (lo, hi of s^0, s^2) and
     A02, A03, A12, A13 (lo, hi of s^1, s^3)."""
-    h, l, H, L = _cof_diag(f, d, e, f)
+    h, l, H, L = _cof_diag(f, d, e)
     k0, k1 = _dd_round(h, l), _dd_round(H, L)
-    h, l, H, L = _cof_diag(f, b, c, f)
+    h, l, H, L = _cof_diag(f, b, c)
     k2, k3 = _dd_round(h, l), _dd_round(H, L)
-    h, l, H, L = _cof_diag(a, c, e, a)
+    h, l, H, L = _cof_diag(a, c, e)
     k4, k5 = _dd_round(h, l), _dd_round(H, L)
-    h, l, H, L = _cof_diag(a, b, d, a)
+    h, l, H, L = _cof_diag(a, b, d)
     k6, k7 = _dd_round(h, l), _dd_round(H, L)
     # A02: s (a d - a e f - b + c f) + s^3 (b e^2 - c d e)
     h, l = _acc2(-b, 0.0, 1.0, a, d)
@@ -380,23 +395,26 @@ def _p4_canonical(a, b, c, d, e, f):
     """P4 with the kept pairing (0,1), (2,3) (no pair merged): closed part + Plackett integral."""
     K = _cof_all(a, b, c, d, e, f)
     base = _p2(a) * _p2(f) + (math.asin(b) + math.asin(c) + math.asin(d) + math.asin(e)) * _INV_8PI
-    # Gauss-Kronrod in u, s = 1 - u^2, ds = 2 u du, u in [0, 1]
     k = 0.0
-    g = 0.0
-    for i in range(11):
-        x = _XK[i]
-        u = 0.5 * (1.0 + x)
-        v = 2.0 * u * _p4_integrand(1.0 - u * u, b, c, d, e, K)
-        if i < 10:
-            u2 = 0.5 * (1.0 - x)
-            v += 2.0 * u2 * _p4_integrand(1.0 - u2 * u2, b, c, d, e, K)
-        k += _WK[i] * v
-        if i % 2 == 1:
-            g += _WG[i // 2] * v
-    k *= 0.5
-    g *= 0.5
-    if abs(k - g) <= _GK_ACCEPT:
-        return base + k * _INV_4PI2
+    if max(abs(b), abs(c), abs(d), abs(e)) <= _CLUSTER:
+        # Gauss-Kronrod in u, s = 1 - u^2, ds = 2 u du, u in [0, 1]
+        g = 0.0
+        for i in range(11):
+            x = _XK[i]
+            u = 0.5 * (1.0 + x)
+            v = 2.0 * u * _p4_integrand(1.0 - u * u, b, c, d, e, K)
+            if i < 10:
+                u2 = 0.5 * (1.0 - x)
+                v += 2.0 * u2 * _p4_integrand(1.0 - u2 * u2, b, c, d, e, K)
+            k += _WK[i] * v
+            if i % 2 == 1:
+                g += _WG[i // 2] * v
+        k *= 0.5
+        g *= 0.5
+        if abs(k - g) <= _GK_ACCEPT:
+            return base + k * _INV_4PI2
+    else:
+        k = math.inf  # a path entry near +-1: three nearly coincident fields; straight to tanh-sinh 1/16
     # tanh-sinh, step 1/8; accepted when it agrees with the Kronrod value, else refined to step 1/16
     t8 = 0.0
     for i in range(_TS8_S.shape[0]):
@@ -501,13 +519,13 @@ def _moment4_pairs(r01, r02, r03, r12, r13, r23, o01, o02, o03, o12, o13, o23,
                    b10, b11, b12, b13, b20, b21, b22, b23):
     """sum_{j<k} c_jk P2(rho_{pq|jk}) for four Heaviside fields, the cofactors of R in double-double."""
     a, b, c, d, e, f = r01, r02, r03, r12, r13, r23
-    h, l, H, L = _cof_diag(f, d, e, f)
+    h, l, H, L = _cof_diag(f, d, e)
     A00 = _dd_sum(h, l, H, L)
-    h, l, H, L = _cof_diag(f, b, c, f)
+    h, l, H, L = _cof_diag(f, b, c)
     A11 = _dd_sum(h, l, H, L)
-    h, l, H, L = _cof_diag(a, c, e, a)
+    h, l, H, L = _cof_diag(a, c, e)
     A22 = _dd_sum(h, l, H, L)
-    h, l, H, L = _cof_diag(a, b, d, a)
+    h, l, H, L = _cof_diag(a, b, d)
     A33 = _dd_sum(h, l, H, L)
     # A01 = a f^2 - a + b d - b e f - c d f + c e
     h, l = _acc3(-a, 0.0, 1.0, a, f, f)
