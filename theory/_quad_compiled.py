@@ -62,6 +62,19 @@ def _whiten(om, n):
     return A, gamma, G
 
 
+def _fields(A, gamma, u, n, out):
+    """The fields of the node-space vector u: out[:n] = A u (lambda, nu), out[n] = gamma . u (E[phi | lambda, nu])."""
+    for a in range(n):
+        s = 0.0
+        for j in range(n):
+            s += A[a, j] * u[j]
+        out[a] = s
+    s = 0.0
+    for j in range(n):
+        s += gamma[j] * u[j]
+    out[n] = s
+
+
 def _accumulate(lam, nu, phi, delta, h, res, wts, off, scale, m, om, K, M, X, DD, EH):
     """Add the m points' contributions, weights scale * wts[off + i], to X, DD, EH (xi_u = z_u + alpha Ov_u)."""
     n = K + M
@@ -272,30 +285,14 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     dz = np.empty(N1)
     for j in range(d):
         dirv[j] = H[j, 0]
-    for a in range(n):
-        s = 0.0
-        for j in range(n):
-            s += A[a, j] * dirv[j]
-        dz[a] = s
-    s = 0.0
-    for j in range(n):
-        s += gamma[j] * dirv[j]
-    dz[n] = s
+    _fields(A, gamma, dirv, n, dz)
     for o in range(N):
         for j in range(d):
             s = 0.0
             for c in range(dout):
                 s += H[j, c + 1] * nodes[o * dout + c]
             u0[j] = s
-        for a in range(n):
-            s = 0.0
-            for j in range(n):
-                s += A[a, j] * u0[j]
-            z0[a] = s
-        s = 0.0
-        for j in range(n):
-            s += gamma[j] * u0[j]
-        z0[n] = s
+        _fields(A, gamma, u0, n, z0)
         # breakpoints, level by level
         br[0] = -T_MAX
         br[1] = T_MAX
@@ -395,6 +392,7 @@ if HAVE_NUMBA:
     _j = lambda fn: numba.njit(cache=True, error_model="numpy")(fn)  # noqa: E731
     _whiten = _j(_whiten)
     _accumulate = _j(_accumulate)
+    _fields = _j(_fields)
     _constants = _j(_constants)
     _nodes_at = numba.njit(cache=True, inline="always")(_nodes_at)
     line_basis = _j(line_basis)
