@@ -142,7 +142,7 @@ def _assemble(t, y, p, om, X, DD, EH, K, M, out):
         i += 1
     if p[23] != 0.0:
         v = y[K * K + K * M + K : K * K + K * M + 2 * K]
-        _mirror_erf(t, p, om, v, K, M, out, K * K + K * M + 2 * K)
+        _mirror(t, p, om, v, K, M, out, K * K + K * M + 2 * K)
 
 
 def _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH):
@@ -286,12 +286,11 @@ def _i2(c11, c12, c22, gk):
     return c12
 
 
-def _mirror_erf(t, p, om, v, K, M, out, n_core):
-    """Feedback mirroring's terms for erf (theory._mirror): added to dS, and dU, dP written after dv.
+def _mirror(t, p, om, v, K, M, out, n_core):
+    """Feedback mirroring's terms (theory._mirror): added to dS, and dU, dP written after dv.
 
     m_u = E[yhat_xi z_u] = sum_j c_j Omega_ju with c_j = v_j E[g'(lambda_j)], for u over the student
-    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v. Despite the name, for erf,
-    relu and linear g (p[15])."""
+    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v; for erf, relu and linear g (p[15])."""
     eta_F = _rate(p[18], p[19], p[20], p[21], t)
     kappa_F, norm = p[22], p[24] != 0.0
     n = K + M
@@ -326,7 +325,7 @@ if HAVE_NUMBA:
     _dg_mean = numba.njit(cache=True, inline="always")(_dg_mean)
     _i2 = numba.njit(cache=True)(_i2)
     _terms_pl = numba.njit(cache=True, error_model="numpy")(_terms_pl)
-    _mirror_erf = numba.njit(cache=True)(_mirror_erf)
+    _mirror = numba.njit(cache=True)(_mirror)
     closed_form_rhs_c = numba.njit(
         numba.types.void(numba.float64, numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.float64[::1]),
         cache=True, error_model="numpy")(_rhs_c)

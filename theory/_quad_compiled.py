@@ -62,17 +62,37 @@ def _whiten(om, n):
     return A, gamma, G
 
 
-def _fields(A, gamma, u, n, out):
-    """The fields of the node-space vector u: out[:n] = A u (lambda, nu), out[n] = gamma . u (E[phi | lambda, nu])."""
+def _fields(A, gamma, u, off, n, out):
+    """The fields of the node-space vector u[off:]: out[:n] = A u (lambda, nu), out[n] = gamma . u (E[phi | lambda, nu])."""
     for a in range(n):
         s = 0.0
         for j in range(n):
-            s += A[a, j] * u[j]
+            s += A[a, j] * u[off + j]
         out[a] = s
     s = 0.0
     for j in range(n):
-        s += gamma[j] * u[j]
+        s += gamma[j] * u[off + j]
     out[n] = s
+
+
+def _buffers(K, M, cap):
+    """Work arrays for ``cap`` points: lam (K, cap), nu (M, cap), zeta, phi (cap), and the update's
+    delta (K, cap), h (K, cap), res (3, cap) = (alpha, e_out, e)."""
+    return (np.empty((K, cap)), np.empty((M, cap)), np.zeros(cap), np.empty(cap), np.empty((K, cap)),
+            np.empty((K, cap)), np.empty((3, cap)))
+
+
+def _line_points(z0, dz, zeta0, dzeta, tt, npts, K, M, noise, lam, nu, phi, zeta):
+    """The fields at the points z0 + tt[i] dz of a line (i < npts): lam, nu, phi and, with noise, zeta."""
+    n = K + M
+    for i in range(npts):
+        for a in range(K):
+            lam[a, i] = z0[a] + tt[i] * dz[a]
+        for a in range(M):
+            nu[a, i] = z0[K + a] + tt[i] * dz[K + a]
+        phi[i] = z0[n] + tt[i] * dz[n]
+        if noise:
+            zeta[i] = zeta0 + tt[i] * dzeta
 
 
 def _accumulate(lam, nu, phi, delta, h, res, wts, off, scale, m, om, K, M, X, DD, EH):
@@ -138,29 +158,18 @@ def numerical_terms(y, p, X, DD, EH):
     nodes = p[q + 2 : q + 2 + N * d]
     weights = p[q + 2 + N * d : q + 2 + N * d + N]
     noise = d > n
-    lam = np.empty((K, CHUNK))
-    nu = np.empty((M, CHUNK))
-    zeta = np.zeros(CHUNK)
-    phi = np.empty(CHUNK)
-    delta = np.empty((K, CHUNK))
-    h = np.empty((K, CHUNK))
-    res = np.empty((3, CHUNK))
+    lam, nu, zeta, phi, delta, h, res = _buffers(K, M, CHUNK)
+    z = np.empty(n + 1)
     for start in range(0, N, CHUNK):
         m = min(CHUNK, N - start)
         for i in range(m):
             base = (start + i) * d
-            for a in range(n):
-                s = 0.0
-                for j in range(n):
-                    s += A[a, j] * nodes[base + j]
-                if a < K:
-                    lam[a, i] = s
-                else:
-                    nu[a - K, i] = s
-            s = 0.0
-            for j in range(n):
-                s += gamma[j] * nodes[base + j]
-            phi[i] = s
+            _fields(A, gamma, nodes, base, n, z)
+            for a in range(K):
+                lam[a, i] = z[a]
+            for a in range(M):
+                nu[a, i] = z[K + a]
+            phi[i] = z[n]
             if noise:
                 zeta[i] = nodes[base + n]
         update(lam, nu, zeta, v, vs, S, b, m, 0, sigma, sigma_F, gk, delta, h, res)  # noqa: F821
@@ -239,7 +248,7 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     For a rule built from a piecewise-linear activation (relu, linear), each integrand (delta_k xi_u,
     delta_k delta_l, e_out h_k) is a piecewise quadratic along any line of the node space, with kinks
     (or jumps, for g') where an argument of g or g' changes sign. Along the line through each node of
-    the outer rule (the nodes in p, one dimension fewer) in the direction ``line_basis(d)[:, 0]``, the
+    the outer rule (the nodes in p, one dimension fewer) in the direction ``line_basis(G, d)[:, 0]``, the
     arguments of depth 0 (no g inside) are linear, those of depth L linear between the zeros of depth
     < L: their zeros are found exactly, level by level, and each piece is integrated exactly against
     the Gaussian weight from three points (Lagrange weights of the moments of phi on the piece).
@@ -266,13 +275,7 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     for j in range(nk):
         maxdepth = max(maxdepth, KINK_DEPTH[j])  # noqa: F821
     cap = 3 * MAX_BREAKS
-    lam = np.empty((K, cap))
-    nu = np.empty((M, cap))
-    zeta = np.zeros(cap)
-    phi = np.empty(cap)
-    delta = np.empty((K, cap))
-    h = np.empty((K, cap))
-    res = np.empty((3, cap))
+    lam, nu, zeta, phi, delta, h, res = _buffers(K, M, cap)
     karg = np.empty((max(nk, 1), cap))
     tt = np.empty(cap)
     ww = np.empty(cap)
@@ -285,14 +288,14 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     dz = np.empty(N1)
     for j in range(d):
         dirv[j] = H[j, 0]
-    _fields(A, gamma, dirv, n, dz)
+    _fields(A, gamma, dirv, 0, n, dz)
     for o in range(N):
         for j in range(d):
             s = 0.0
             for c in range(dout):
                 s += H[j, c + 1] * nodes[o * dout + c]
             u0[j] = s
-        _fields(A, gamma, u0, n, z0)
+        _fields(A, gamma, u0, 0, n, z0)
         # breakpoints, level by level
         br[0] = -T_MAX
         br[1] = T_MAX
@@ -303,13 +306,8 @@ def numerical_terms_kinks(y, p, X, DD, EH):
                 lo, hi = br[iv], br[iv + 1]
                 tt[2 * iv] = lo + (hi - lo) / 3.0
                 tt[2 * iv + 1] = lo + 2.0 * (hi - lo) / 3.0
-            for i in range(npts):
-                for a in range(K):
-                    lam[a, i] = z0[a] + tt[i] * dz[a]
-                for a in range(M):
-                    nu[a, i] = z0[K + a] + tt[i] * dz[K + a]
-                if noise:
-                    zeta[i] = u0[n] + tt[i] * dirv[n]
+            _line_points(z0, dz, u0[n] if noise else 0.0, dirv[n] if noise else 0.0, tt, npts, K, M, noise, lam, nu,
+                         phi, zeta)
             kinks(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, karg)  # noqa: F821
             m = 0
             for iv in range(nbr - 1):
@@ -351,14 +349,8 @@ def numerical_terms_kinks(y, p, X, DD, EH):
             _piece_weights(lo, hi, iv == 0, iv == nbr - 2, t1, t2, t3, W)
             tt[3 * iv], tt[3 * iv + 1], tt[3 * iv + 2] = t1, t2, t3
             ww[3 * iv], ww[3 * iv + 1], ww[3 * iv + 2] = W[0], W[1], W[2]
-        for i in range(npts):
-            for a in range(K):
-                lam[a, i] = z0[a] + tt[i] * dz[a]
-            for a in range(M):
-                nu[a, i] = z0[K + a] + tt[i] * dz[K + a]
-            phi[i] = z0[n] + tt[i] * dz[n]
-            if noise:
-                zeta[i] = u0[n] + tt[i] * dirv[n]
+        _line_points(z0, dz, u0[n] if noise else 0.0, dirv[n] if noise else 0.0, tt, npts, K, M, noise, lam, nu, phi,
+                     zeta)
         update(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, delta, h, res)  # noqa: F821
         _accumulate(lam, nu, phi, delta, h, res, ww, 0, weights[o], npts, om, K, M, X, DD, EH)
 
@@ -392,7 +384,9 @@ if HAVE_NUMBA:
     _j = lambda fn: numba.njit(cache=True, error_model="numpy")(fn)  # noqa: E731
     _whiten = _j(_whiten)
     _accumulate = _j(_accumulate)
-    _fields = _j(_fields)
+    _fields = numba.njit(cache=True, inline="always")(_fields)
+    _buffers = _j(_buffers)
+    _line_points = _j(_line_points)
     _constants = _j(_constants)
     _nodes_at = numba.njit(cache=True, inline="always")(_nodes_at)
     line_basis = _j(line_basis)
