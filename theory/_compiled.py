@@ -393,7 +393,7 @@ def _kink_source(traced, K, M) -> list:
     else:
         src += ["    pass"]
     src += ["", "", f"KINK_DEPTH = ({''.join(f'{dep}, ' for dep, _ in found)})"]
-    src += ["", "", "from theory._quad_compiled import CHUNK, T_MAX, MAX_BREAKS, _omega, _whiten, _constants, _nodes_at, "
+    src += ["", "", "from theory._quad_compiled import CHUNK, T_MAX, MAX_BREAKS, _omega, _whiten, _constants, _node_block, "
             "_assemble, _accumulate, _buffers, _fields, _line_points, _piece_weights, line_basis"]
     return src + _quad_compiled.kernel_source()
 

@@ -136,9 +136,11 @@ def _constants(y, p, K, M):
     return v, vs, S, b
 
 
-def _nodes_at(K, M):
-    """Offset in p of the node block [N, d, nodes (N * d), weights (N)]."""
-    return _HEADER + M * M + 2 * M + K
+def _node_block(p, K, M):
+    """(N, d, nodes (N * d, flat), weights (N)) of the node block [N, d, nodes, weights] at the end of p."""
+    q = _HEADER + M * M + 2 * M + K
+    N, d = int(p[q]), int(p[q + 1])
+    return N, d, p[q + 2 : q + 2 + N * d], p[q + 2 + N * d : q + 2 + N * d + N]
 
 
 def numerical_terms(y, p, X, DD, EH):
@@ -153,10 +155,7 @@ def numerical_terms(y, p, X, DD, EH):
     om = _omega(y, p, K, M)
     A, gamma, _ = _whiten(om, n)
     v, vs, S, b = _constants(y, p, K, M)
-    q = _nodes_at(K, M)
-    N, d = int(p[q]), int(p[q + 1])
-    nodes = p[q + 2 : q + 2 + N * d]
-    weights = p[q + 2 + N * d : q + 2 + N * d + N]
+    N, d, nodes, weights = _node_block(p, K, M)
     noise = d > n
     lam, nu, zeta, phi, delta, h, res = _buffers(K, M, CHUNK)
     z = np.empty(n + 1)
@@ -263,10 +262,7 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     om = _omega(y, p, K, M)
     A, gamma, G = _whiten(om, n)
     v, vs, S, b = _constants(y, p, K, M)
-    q = _nodes_at(K, M)
-    N, dout = int(p[q]), int(p[q + 1])
-    nodes = p[q + 2 : q + 2 + N * dout]
-    weights = p[q + 2 + N * dout : q + 2 + N * dout + N]
+    N, dout, nodes, weights = _node_block(p, K, M)
     d = dout + 1
     noise = d > n
     H = line_basis(G, d)
@@ -388,7 +384,7 @@ if HAVE_NUMBA:
     _buffers = _j(_buffers)
     _line_points = _j(_line_points)
     _constants = _j(_constants)
-    _nodes_at = numba.njit(cache=True, inline="always")(_nodes_at)
+    _node_block = numba.njit(cache=True, inline="always")(_node_block)
     line_basis = _j(line_basis)
     _phi = numba.njit(cache=True, inline="always")(_phi)
     _Phi = numba.njit(cache=True, inline="always")(_Phi)
