@@ -245,7 +245,7 @@ class FullStep:
         self.f = f
         self.fD = f / D  # xp / sqrt D = xs + alpha f / D
         self.needs_S = "S" in rule.reads
-        self.modulates = rule.modulates_input(K, M, hyper.g)
+        self.modulates = rule.modulates_input(K, M, hyper.g)  # derived from the traced update (theory._facts)
         self.rates = None if hyper.time_dependent else self._rates(0.0)
         if f.ndim == 2:  # mirroring: f learns, per replica
             self.P0 = f.to(torch.float64).pow(2).sum(-1) / D  # (R,)

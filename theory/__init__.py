@@ -8,6 +8,8 @@ Rules (the extension point: write a rule once, by its one-sample update; it runs
     register_rule          make a rule's name usable everywhere a rule name is accepted.
     registered_rules, make_rule, load_rule, rule_from_params, RULES (the built-in names).
     compiled_rule          the rule's compiled view, generated from its definition (or why none).
+    rule_facts, RuleFacts  what the views know of a rule (closed-form family, modulated input), derived from
+                           its traced update; UntraceableRuleWarning when it cannot be traced.
 
 State and parameters
     OrderParams            Q, R, T, S, U, P, v, v_star, b; validated, with Omega and a flat vector.
@@ -20,6 +22,7 @@ State and parameters
 ODEs
     integrate              integrate a rule's ODE with error control -> Trajectory.
     rhs, Dynamics, make_dynamics   the right-hand side.
+    jacobian, Jacobian     its derivative by the state or hyper-parameters (Ridders), labelled, with its error.
     Trajectory             times, order parameters, eg, angles, status, parameters; save/load.
     DivergenceError        raised when a run diverges (carries the partial trajectory).
 
@@ -56,7 +59,9 @@ from . import _labelled as labelled
 from ._checks import LoadError, TooLarge
 from ._activations import ACTIVATIONS, Activation, activation
 from ._compiled import compiled_rule
+from ._facts import RuleFacts, UntraceableRuleWarning, rule_facts
 from ._dynamics import Dynamics, make_dynamics, rhs
+from ._derivatives import Jacobian, jacobian
 from ._hyper import HyperParams, hyper_params, resolve, split_options
 from ._hyper import record as run_params
 from ._init import random_state, state_from_weights
@@ -77,10 +82,10 @@ from . import rules as _builtin_rules  # noqa: E402,F401  (registers bp, fa, afa
 __all__ = [
     "__version__", "provenance",
     "Rule", "LocalUpdate", "Sample", "variant", "register_rule", "registered_rules", "make_rule", "load_rule",
-    "rule_from_params", "RULES", "compiled_rule",
+    "rule_from_params", "RULES", "compiled_rule", "rule_facts", "RuleFacts", "UntraceableRuleWarning",
     "OrderParams", "random_state", "state_from_weights", "HyperParams",
     "Schedule", "Constant", "PowerLaw", "Piecewise", "Interpolated", "parse_schedule", "ACTIVATIONS", "Activation", "activation",
-    "integrate", "rhs", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
+    "integrate", "rhs", "jacobian", "Jacobian", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
     "GaussHermite", "QMC", "SparseGrid", "KinkAware", "numerical_terms",
     "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",

@@ -93,6 +93,21 @@ class Activation:
     i2: Callable | None = None
     closed_forms: bool = False
     piecewise_linear: bool = False
+    code: int | None = None
+    integrals_module: str | None = None
+
+    @property
+    def integrals(self):
+        """The namespace of this activation's closed-form integrals (I2_matrix, J2_matrix, I3_tensor, I4_tensor,
+        dgg_tensor, dg_mean; numpy, vectorised), named by ``integrals_module`` ("module" or "module:attribute")."""
+        if self.integrals_module is None:
+            raise ValueError(f"closed forms: no closed-form integrals for activation {self.name!r}; expected one of "
+                             f"{sorted(n for n, a in ACTIVATIONS.items() if a.integrals_module)}")
+        import importlib
+
+        mod, _, attr = self.integrals_module.partition(":")
+        ns = importlib.import_module(mod)
+        return getattr(ns, attr) if attr else ns
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -112,11 +127,14 @@ ACTIVATIONS: dict[str, Activation] = {
         dg=lambda z: _SQRT_2_OVER_PI * _exp(-0.5 * z * z),
         i2=_i2_erf,
         closed_forms=True,
+        code=0,
+        integrals_module="theory._integrals",
     ),
     "linear": Activation("linear", g=lambda z: z, dg=lambda z: 1.0 + 0.0 * z, i2=_i2_linear, closed_forms=True,
-                         piecewise_linear=True),
-    "relu": Activation("relu", g=_relu, dg=_heaviside, i2=_i2_relu, closed_forms=True, piecewise_linear=True),
-    "tanh": Activation("tanh", g=_tanh, dg=lambda z: 1.0 - _tanh(z) ** 2),
+                         piecewise_linear=True, code=3, integrals_module="theory._closed:_Linear"),
+    "relu": Activation("relu", g=_relu, dg=_heaviside, i2=_i2_relu, closed_forms=True, piecewise_linear=True, code=2,
+                       integrals_module="theory._relu"),
+    "tanh": Activation("tanh", g=_tanh, dg=lambda z: 1.0 - _tanh(z) ** 2, code=1),
 }
 
 

@@ -1,6 +1,6 @@
 """Closed-form ODE right-hand sides of the feedback family for erf, relu and linear g (THEORY.md section 4).
 
-For rules with ``closed_form = "feedback"`` (bp, fa, afa, and any user rule of that form)
+For rules of the feedback family (bp, fa, afa, and any user rule of that form; derived: theory._facts)
 delta_k = c_k g'(lambda_k) e with c the rule's feedback vector (v for bp, b for fa, sigma_F S
 for afa; :meth:`theory.Rule.feedback`), e_out = e, h = g(lambda), and
 e = sum_j a_j g(z_j) - sigma zeta over the fields z = (lambda, nu), a = (v, -v_star). Then
@@ -28,7 +28,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import _integrals
 from ._state import field_covariance
 
 __all__ = ["closed_form_terms", "assemble"]
@@ -73,22 +72,17 @@ class _Linear:
 
 
 def integrals(g):
-    """The namespace of closed-form integrals for activation ``g`` (erf, relu, linear)."""
-    name = getattr(g, "name", g)
-    if name == "erf":
-        return _integrals
-    if name == "relu":
-        from . import _relu
+    """The namespace of closed-form integrals for activation ``g`` (erf, relu, linear): ``Activation.integrals``."""
+    from ._activations import activation
 
-        return _relu
-    if name == "linear":
-        return _Linear
-    raise ValueError(f"closed forms: no closed-form integrals for activation {name!r}; expected erf, relu or linear")
+    return activation(g).integrals
 
 
-def _feedback(rule, v, S, b, sigma_F):
+def _feedback(rule, v, S, b, sigma_F, M):
     """The coefficient c (..., K) of delta_k = c_k g'(lambda_k) e: the rule's feedback vector."""
-    if rule.closed_form != "feedback":
+    from ._facts import rule_facts
+
+    if not rule_facts(rule, np.shape(v)[-1], M).closed_form:
         raise ValueError(f"closed forms: rule {rule.name!r} has no closed form; use the numerical engine")
     return rule.feedback_of(SimpleNamespace(v=v, S=S, b=b), sigma_F)
 
@@ -108,7 +102,7 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     n = K + M
     C = om[..., :n, :n]
     a = np.concatenate([np.broadcast_to(v, om.shape[:-2] + (K,)), -np.broadcast_to(v_star, om.shape[:-2] + (M,))], axis=-1)
-    c = _feedback(rule, v, S, b, sigma_F)
+    c = _feedback(rule, v, S, b, sigma_F, M)
     A = np.arange(K)
     fields = np.arange(n)
     # E[g'(lambda_k) z_u e] = sum_j a_j I3(k, u, j), u over all K+M+1 fields, j over the K+M.

@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     numba = None
     HAVE_NUMBA = False
 
+from ._layout import HEADER, PARAM
 from ._relu import i2 as relu_i2
 from ._relu import i3 as relu_i3
 from ._relu import j2 as relu_j2
@@ -33,7 +34,6 @@ __all__ = ["HAVE_NUMBA", "closed_form_rhs_c"]
 _2_PI = 2.0 / math.pi
 _4_PI2 = 4.0 / math.pi**2
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
-_HEADER = 25  # theory._compiled.ODE_HEADER
 
 
 def _rate(kind, a, b, c, t):
@@ -45,14 +45,19 @@ def _rate(kind, a, b, c, t):
     return a / (1.0 + t / b) ** c
 
 
+def _rate_at(p, o, t):
+    """The rate whose piece starts at p[o] (theory._layout), at t."""
+    return _rate(p[o], p[o + 1], p[o + 2], p[o + 3], t)
+
+
 def _rhs_c(t, y, p, c, out):
     """dy/dt (written to ``out``) at time t and flat state y = (Q, R, S, v) (theory._state.pack), with
     the feedback coefficient c (K,) and the parameters p of theory._compiled.ode_params."""
-    K, M = int(p[0]), int(p[1])
-    sigma, sigma_F = p[10], p[11]
-    modulated, train_v = p[13] != 0.0, p[14] != 0.0
-    gk = int(p[15])
-    o = _HEADER
+    K, M = int(p[PARAM.K]), int(p[PARAM.M])
+    sigma, sigma_F = p[PARAM.sigma], p[PARAM.sigma_F]
+    modulated, train_v = p[PARAM.modulated] != 0.0, p[PARAM.train_v] != 0.0
+    gk = int(p[PARAM.gk])
+    o = HEADER
     v_star = p[o + M * M + M : o + M * M + 2 * M]
     n = K + M
     N1 = n + 1
@@ -85,12 +90,12 @@ def _omega(y, p, K, M):
     """The field covariance Omega (K+M+1, K+M+1) of the flat state y and the constants in p, and v."""
     n = K + M
     N1 = n + 1
-    o = _HEADER
+    o = HEADER
     T = p[o : o + M * M]
     U = p[o + M * M : o + M * M + M]
-    P = p[16]
+    P = p[PARAM.P]
     n_core = K * K + K * M + 2 * K
-    if p[23] != 0.0:
+    if p[PARAM.mirror] != 0.0:
         U = y[n_core : n_core + M]
         P = y[n_core + M]
     om = np.empty((N1, N1))
@@ -119,11 +124,11 @@ def _omega(y, p, K, M):
 
 def _assemble(t, y, p, om, X, DD, EH, K, M, out):
     """dy/dt from the expectations (theory._closed.assemble), and the mirroring terms (erf only)."""
-    eta = _rate(p[2], p[3], p[4], p[5], t)
-    eta_v = _rate(p[6], p[7], p[8], p[9], t)
-    kappa = p[12]
-    train_v = p[14] != 0.0
-    inv_batch = 1.0 / p[17]
+    eta = _rate_at(p, PARAM.eta, t)
+    eta_v = _rate_at(p, PARAM.eta_v, t)
+    kappa = p[PARAM.kappa]
+    train_v = p[PARAM.train_v] != 0.0
+    inv_batch = 1.0 / p[PARAM.batch]
     n = K + M
     i = 0
     for k in range(K):
@@ -140,7 +145,7 @@ def _assemble(t, y, p, om, X, DD, EH, K, M, out):
     for k in range(K):
         out[i] = -eta_v * EH[k] if train_v else 0.0
         i += 1
-    if p[23] != 0.0:
+    if p[PARAM.mirror] != 0.0:
         v = y[K * K + K * M + K : K * K + K * M + 2 * K]
         _mirror(t, p, om, v, K, M, out, K * K + K * M + 2 * K)
 
@@ -290,14 +295,14 @@ def _mirror(t, p, om, v, K, M, out, n_core):
     """Feedback mirroring's terms (theory._mirror): added to dS, and dU, dP written after dv.
 
     m_u = E[yhat_xi z_u] = sum_j c_j Omega_ju with c_j = v_j E[g'(lambda_j)], for u over the student
-    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v; for erf, relu and linear g (p[15])."""
-    eta_F = _rate(p[18], p[19], p[20], p[21], t)
-    kappa_F, norm = p[22], p[24] != 0.0
+    fields, the teacher fields and phi (u = n); E[yhat_xi^2] = v^T I2(Q) v; for erf, relu and linear g (p[PARAM.gk])."""
+    eta_F = _rate_at(p, PARAM.eta_F, t)
+    kappa_F, norm = p[PARAM.kappa_F], p[PARAM.mirror_norm] != 0.0
     n = K + M
     P = om[n, n]
     c = np.empty(K)
     m_yy = 0.0
-    gk = int(p[15])
+    gk = int(p[PARAM.gk])
     for j in range(K):
         c[j] = v[j] * _dg_mean(om[j, j], gk)
         for l in range(K):
@@ -319,6 +324,7 @@ def _mirror(t, p, om, v, K, M, out, n_core):
 
 if HAVE_NUMBA:
     _rate = numba.njit(cache=True, inline="always")(_rate)
+    _rate_at = numba.njit(cache=True, inline="always")(_rate_at)
     _terms_erf = numba.njit(cache=True, error_model="numpy")(_terms_erf)
     _omega = numba.njit(cache=True, error_model="numpy")(_omega)
     _assemble = numba.njit(cache=True, error_model="numpy")(_assemble)

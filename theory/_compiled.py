@@ -16,7 +16,7 @@ first-class function values with the fixed signatures below:
     for samples t < n: fields lam[k, t], nu[m, t], zeta[t]; state v[k, s], v_star[m, s], S[k, s],
     b[k, s] with s = t * sv (sv = 1: one state per sample, 0: one state for all); writes
     delta[k, t], h[k, t] and out[:, t] = (alpha, e_out, e). gk is the activation's code.
-``closed_rhs(t, y, p, dy)`` (rules with ``closed_form = "feedback"``, erf)
+``closed_rhs(t, y, p, dy)`` (rules of the closed-form family, derived: theory._facts)
     the closed-form ODE right-hand side at time t and flat state y (see :func:`ode_params` for p);
     ``closed_rhs_rows(t, Y, Pm, dY)`` applies it to every row (a batch of points, each with its own
     time and parameters; a direct call, since passing a function from Python costs ~50 us a call).
@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._layout import HEADER, PARAM, constants, header
+
 try:
     import numba
     from numba import types as nbt
@@ -52,8 +54,14 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
 __all__ = ["compiled_rule", "CompiledRule", "ACTIVATION_CODES", "activation_code", "symbolic_namespace",
            "ode_params", "numerical_params", "ODE_HEADER", "cache_dir", "HAVE_NUMBA"]
 
-#: Activations with compiled scalar forms, by code (g_scalar / dg_scalar below).
-ACTIVATION_CODES = {"erf": 0, "tanh": 1, "relu": 2, "linear": 3}
+def _activation_codes() -> dict[str, int]:
+    from ._activations import ACTIVATIONS
+
+    return {name: act.code for name, act in ACTIVATIONS.items() if act.code is not None}
+
+
+#: Activations with compiled scalar forms, by code (Activation.code; g_scalar / dg_scalar below).
+ACTIVATION_CODES = _activation_codes()
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -63,7 +71,7 @@ def activation_code(g) -> int | None:
     """The compiled code of an activation (None when it has no compiled form)."""
     from ._activations import activation
 
-    return ACTIVATION_CODES.get(activation(g).name)
+    return activation(g).code
 
 
 def _jit(*args, **kw):
@@ -137,11 +145,9 @@ def function_pointer(fn, sig=None):
 
 
 # ====================================================================== parameters of the compiled ODE
-#: p[0..24] = K, M, eta's piece (kind, a, b, c; theory._schedules.Piece), eta_v's piece, sigma, sigma_F, kappa,
-#: modulated, train_v, gk, P, B (batch), eta_F's piece, kappa_F, mirroring (0/1), mirror_norm (0/1); then T (M*M),
-#: U (M), v_star (M), b (K). With mirroring, U and P are read from the state y = (Q, R, S, v, U, P) instead.
-ODE_HEADER = 25
-P_SIGMA_F = 11
+#: the header's length and the offsets of its fields are declared once, in theory._layout
+ODE_HEADER = HEADER
+P_SIGMA_F = PARAM.sigma_F
 
 
 def _piece(r) -> tuple:
@@ -151,25 +157,30 @@ def _piece(r) -> tuple:
     return (r if hasattr(r, "encode") else r.piece(0.0, 0.0)).encode()
 
 
-def ode_params(K, M, T, U, P, v_star, b, hyper, modulated: bool, mirror: bool = False) -> np.ndarray:
-    """The flat parameter vector p of a compiled right-hand side ``rhs(t, y, p, dy)`` (one point);
-    ``hyper`` restricted to an interval without schedule breakpoints (HyperParams.on); ``mirror``:
-    the state holds U and P (feedback mirroring)."""
-    gk = activation_code(hyper.g)
-    head = [K, M, *_piece(hyper.eta), *_piece(hyper.eta_v), hyper.sigma, hyper.sigma_F, hyper.weight_decay,
-            float(modulated), float(hyper.train_second_layer), -1 if gk is None else gk, P, hyper.batch,
-            *_piece(hyper.eta_F), hyper.kappa_F, float(mirror), float(hyper.mirror_norm)]
+def _with_constants(head, K, T, U, v_star, b) -> np.ndarray:
     b = np.zeros(K) if b is None else b
-    return np.concatenate([np.asarray(head, float), np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
+    return np.concatenate([head, np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
+
+
+def ode_params(K, M, T, U, P, v_star, b, hyper, modulated: bool, mirror: bool = False) -> np.ndarray:
+    """The flat parameter vector p of a compiled right-hand side ``rhs(t, y, p, dy)`` (one point; layout:
+    theory._layout); ``hyper`` restricted to an interval without schedule breakpoints (HyperParams.on);
+    ``mirror``: the state holds U and P (feedback mirroring)."""
+    gk = activation_code(hyper.g)
+    head = header(K=K, M=M, eta=_piece(hyper.eta), eta_v=_piece(hyper.eta_v), sigma=hyper.sigma, sigma_F=hyper.sigma_F,
+                  kappa=hyper.weight_decay, modulated=float(modulated), train_v=float(hyper.train_second_layer),
+                  gk=-1 if gk is None else gk, P=P, batch=hyper.batch, eta_F=_piece(hyper.eta_F), kappa_F=hyper.kappa_F,
+                  mirror=float(mirror), mirror_norm=float(hyper.mirror_norm))
+    return _with_constants(head, K, T, U, v_star, b)
 
 
 def terms_params(K, M, T, U, P, v_star, b, sigma, sigma_F, gk) -> np.ndarray:
     """The parameters the expectation kernels read (theory._quad_compiled.numerical_terms): ode_params' layout
     with the learning rates and the flags left 0."""
-    head = np.zeros(ODE_HEADER)
-    head[0], head[1], head[10], head[11], head[15], head[16], head[17] = K, M, sigma, sigma_F, gk, P, 1.0
-    b = np.zeros(K) if b is None else b
-    return np.concatenate([head, np.ravel(T), np.ravel(U), np.ravel(v_star), np.ravel(b)])
+    zero = (0.0,) * 4
+    head = header(K=K, M=M, eta=zero, eta_v=zero, sigma=sigma, sigma_F=sigma_F, kappa=0.0, modulated=0.0, train_v=0.0,
+                  gk=gk, P=P, batch=1.0, eta_F=zero, kappa_F=0.0, mirror=0.0, mirror_norm=0.0)
+    return _with_constants(head, K, T, U, v_star, b)
 
 
 def numerical_params(base: np.ndarray, nodes: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -182,7 +193,7 @@ def numerical_params(base: np.ndarray, nodes: np.ndarray, weights: np.ndarray) -
 def _offsets(K, M):
     """Offsets of v, S in the flat state y = (Q, R, S, v) and of b in p."""
     off_S = K * K + K * M
-    return dict(S=off_S, v=off_S + K, b=ODE_HEADER + M * M + 2 * M)
+    return dict(S=off_S, v=off_S + K, b=constants(K, M)["b"].start)
 
 
 # ====================================================================== the symbolic stand-in for numpy
@@ -335,7 +346,9 @@ def _source(rule, K, M, traced, feedback) -> str:
         loads = [f"    {s.name} = {s.name.rsplit('_', 1)[0]}[{s.name.rsplit('_', 1)[1]}]"
                  for s in sorted(fb_used, key=lambda s: s.name) if s.name != "sigma_F"]
         src += ["", "", "@numba.njit(COEF_SIG, cache=True, error_model=\"numpy\")", "def coefficient(v, S, b, sigma_F, c):"] + (loads + fb_body or ["    pass"])
-        if rule.closed_form == "feedback":
+        from ._facts import derive
+
+        if derive(rule, K, M, traced, feedback).closed_form:  # derived from the update (theory._facts)
             off = _offsets(K, M)
             src += [
                 "", "",
@@ -394,7 +407,7 @@ def _kink_source(traced, K, M) -> list:
         src += ["    pass"]
     src += ["", "", f"KINK_DEPTH = ({''.join(f'{dep}, ' for dep, _ in found)})"]
     src += ["", "", "from theory._quad_compiled import CHUNK, T_MAX, MAX_BREAKS, _omega, _whiten, _constants, _node_block, "
-            "_assemble, _accumulate, _buffers, _fields, _line_points, _piece_weights, line_basis"]
+            "_assemble, _accumulate, _buffers, _fields, _line_points, _piece_weights, line_basis, PARAM"]
     return src + _quad_compiled.kernel_source()
 
 
@@ -403,7 +416,7 @@ def _kernel_version() -> str:
     """A hash of the generic kernels generated code calls into: a change regenerates every rule module."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("_compiled.py", "_closed_compiled.py", "_quad_compiled.py", "_relu.py"):
+    for name in ("_compiled.py", "_layout.py", "_closed_compiled.py", "_quad_compiled.py", "_relu.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -472,9 +485,11 @@ def _rule_key(rule, K: int, M: int) -> str | None:
         return None
     if not blobs:
         return None
+    from ._facts import _version as facts_version
     from ._version import __version__
 
     h = hashlib.sha256()
+    h.update(facts_version().encode())  # what is generated depends on the derived facts (theory._facts)
     for b in blobs:
         h.update(b)
     h.update(f"{type(rule).__module__}.{type(rule).__qualname__}|{rule!r}|{K}|{M}|{_kernel_version()}|{__version__}".encode())

@@ -24,6 +24,12 @@ kept), -1 diverged (the message says when and why), -2 solver failure: a step si
 ``H_FLOOR`` times the integration interval, or more than ``max_steps`` (default ``MAX_STEPS``)
 accepted steps for one point; both stop a stiff or runaway run (a learning rate far too large)
 within seconds instead of letting it crawl. A point's failure never stops the others.
+
+A right-hand side that is non-finite (NaN or inf, e.g. from a rule's update) is a divergence
+(-1), never an exception: at the initial state it stops the point at once; during a step, a
+non-finite trial stage is rejected and the step shrunk, and the point stops when the step falls
+below the smallest step. The message says when and which derivatives (``rhs_check``, normally
+:meth:`theory._divergence.StateCheck.derivative`).
 """
 
 from __future__ import annotations
@@ -94,8 +100,10 @@ class Stepper(abc.ABC):
     """Advances the active points of a batch (see the module docstring)."""
 
     @abc.abstractmethod
-    def start(self, y0: np.ndarray, points: np.ndarray, t: np.ndarray, step_check: Callable) -> None:
-        """Begin at (t[0], y0) for the given points; step_check(y, points) -> [None | why] after each step."""
+    def start(self, y0: np.ndarray, points: np.ndarray, t: np.ndarray, step_check: Callable,
+              rhs_check: Callable | None = None) -> None:
+        """Begin at (t[0], y0) for the given points; step_check(y, points) -> [None | why] after each step;
+        rhs_check(dy) -> [None | why] names the non-finite derivatives of the rows of dy (default: by index)."""
 
     @abc.abstractmethod
     def advance(self) -> Advance:
@@ -124,14 +132,16 @@ def _records(y0: np.ndarray, nt: int):
 
 
 def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
-          diagnose: Callable[[np.ndarray, np.ndarray, bool], list] | None = None,
+          diagnose: Callable[[np.ndarray, np.ndarray, bool], list] | None = None, rhs_check: Callable | None = None,
           progress: bool = False, desc: str = "ODE") -> BatchSolution:
     """Integrate every row of y0 (B, n) through the output times t with ``stepper``.
 
     diagnose(y, idx, at_output) returns, for each row of y (points idx), None when the state is
     healthy or a string saying why it diverged; at_output tells that y sits on an output time
-    (where more expensive checks, e.g. positive semi-definiteness, may run). Ctrl-C stops the
-    run: points not finished get status 1 and keep what was recorded.
+    (where more expensive checks, e.g. positive semi-definiteness, may run). rhs_check(dy) says,
+    per row of derivatives dy, None or which are non-finite (default: ``diagnose.derivative`` when
+    it has one, theory._divergence.StateCheck). Ctrl-C stops the run: points not finished get
+    status 1 and keep what was recorded.
     """
     y0 = np.asarray(y0, dtype=float)
     if y0.ndim != 2:
@@ -141,6 +151,7 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
     nt = t.size
     Y, n_rec, status, message = _records(y0, nt)
     check = diagnose or (lambda y, idx, at_output: [None] * len(y))
+    rhs_check = rhs_check or getattr(diagnose, "derivative", None) or _divergence.nonfinite_derivative
     for j, w in enumerate(check(y0, np.arange(Bn), True)):
         if w is not None:
             status[j], message[j] = -1, f"diverged at t = {t[0]:.6g} (steps/D): {w}"
@@ -156,7 +167,7 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
     active = np.zeros(Bn, dtype=bool)
     active[live] = True
     try:
-        stepper.start(y0[live], live, t, lambda y, idx: check(y, idx, False))
+        stepper.start(y0[live], live, t, lambda y, idx: check(y, idx, False), rhs_check)
         while active.any():
             adv = stepper.advance()
             stop = []
@@ -203,6 +214,20 @@ def _diverged(t, why) -> str:
     return f"diverged at t = {t:.6g} (steps/D): {why}"
 
 
+def _nonfinite_rows(f, points, t0, rhs_check) -> list:
+    """Failures (point, -1, message) of the rows of f (derivatives at the initial states) that are not finite."""
+    rows = np.nonzero(~np.all(np.isfinite(f), axis=-1))[0]
+    return [(points[r], -1, _diverged(t0, rhs_check(f[r][None])[0])) for r in rows]
+
+
+def _shrunk_away(rhs_check, dy, h) -> str:
+    """Why a point stopped whose trial steps kept giving non-finite values down to the smallest step h;
+    dy: derivatives of those trial steps (non-finite where they were), or None."""
+    what = rhs_check(np.where(np.isfinite(dy), 0.0, np.nan)[None])[0] if dy is not None else None
+    what = what or "the right-hand side became non-finite"
+    return f"{what}, next to this state: every trial step down to the smallest ({h:.3g}) met non-finite values"
+
+
 class ScipyStepper(Stepper):
     """One point, stepped by a scipy ``OdeSolver`` class on ``fun(t, y) -> dy/dt``."""
 
@@ -210,30 +235,42 @@ class ScipyStepper(Stepper):
                  max_steps: int = MAX_STEPS):
         self.solver_cls, self.fun, self.rtol, self.atol, self.max_steps = solver_cls, fun, rtol, atol, max_steps
 
-    def start(self, y0, points, t, step_check):
+    def start(self, y0, points, t, step_check, rhs_check=None):
         if len(points) != 1:
             raise ValueError("ScipyStepper integrates one point")
         self.point, self.t, self.check, self.i = int(points[0]), t, step_check, 1
+        self.rhs_check = rhs_check or _divergence.nonfinite_derivative
+        self.nfev, self.n_steps, self.n_calls = np.zeros(1, np.int64), np.zeros(1, np.int64), 0
+        self.pending = None
 
         def f(t_, y):
-            dy = self.fun(t_, y)
+            with np.errstate(all="ignore"):
+                dy = self.fun(t_, y)
             if not np.all(np.isfinite(dy)):
-                raise _NonFinite(t_, y)
+                raise _NonFinite(t_, y, dy)
             return dy
 
-        self.solver = self.solver_cls(f, t[0], y0[0], t[-1], rtol=self.rtol, atol=self.atol)
         self.floor = H_FLOOR * (t[-1] - t[0])
-        self.nfev, self.n_steps, self.n_calls = np.zeros(1, np.int64), np.zeros(1, np.int64), 0
+        try:
+            self.solver = self.solver_cls(f, t[0], y0[0], t[-1], rtol=self.rtol, atol=self.atol)
+        except _NonFinite as exc:  # at the initial state (or the starting step's probe): reported by advance
+            self.solver, self.pending = None, self._failure(exc)
+
+    def _failure(self, exc):
+        why = self.check(np.asarray(exc.y, float)[None], np.array([self.point]))[0]
+        return self.point, -1, _diverged(exc.t, why or self.rhs_check(np.asarray(exc.dy, float)[None])[0])
 
     def advance(self):
         sv, p, t = self.solver, self.point, self.t
         adv = Advance()
+        if sv is None:
+            adv.failures.append(self.pending)
+            return adv
         try:
             with np.errstate(all="ignore"):
                 msg = sv.step()
         except _NonFinite as exc:
-            why = self.check(exc.y[None], np.array([p]))[0] or "non-finite right-hand side"
-            adv.failures.append((p, -1, _diverged(exc.t, why)))
+            adv.failures.append(self._failure(exc))
             return adv
         finally:
             self.nfev[0] = sv.nfev
@@ -264,7 +301,7 @@ class ScipyStepper(Stepper):
         pass
 
     def now(self):
-        return float(self.solver.t)
+        return float(self.t[0] if self.solver is None else self.solver.t)
 
     def counts(self, B):
         nfev = np.zeros(B, np.int64)
@@ -274,9 +311,13 @@ class ScipyStepper(Stepper):
 
 
 class _NonFinite(Exception):
-    def __init__(self, t, y):
+    def __init__(self, t, y, dy):
         super().__init__("non-finite right-hand side")
-        self.t, self.y = t, y
+        self.t, self.y, self.dy = t, y, dy
+
+
+#: CompiledStepper's status of a point whose right-hand side is non-finite at its initial state (not stepped)
+_NONFINITE_START = -5
 
 
 class CompiledStepper(Stepper):
@@ -307,8 +348,9 @@ class CompiledStepper(Stepper):
             self.py_rhs(float(tt[r]), np.ascontiguousarray(yy[r]), self.p[i if len(self.p) > 1 else 0], out[r])
         return out
 
-    def start(self, y0, points, t, step_check):
+    def start(self, y0, points, t, step_check, rhs_check=None):
         self.points, self.t = np.asarray(points), t
+        self.rhs_check = rhs_check or _divergence.nonfinite_derivative
         b = len(self.points)
         if len(self.p) not in (1, b):
             raise ValueError(f"CompiledStepper: {len(self.p)} parameter rows for {b} points")
@@ -326,6 +368,7 @@ class CompiledStepper(Stepper):
         self.iout = np.ones(b, np.int64)  # output times computed (in self.Y)
         self.sent = np.ones(b, np.int64)  # output times reported to the driver
         self.code = np.zeros(b, np.int64)
+        self.code[~np.all(np.isfinite(self.f), axis=-1)] = _NONFINITE_START  # the kernel skips them
         self.alive = np.ones(b, dtype=bool)
         self.Y = np.empty((b, t.size, self.y.shape[1]))
         self.nfev_, self.steps_ = np.full(b, 2, np.int64), np.zeros(b, np.int64)
@@ -363,13 +406,36 @@ class CompiledStepper(Stepper):
             self.sent[rows] = got[rows]
         for r in np.nonzero(self.alive & (self.code != 0))[0]:
             code, tc = int(self.code[r]), float(self.tc[r])
-            why = {-1: "non-finite order parameters",
-                   -3: f"order parameters exploded (max |Q_kk|, |v_k|, |S_k| > {_divergence.BLOWUP:g})"}.get(code)
+            why = None
+            if code == -1:
+                why = self._nonfinite(r)
+            elif code == _NONFINITE_START:
+                why = self.rhs_check(self.f[r][None])[0]
+            elif code == -3:
+                why = f"order parameters exploded (max |Q_kk|, |v_k|, |S_k| > {_divergence.BLOWUP:g})"
             if why is not None:
                 adv.failures.append((self.points[r], -1, _diverged(tc, why)))
             else:
                 adv.failures.append((self.points[r], -2, _too_small(tc, self.floor) if code == -2 else _too_many(tc, self.max_steps)))
         return adv
+
+    def _nonfinite(self, r) -> str | None:
+        """Why point r stopped with the kernel's status -1 (non-finite values): the state, or the right-hand
+        side at it, or only the trial steps from it (down to the smallest step)."""
+        y = self.y[r]
+        if not np.all(np.isfinite(y)):
+            return "non-finite order parameters"
+        with np.errstate(all="ignore"):
+            dy = self._rows(self.tc[r : r + 1], y[None], [r])[0]
+            why = self.rhs_check(dy[None])[0]
+            if why is not None:
+                return why
+            # the trial stages met the non-finite values (the kernel keeps none): probe along dy to name them
+            for s in self.floor * 10.0 ** np.arange(0, 13):
+                probe = self._rows(self.tc[r : r + 1] + s, (y + s * dy)[None], [r])[0]
+                if not np.all(np.isfinite(probe)):
+                    return _shrunk_away(self.rhs_check, probe, self.floor)
+        return _shrunk_away(self.rhs_check, None, self.floor)
 
     def drop(self, points):
         self.alive &= ~np.isin(self.points, points)
@@ -406,17 +472,21 @@ class BatchedStepper(Stepper):
         with np.errstate(all="ignore"):
             return f(yy, tt) if self.time_dependent else f(yy)
 
-    def start(self, y0, points, t, step_check):
+    def start(self, y0, points, t, step_check, rhs_check=None):
         B = int(points.max()) + 1
         self.nfev, self.n_steps, self.n_calls = np.zeros(B, np.int64), np.zeros(B, np.int64), 0
         self.t, self.check = t, step_check
+        self.rhs_check = rhs_check or _divergence.nonfinite_derivative
         self.act = np.asarray(points)
         self.y = np.array(y0, dtype=float)
         self.tc = np.full(self.act.size, t[0])
         self.iout = np.ones(self.act.size, dtype=np.int64)
         self.rej = np.zeros(self.act.size, dtype=bool)
+        self.nonfin = np.zeros(self.act.size, dtype=bool)  # the last trial step gave non-finite values
+        self.bad_dy = np.zeros(self.y.shape)  # NaN where the last non-finite trial step's stages were
         self.fun = self.subset(self.act)
         self.f = self._call(self.fun, self.tc, self.y, self.act)
+        self.pending = _nonfinite_rows(self.f, self.act, t[0], self.rhs_check)  # reported by the first advance
         self.h = initial_steps(lambda tt, yy: self._call(self.fun, tt, yy, self.act), self.tc, self.y, self.f, self.rtol,
                                self.atol, t[-1] - t[0], DOP853.error_order)
         self.floor = H_FLOOR * (t[-1] - t[0])
@@ -434,7 +504,7 @@ class BatchedStepper(Stepper):
         keep = ~np.isin(self.act, points)
         if keep.all():
             return
-        for name in ("act", "y", "f", "tc", "h", "rej", "iout"):
+        for name in ("act", "y", "f", "tc", "h", "rej", "nonfin", "bad_dy", "iout"):
             setattr(self, name, getattr(self, name)[keep])
         if self.act.size:
             self.fun = self.subset(self.act)
@@ -448,6 +518,9 @@ class BatchedStepper(Stepper):
         exponent = -1.0 / (tab.error_order + 1)
         t_end = t[-1]
         adv = Advance()
+        if self.pending:  # non-finite right-hand sides at the initial states: stop those points first
+            adv.failures, self.pending = self.pending, []
+            return adv
         Kst = np.empty((s + 1, b, n))
         clipped = tc + h >= t_end
         hs = np.where(clipped, t_end - tc, h)
@@ -473,6 +546,10 @@ class BatchedStepper(Stepper):
             fac_rej = np.maximum(MIN_FACTOR, np.where(np.isfinite(err), SAFETY * err**exponent, MIN_FACTOR))
         self.h = np.where(ok, hs * fac, hs * fac_rej)
         self.rej = ~ok
+        nonfin_before = self.nonfin
+        self.nonfin = ~ok & ~np.all(np.isfinite(Kst), axis=(0, 2))
+        if self.nonfin.any():
+            self.bad_dy[self.nonfin] = np.where(np.all(np.isfinite(Kst[:, self.nonfin]), axis=0), 0.0, np.nan)
         # accepted points move on
         t_old, y_old, f_old = tc, y, f
         self.tc = tc = np.where(ok, np.where(clipped, t_end, tc + hs), tc)
@@ -481,6 +558,10 @@ class BatchedStepper(Stepper):
         self.n_steps[act] += ok
         stop = np.zeros(b, dtype=bool)
         for j in np.nonzero(small)[0]:
+            if nonfin_before[j]:  # shrunk because of non-finite trial stages: a divergence, not a solver failure
+                why = _shrunk_away(self.rhs_check, self.bad_dy[j], min_step[j])
+                adv.failures.append((act[j], -1, _diverged(tc[j], why)))
+                continue
             adv.failures.append((act[j], -2, f"step size too small at t = {tc[j]:.6g} (steps/D)"))
         stop |= small
         many = ok & (self.n_steps[act] > self.max_steps)
@@ -555,6 +636,7 @@ def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0
     Y, n_rec, status, message = _records(y0, nt)
     nfev, n_steps, n_calls = np.zeros(Bn, np.int64), np.zeros(Bn, np.int64), 0
     check = diagnose or (lambda y, idx, at_output: [None] * len(y))
+    rhs_check = getattr(diagnose, "derivative", None)
     alive = np.arange(Bn)
     y_cur = y0.copy()
     edges = [float(t[0])] + inner + [float(t[-1])]
@@ -564,6 +646,7 @@ def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0
         if seg_t[-1] < b:
             seg_t = np.append(seg_t, b)  # the break itself: where the next interval starts
         sol = drive(stepper_on(a, b, alive), y_cur[alive], seg_t, progress=progress, desc=f"{desc} [{a:g}, {b:g}]",
+                    rhs_check=rhs_check,
                     diagnose=lambda y, idx, at_output, alive=alive: check(y, alive[idx], at_output))
         nfev[alive] += sol.nfev
         n_steps[alive] += sol.n_steps

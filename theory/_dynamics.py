@@ -3,7 +3,7 @@
 :class:`Dynamics` maps the flat dynamic order parameters y = (Q, R, S, v) to dy/dt. Three views
 of the same right-hand side, chosen by what the rule declares and what is installed:
 
-- the erf closed forms of the feedback family (``Rule.closed_form == "feedback"``), compiled from
+- the closed forms of the feedback family (derived from the update: theory._facts), compiled from
   the rule's definition (theory._compiled) for a single state, numpy (theory._closed) for batches;
 - the numerical Gaussian expectations of the rule's one-sample update (theory._numerical), for
   every other rule and activation.
@@ -49,6 +49,7 @@ class Dynamics:
     quadrature: Any = None
     use_jit: bool = True
     mirror: bool = False
+    expectation_error: Any = None
 
     @property
     def g(self):
@@ -56,7 +57,10 @@ class Dynamics:
 
     @property
     def closed_form(self) -> bool:
-        return self.g.closed_forms and self.rule.closed_form == "feedback" and self.quadrature in (None, "closed")
+        """Whether the closed forms serve this ODE (theory._facts.closed_form_applies, derived from the rule's update)."""
+        from ._facts import closed_form_applies
+
+        return closed_form_applies(self.rule, self.g, self.quadrature, self.K, self.M)
 
     def terms(self, Q, R, S, v, U=None, P=None):
         """(X, DD, EH): the expectations E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k]."""
@@ -141,25 +145,52 @@ class Dynamics:
         """(rhs, p) of the compiled single-state right-hand side, or None (see :attr:`_jit_args`)."""
         return self._jit_args
 
+    def jacobian(self, y, t=0.0, **options):
+        """The derivative of :meth:`rhs` at the flat state y, with respect to the state or hyper-parameters
+        (``wrt=``), with its error estimate: theory._derivatives.dynamics_jacobian."""
+        from ._derivatives import dynamics_jacobian
+
+        return dynamics_jacobian(self, y, t, **options)
+
 
 def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, where="integrate",
-                  extra=(), **options) -> Dynamics:
+                  extra=(), expectation_tol=None, **options) -> Dynamics:
     """Validate the parameters of a run and build its :class:`Dynamics` (options: HyperParams fields
-    and rule options such as presynaptic, error; ``extra``: the caller's other keywords, for hints)."""
+    and rule options such as presynaptic, error; ``extra``: the caller's other keywords, for hints).
+
+    ``expectation_tol``: for a numerical view, the accuracy of the expectations (largest absolute error of any
+    term relative to the largest): without ``quadrature``, the rule is chosen at state0 by
+    :func:`theory._numerical.select_quadrature` (an embedded pair); with one, its estimate is recorded
+    (``Dynamics.expectation_error``). None: the fixed default rule, no estimate."""
     if not isinstance(state0, OrderParams):
         raise TypeError(f"{where}: state0 must be a theory.OrderParams, got {type(state0).__name__}")
     rule, hyper = resolve(rule, params, options, where=where, extra=extra)
     if "b" in rule.reads and state0.b is None:
         raise ValueError(f"{where}: rule {rule.name!r} needs the feedback vector b; build the state with OrderParams(..., b=...)")
-    return Dynamics(rule=rule, hyper=hyper, K=state0.K, M=state0.M, T=state0.T, U=state0.U, P=state0.P,
-                    v_star=state0.v_star, b=state0.b, quadrature=quadrature, mirror=hyper.mirroring)
+    dyn = Dynamics(rule=rule, hyper=hyper, K=state0.K, M=state0.M, T=state0.T, U=state0.U, P=state0.P,
+                   v_star=state0.v_star, b=state0.b, quadrature=quadrature, mirror=hyper.mirroring)
+    if expectation_tol is None or dyn.closed_form:
+        return dyn
+    from ._numerical import expectation_error, select_quadrature
+
+    s, hp = state0, hyper
+    a = (rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b)
+    kw = {"sigma": hp.sigma, "sigma_F": hp.sigma_F, "g": hp.g}
+    if quadrature is None:
+        quad, est = select_quadrature(*a, tol=expectation_tol, **kw)
+    else:
+        quad, est = quadrature, expectation_error(*a, quadrature=quadrature, **kw)
+    return dataclasses.replace(dyn, quadrature=quad, expectation_error=est)
 
 
-def rhs(state: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, **options) -> dict[str, np.ndarray]:
+def rhs(state: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, expectation_tol=None,
+        **options) -> dict[str, np.ndarray]:
     """The ODE's right-hand side at one state: {"Q": dQ/dt, "R": dR/dt, "S": dS/dt, "v": dv/dt}, and
     "U", "P" with feedback mirroring (eta_F > 0).
 
-    Takes the same parameters as :func:`theory.integrate`.
+    Takes the same parameters as :func:`theory.integrate` (``expectation_tol``: the numerical view's rule is
+    chosen at this state to meet it, see :func:`make_dynamics`).
     """
-    dyn = make_dynamics(state, rule, params, quadrature=quadrature, where="rhs", **options)
+    dyn = make_dynamics(state, rule, params, quadrature=quadrature, where="rhs", expectation_tol=expectation_tol,
+                        **options)
     return dict(zip(("Q", "R", "S", "v", "U", "P"), dyn.derivatives(state.Q, state.R, state.S, state.v)))

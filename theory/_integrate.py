@@ -43,6 +43,7 @@ def integrate(
     params: HyperParams | None = None,
     *,
     quadrature=None,
+    expectation_tol=None,
     method: str = "DOP853",
     rtol: float = 1e-8,
     atol: float = 1e-10,
@@ -67,6 +68,12 @@ def integrate(
         and pepita, error="first" or "modulated" for pepita). Anything else is an error.
     quadrature : the numerical expectation engine's rule (see :mod:`theory._numerical`), used by
         rules without closed forms (pepita, user rules) and by activations other than erf.
+    expectation_tol : the numerical view's accuracy (largest absolute error of any ODE term relative to
+        the largest; e.g. theory._numerical.DEFAULT_EXPECTATION_TOL = 1e-5): without ``quadrature``, the
+        rule is chosen at state0 from an embedded pair (theory._numerical.select_quadrature) and the
+        estimate re-checked at the last recorded state; ``traj.params["quadrature"]`` and
+        ``traj.params["expectation_error"]`` (the largest estimate) record them. None (default): the fixed
+        default rule, no estimate.
     method, rtol, atol : a scipy OdeSolver ("DOP853", "RK45", "Radau", ...) and its tolerances.
         DOP853 on a rule with compiled closed forms runs the compiled stepper.
     throw : on divergence or solver failure, raise :class:`DivergenceError` (default) carrying
@@ -79,7 +86,7 @@ def integrate(
     Ctrl-C stops the integration and returns what was computed, with status 1.
     """
     dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate", extra=checks.parameters(integrate),
-                        **options)
+                        expectation_tol=expectation_tol, **options)
     t = default_times() if t is None else checks.times(t, where="integrate")
     rtol, atol = checks.tolerances(rtol, atol, where="integrate")
     max_steps = checks.integer("max_steps", max_steps, where="integrate", min=1)
@@ -91,7 +98,7 @@ def integrate(
     if solver_cls is None:
         raise ValueError(f"integrate: unknown method {method!r}; expected one of {sorted(methods)}")
     K, M = dyn.K, dyn.M
-    params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(quadrature), method=getattr(method, "__name__", method),
+    params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(dyn.quadrature), method=getattr(method, "__name__", method),
                   rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M, units={"t": "steps / D", "angles": "degrees"},
                   provenance=provenance())
 
@@ -109,7 +116,24 @@ def integrate(
     n = int(sol.n_recorded[0])
     traj = Trajectory.from_flat(t[:n], sol.y[0, :n], state0, params=params, status=int(sol.status[0]),
                                 message=sol.message[0], nfev=int(sol.nfev[0]))
+    if expectation_tol is not None and not dyn.closed_form:
+        traj.params["expectation_tol"] = float(expectation_tol)
+        traj.params["expectation_error"] = _final_estimate(dyn, traj)
     if traj.status < 0 and throw:
         raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
     return traj
 
+
+
+def _final_estimate(dyn, traj):
+    """The largest of the expectation error estimates at state0 (dyn.expectation_error) and at the last
+    recorded state (theory._numerical.expectation_error, same rule)."""
+    from ._numerical import expectation_error
+
+    est = [dyn.expectation_error]
+    s, hp = traj.state(len(traj.t) - 1), dyn.hyper
+    if len(traj.t) > 1 and np.all(np.isfinite(s.to_vector(dyn.mirror))):
+        est.append(expectation_error(dyn.rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, sigma=hp.sigma,
+                                     sigma_F=hp.sigma_F, g=hp.g, quadrature=dyn.quadrature))
+    est = [e for e in est if e is not None]
+    return max(est) if est else None

@@ -49,8 +49,19 @@ pepita trajectory to t = 300; tests/test_numerical.py and benchmarks/bench_pepit
 - tanh (poles at i pi/2 limit the convergence to ~exp(-c sqrt(n))): pepita GaussHermite(20)
   ~1e-3, bp ~1e-2.
 - relu: GaussHermite(32) ~1e-2 for pepita (kink of g) and bp/fa/afa (jump of g'), falling only like
-  1/n; the default is now KinkAware(16) (exact along lines, see :class:`KinkAware`), and bp, fa, afa
-  have closed forms (theory._relu).
+  1/n; KinkAware(16) (exact along lines, Gauss-Hermite across) 2e-4 .. 3e-3 (pepita); the default is
+  KinkAware(24, outer="sphere") (exact along lines, a polar rule across): pepita 6e-7 .. 2e-5, bp and fa
+  against their closed forms 1e-6 .. 7e-5 (three O(1) random states, tests/test_accuracy.py; reference
+  KinkAware(96, outer="sphere")), and bp, fa, afa have closed forms (theory._relu).
+- relu rules that cannot be traced (np.sign called directly: no kinks known) fall back to GaussHermite(32),
+  ~1e-2; ``expectation_tol`` climbs the Gauss-Hermite ladder only to ~4e6 nodes (not enough for 1e-4).
+
+Error control (``expectation_tol=`` of theory.integrate and theory.rhs): :func:`select_quadrature` climbs the
+default family's ladder until the embedded estimate (:func:`expectation_error`: the difference to the next
+rule of the family times a safety factor, or 3 QMC standard errors) is below the tolerance; the trajectory
+records the rule and the largest estimate (at the first and the last state). Measured at O(1) random
+states (tests/test_accuracy.py): the estimate bounds the error against a much finer rule for erf, tanh and
+relu pepita at tol 1e-3 and 1e-5.
 - d >= 5 (K = M = 4, or noise): QMC(2^14 x 8) standard error ~1e-5 .. 1e-4 for pepita, ~1e-3
   for bp (return_error=True reports it); SparseGrid(7) ~1e-5 for smooth g at 6e4 nodes.
 
@@ -72,7 +83,8 @@ from ._activations import Activation, activation
 from ._rules import make_rule
 from ._state import field_covariance
 
-__all__ = ["GaussHermite", "SparseGrid", "QMC", "KinkAware", "default_quadrature", "numerical_terms", "quadrature_rule"]
+__all__ = ["GaussHermite", "SparseGrid", "QMC", "KinkAware", "default_quadrature", "numerical_terms", "quadrature_rule",
+           "select_quadrature", "expectation_error", "DEFAULT_EXPECTATION_TOL"]
 
 _EIG_RTOL = 1e-12
 
@@ -173,39 +185,111 @@ class KinkAware:
     2e-5 .. 2e-3, n = 48: 4e-6 .. 1e-4, against the relu closed forms (bp, afa) and n = 64 (pepita);
     GaussHermite(32) on the same states: 1e-4 .. 1e-2 with 50 times the evaluations. Needs numba
     and a rule with a compiled view.
+
+    ``outer="sphere"``: the outer rule in polar form (:func:`_sphere_rule`: ``radial`` Gauss nodes for the
+    radius, n Gauss-Jacobi nodes per polar angle and 2n trapezoid nodes in the last angle). relu rules are
+    positively homogeneous, so every kink is a cone through the origin: the line-integrated function is
+    analytic along rays and its kinks are crossed at angular spacing ~pi / n, the error falling like
+    n^-3 .. n^-4. Measured (same states, tests/test_accuracy.py): pepita n = 16: 9e-6 .. 1.4e-4, n = 24:
+    6e-7 .. 2e-5, n = 32: 4e-7 .. 3e-6; bp and fa against their closed forms n = 24: 1e-6 .. 1.2e-4 (a floor
+    near 5e-5 at one state, not yet understood), with 2 n^2 radial lines for K = M = 2 (9216 at n = 24,
+    against 2296 for the Gauss-Hermite outer rule at n = 16).
     """
 
     n: int = 24
     prune: float = 1e-10
+    outer: str = "gauss-hermite"
+    radial: int = 8
 
     def __post_init__(self):
         if not isinstance(self.n, (int, np.integer)) or self.n < 1:
             raise ValueError(f"KinkAware: n must be a positive integer, got {self.n!r}")
         if not (0.0 <= self.prune < 1.0):
             raise ValueError(f"KinkAware: prune must be in [0, 1), got {self.prune!r}")
+        if self.outer not in ("gauss-hermite", "sphere"):
+            raise ValueError(f"KinkAware: outer must be 'gauss-hermite' or 'sphere', got {self.outer!r}")
+        if not isinstance(self.radial, (int, np.integer)) or self.radial < 1:
+            raise ValueError(f"KinkAware: radial must be a positive integer, got {self.radial!r}")
 
     def nodes(self, d: int, noise: bool):
-        """The outer rule: GaussHermite(n) in d + noise - 1 dimensions."""
+        """The outer rule in d + noise - 1 dimensions: GaussHermite(n), or (outer="sphere") :func:`_sphere_rule`."""
         m = d + int(noise) - 1
         if m == 0:
             return np.zeros((1, 0)), np.ones(1), None
-        x, w, _ = _tensor_gh((self.n,) * m)
+        if self.outer == "sphere":
+            x, w, _ = _sphere_rule(m, int(self.n), int(self.radial))
+        else:
+            x, w, _ = _tensor_gh((self.n,) * m)
         if self.prune > 0:
             keep = w > self.prune * w.max()
             x, w = x[keep], w[keep]
         return x, w, None
 
 
+@functools.lru_cache(maxsize=16)
+def _radial_gauss(m: int, nr: int):
+    """Gauss rule (nodes r, weights) for the chi_m density, r^(m-1) exp(-r^2/2) on [0, inf), normalised: the
+    recurrence coefficients by the discretised Stieltjes procedure (Gauss-Legendre with 4000 nodes on [0, 14]),
+    then Golub-Welsch."""
+    x, w = np.polynomial.legendre.leggauss(4000)
+    r = 7.0 * (x + 1.0)
+    w = 7.0 * w * np.exp((m - 1) * np.log(r) - 0.5 * r * r)
+    w = w / w.sum()
+    a, b = np.zeros(nr), np.zeros(nr)
+    p_prev, p = np.zeros_like(r), np.ones_like(r)
+    for k in range(nr):
+        a[k] = (w * r * p * p).sum()
+        q = (r - a[k]) * p - (b[k - 1] if k else 0.0) * p_prev
+        b[k] = math.sqrt((w * q * q).sum())
+        p_prev, p = p, q / b[k]
+    J = np.diag(a) + np.diag(b[: nr - 1], 1) + np.diag(b[: nr - 1], -1)
+    ev, V = np.linalg.eigh(J)
+    return ev, V[0] ** 2
+
+
+@functools.lru_cache(maxsize=32)
+def _sphere_rule(m: int, n: int, nr: int):
+    """A rule for N(0, I_m) in polar form x = r theta: r by :func:`_radial_gauss` (nr nodes), theta on S^(m-1) by
+    hyperspherical coordinates, z_j = cos(theta_j) with Gauss-Jacobi(n, (k-1)/2, (k-1)/2) nodes (weight
+    (1 - z^2)^((k-1)/2), k = m-2, ..., 1), and the last angle by the trapezoid rule with 2n points.
+
+    For the kink-aware rule's outer integral: when every kink of the rule is a cone through the origin (relu
+    rules are positively homogeneous in the fields), the line-integrated function is analytic along rays, so
+    the radial rule converges exponentially, and its kinks lie on great spheres, crossed by the angular nodes
+    at spacing ~pi / n instead of Gauss-Hermite's ~1 / sqrt(n)."""
+    r, wr = _radial_gauss(m, nr)
+    if m == 1:
+        dirs, wd = np.array([[1.0], [-1.0]]), np.full(2, 0.5)
+    else:
+        import scipy.special
+
+        grids = [scipy.special.roots_jacobi(n, 0.5 * (k - 1), 0.5 * (k - 1)) for k in range(m - 2, 0, -1)]
+        nphi = 2 * n
+        grids.append(((np.arange(nphi) + 0.5) * 2.0 * math.pi / nphi, np.full(nphi, 1.0)))
+        ang = [a.ravel() for a in np.meshgrid(*[g[0] for g in grids], indexing="ij")]
+        wd = np.prod([a.ravel() for a in np.meshgrid(*[g[1] for g in grids], indexing="ij")], axis=0)
+        wd = wd / wd.sum()
+        dirs = np.empty((len(wd), m))
+        s = np.ones(len(wd))
+        for j in range(m - 2):
+            dirs[:, j] = s * ang[j]
+            s = s * np.sqrt(np.maximum(1.0 - ang[j] ** 2, 0.0))
+        dirs[:, m - 2], dirs[:, m - 1] = s * np.cos(ang[-1]), s * np.sin(ang[-1])
+    nodes = (r[:, None, None] * dirs[None]).reshape(-1, m)
+    weights = (wr[:, None] * wd[None]).ravel()
+    return _freeze(np.ascontiguousarray(nodes), weights) + (None,)
+
+
 def default_quadrature(d: int, g: str | Activation = "erf"):
     """The default rule for d = K + M fields plus the noise dimension (when sigma > 0).
 
-    d <= 4: GaussHermite(20) (exact for linear g's quadratics); relu with d <= 5: KinkAware(16) (exact
-    along lines; where the compiled engine is unavailable, GaussHermite(32)); d = 5 with a smooth g:
+    d <= 4: GaussHermite(20) (exact for linear g's quadratics); relu with d <= 5: KinkAware(24, outer="sphere")
+    (exact along lines, polar across; where the compiled engine is unavailable, GaussHermite(32)); d = 5 with a smooth g:
     GaussHermite(12); otherwise QMC(2^14 points x 8 scrambles).
     """
     g = activation(g)
     if g.name == "relu" and d <= 5:
-        return KinkAware(16)
+        return KinkAware(24, outer="sphere")
     if d <= 4:
         return GaussHermite(32 if g.name == "relu" else 20)
     if d == 5 and g.name != "relu":
@@ -346,6 +430,9 @@ def _whiten(om, n):
     """Symmetric square root A = C^{1/2} of the (lambda, nu) block and gamma = C^{+1/2} c (phi's regression)."""
     C = om[..., :n, :n]
     c = om[..., :n, n]
+    bad = ~np.all(np.isfinite(om[..., :n, :]), axis=(-2, -1))  # a non-finite (diverging) state: NaN, no LinAlgError
+    if np.any(bad):
+        C = np.where(bad[..., None, None], np.eye(n), C)
     w, V = np.linalg.eigh(C)
     tol = _EIG_RTOL * np.maximum(w[..., -1:], 1.0)
     keep = w > tol
@@ -354,7 +441,8 @@ def _whiten(om, n):
     Vt = np.swapaxes(V, -1, -2)
     A = (V * sw[..., None, :]) @ Vt
     gamma = ((V * inv[..., None, :]) @ (Vt @ c[..., None]))[..., 0]
-    return np.concatenate([A, gamma[..., None, :]], axis=-2)  # (..., n+1, n)
+    out = np.concatenate([A, gamma[..., None, :]], axis=-2)  # (..., n+1, n)
+    return np.where(bad[..., None, None], np.nan, out) if np.any(bad) else out
 
 
 def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf", quadrature=None,
@@ -382,7 +470,7 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
         if not return_error:
             return terms
         ref = _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F, g=g,
-                              quadrature=KinkAware(2 * quad.n, quad.prune))
+                              quadrature=dataclasses.replace(quad, n=2 * quad.n))
         return terms, tuple(np.abs(a - c) for a, c in zip(terms, ref))
     nodes, weights, groups = _prepared(quad, n, noise, _is_odd(g) and _rule_is_odd(rule, g, K, M))
 
@@ -471,3 +559,114 @@ def compiled_nodes(comp, rule, g, K: int, M: int, sigma, quadrature):
         nodes, weights, _ = _prepared(quad, n, noise, _is_odd(g) and _rule_is_odd(rule, g, K, M))
         kern = types.SimpleNamespace(rhs=comp.numerical_rhs, terms=comp.numerical_terms)
     return kern, np.ascontiguousarray(nodes, dtype=float), np.ascontiguousarray(weights, dtype=float)
+
+
+# ------------------------------------------------------------------------------------ error control
+
+#: the accuracy :func:`select_quadrature` aims at when asked (``expectation_tol=``): the largest absolute error of
+#: any of X, DD, EH relative to the largest of them
+DEFAULT_EXPECTATION_TOL = 1e-5
+
+_GH_LADDER = (12, 16, 20, 24, 32, 40, 48, 64)
+_KINK_LADDER = (16, 24, 32, 48, 64, 96)
+
+
+def _finer(quad, g):
+    """The next rule of the same family (the embedded pair's finer member) and the safety factor that turns the
+    difference between the two into an estimate of the coarser rule's error, or (None, None) at the top.
+
+    GaussHermite: the next n of _GH_LADDER, factor 2 for analytic g (exponential but irregular convergence; tanh's
+    poles), 8 for relu (algebraic, ~1/n); KinkAware(n) against KinkAware(2n) with 4 more radial nodes, factor 2 (the spherical rule converges
+    like n^-3 .. n^-4, but not monotonically), 4 for the Gauss-Hermite outer rule; SparseGrid: level + 1 (factor 1)."""
+    if isinstance(quad, KinkAware):
+        return (dataclasses.replace(quad, n=2 * quad.n, radial=quad.radial + 4), 2.0 if quad.outer == "sphere" else 4.0) \
+            if 2 * quad.n <= 2 * _KINK_LADDER[-1] else (None, None)
+    if isinstance(quad, GaussHermite):
+        up = [n for n in _GH_LADDER if n > quad.n]
+        if not up:
+            return None, None
+        return dataclasses.replace(quad, n=up[0], n_noise=None if quad.n_noise is None else quad.n_noise + up[0] - quad.n), \
+            (8.0 if g.piecewise_linear else 2.0)
+    if isinstance(quad, SparseGrid):
+        return (SparseGrid(quad.level + 1), 1.0) if quad.level < 9 else (None, None)
+    if isinstance(quad, QMC):
+        return (dataclasses.replace(quad, n=4 * quad.n), None) if quad.n < 2**20 else (None, None)
+    return None, None
+
+
+def _next_rung(quad, g):
+    """The next rule of the ladder that :func:`select_quadrature` climbs (KinkAware: _KINK_LADDER; else :func:`_finer`)."""
+    if isinstance(quad, KinkAware):
+        up = [n for n in _KINK_LADDER if n > quad.n]
+        return dataclasses.replace(quad, n=up[0]) if up else None
+    return _finer(quad, g)[0]
+
+
+def _terms_any(rule, args, quad, g, sigma, sigma_F, compiled):
+    if compiled or isinstance(quad, KinkAware):
+        return _compiled_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
+    return numerical_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
+
+
+def expectation_error(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf", quadrature=None):
+    """An error estimate of the quadrature's (X, DD, EH) at one state: the largest absolute error of any term
+    relative to the largest term, from the embedded pair (this rule and the next finer of its family,
+    :func:`_finer`) or, for QMC, three standard errors across scrambles. None at the top of a ladder."""
+    rule = make_rule(rule)
+    g = activation(g)
+    K, M = np.shape(R)[-2:]
+    noise = bool(np.any(np.asarray(sigma) != 0))
+    quad = quadrature_rule(quadrature, K + M + int(noise), g)
+    args = (Q, R, T, S, U, P, v, v_star, b)
+    if isinstance(quad, QMC):
+        terms, err = numerical_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad, return_error=True)
+        return 3.0 * max(float(np.max(e)) for e in err) / max(max(float(np.max(np.abs(t))) for t in terms), 1e-300)
+    fine, factor = _finer(quad, g)
+    if fine is None:
+        return None
+    compiled = _compiled_available(rule, g, K, M)
+    a = _terms_any(rule, args, quad, g, sigma, sigma_F, compiled)
+    c = _terms_any(rule, args, fine, g, sigma, sigma_F, compiled)
+    scale = max(max(float(np.max(np.abs(t))) for t in c), 1e-300)
+    return factor * max(float(np.max(np.abs(x - y))) for x, y in zip(a, c)) / scale
+
+
+def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf",
+                      tol=DEFAULT_EXPECTATION_TOL):
+    """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature`
+    upwards: GaussHermite(n), the spherical KinkAware(n), QMC(n) with n x 4) whose error estimate
+    (:func:`expectation_error`, an embedded pair) at this state is below ``tol``, the largest absolute error of
+    any term relative to the largest. At the top of the ladder, its finest rule with the last estimate."""
+    if not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
+        raise ValueError(f"expectation_tol: expected a number in (0, 1), got {tol!r}")
+    rule = make_rule(rule)
+    g = activation(g)
+    K, M = np.shape(R)[-2:]
+    noise = bool(np.any(np.asarray(sigma) != 0))
+    quad = quadrature_rule(None, K + M + int(noise), g)
+    if isinstance(quad, KinkAware) and not _compiled_available(rule, g, K, M):
+        quad = GaussHermite(32)
+    args = (Q, R, T, S, U, P, v, v_star, b)
+    last = None
+    while True:
+        est = expectation_error(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
+        if est is None:
+            return quad, last
+        if est < tol:
+            return quad, est
+        last = est
+        nxt = _next_rung(quad, g)
+        if nxt is None or _too_big(nxt, K + M + int(noise)):
+            return quad, est
+        quad = nxt
+
+
+def _too_big(quad, d):
+    """Whether a rule has more than 2e6 nodes (the ladder stops there)."""
+    if isinstance(quad, GaussHermite):
+        return quad.n ** d > 4e6
+    if isinstance(quad, KinkAware):
+        return quad.outer == "sphere" and quad.radial * 2 * quad.n ** max(d - 2, 1) > 2e6
+    if isinstance(quad, QMC):
+        return quad.n * quad.scrambles > 2**21
+    return False

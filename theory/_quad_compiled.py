@@ -31,10 +31,10 @@ except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 from ._closed_compiled import _assemble, _omega  # noqa: F401 (the generated modules import them from here)
+from ._layout import HEADER, PARAM
 
 __all__ = ["numerical_terms", "numerical_terms_kinks", "kernel_source", "line_basis", "CHUNK"]
 
-_HEADER = 25  # theory._compiled.ODE_HEADER
 #: nodes per call of the rule's update
 CHUNK = 128
 _EIG_RTOL = 1e-12  # theory._numerical._EIG_RTOL
@@ -43,6 +43,10 @@ _EIG_RTOL = 1e-12  # theory._numerical._EIG_RTOL
 def _whiten(om, n):
     """(A, gamma, G): the symmetric square root A = C^{1/2} of the (lambda, nu) block C, its pseudo-inverse
     G = C^{+1/2}, and gamma = G c, c = Omega[:n, phi] (theory._numerical._whiten)."""
+    for i in range(n):
+        for j in range(n + 1):
+            if not np.isfinite(om[i, j]):  # a non-finite (diverging) state: NaN fields, not a LinAlgError
+                return np.full((n, n), np.nan), np.full(n, np.nan), np.full((n, n), np.nan)
     C = np.ascontiguousarray(om[:n, :n])
     w, V = np.linalg.eigh(C)
     tol = _EIG_RTOL * max(w[n - 1], 1.0)
@@ -121,7 +125,7 @@ def _accumulate(lam, nu, phi, delta, h, res, wts, off, scale, m, om, K, M, X, DD
 
 def _constants(y, p, K, M):
     """(v, v_star, S, b) as (K, 1) / (M, 1) arrays for the rule's update (one state for all nodes)."""
-    o = _HEADER
+    o = HEADER
     off_S = K * K + K * M
     v = np.empty((K, 1))
     S = np.empty((K, 1))
@@ -138,7 +142,7 @@ def _constants(y, p, K, M):
 
 def _node_block(p, K, M):
     """(N, d, nodes (N * d, flat), weights (N)) of the node block [N, d, nodes, weights] at the end of p."""
-    q = _HEADER + M * M + 2 * M + K
+    q = HEADER + M * M + 2 * M + K
     N, d = int(p[q]), int(p[q + 1])
     return N, d, p[q + 2 : q + 2 + N * d], p[q + 2 + N * d : q + 2 + N * d + N]
 
@@ -149,9 +153,9 @@ def numerical_terms(y, p, X, DD, EH):
 
     Not compiled here: its source is copied into every rule's generated module (theory._compiled),
     where ``update`` is that rule's compiled update (a direct call, inlined by numba, and cached)."""
-    K, M = int(p[0]), int(p[1])
+    K, M = int(p[PARAM.K]), int(p[PARAM.M])
     n = K + M
-    sigma, sigma_F, gk = p[10], p[11], int(p[15])
+    sigma, sigma_F, gk = p[PARAM.sigma], p[PARAM.sigma_F], int(p[PARAM.gk])
     om = _omega(y, p, K, M)
     A, gamma, _ = _whiten(om, n)
     v, vs, S, b = _constants(y, p, K, M)
@@ -255,10 +259,10 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     Not compiled here: copied into every rule's generated module, where ``update``, ``kinks`` (the
     arguments of g and g' at given fields) and ``KINK_DEPTH`` are the rule's own (theory._compiled).
     """
-    K, M = int(p[0]), int(p[1])
+    K, M = int(p[PARAM.K]), int(p[PARAM.M])
     n = K + M
     N1 = n + 1
-    sigma, sigma_F, gk = p[10], p[11], int(p[15])
+    sigma, sigma_F, gk = p[PARAM.sigma], p[PARAM.sigma_F], int(p[PARAM.gk])
     om = _omega(y, p, K, M)
     A, gamma, G = _whiten(om, n)
     v, vs, S, b = _constants(y, p, K, M)
@@ -353,7 +357,7 @@ def numerical_terms_kinks(y, p, X, DD, EH):
 
 def _rhs_wrapper(t, y, p, out):
     """dy/dt (written to ``out``) from the expectations of TERMS (theory._closed.assemble)."""
-    K, M = int(p[0]), int(p[1])
+    K, M = int(p[PARAM.K]), int(p[PARAM.M])
     X = np.zeros((K, K + M + 1))
     DD = np.zeros((K, K))
     EH = np.zeros(K)

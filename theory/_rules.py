@@ -27,10 +27,16 @@ sympy symbols. Return a :class:`LocalUpdate`; only ``delta`` is required: ``alph
 the rule's presynaptic input (-sigma_F e when ``presynaptic == "modulated"``, else 0), ``e_out``
 to e and ``h`` to g(lambda). Declare the order parameters beyond v, v_star that it reads
 (``reads = ("S",)`` or ``("b",)``), its feedback vector for the alignment angles
-(:meth:`Rule.feedback`), its variants as dataclass fields (:func:`variant`), and, when
-delta_k = feedback_k g'(lambda_k) e with e_out = e and h = g(lambda), ``closed_form = "feedback"``
-(the erf closed forms then apply). Register it with :func:`register_rule`; its name then works
-wherever a rule name is accepted.
+(:meth:`Rule.feedback`) and its variants as dataclass fields (:func:`variant`). Register it with
+:func:`register_rule`; its name then works wherever a rule name is accepted.
+
+What the views need to know about a rule is derived from its update traced on symbols, never
+declared (theory._facts): whether it is in the closed-form family (delta_k = feedback_k g'(lambda_k) e,
+e_out = e, h = g(lambda), alpha as its presynaptic variant says: the closed forms then apply for
+erf, relu and linear) and whether it modulates its presynaptic input (alpha not identically 0).
+``closed_form = "feedback"`` on a class is an optional assertion, checked on registration: a
+declaration that disagrees with the update is refused, saying what differs. A rule whose update
+cannot be traced runs on the generic numpy/torch paths (a one-time theory.UntraceableRuleWarning).
 """
 
 from __future__ import annotations
@@ -172,8 +178,10 @@ class Rule(abc.ABC):
     """A learning rule with its variant, defined by its one-sample :meth:`update` (module docstring).
 
     Class attributes a rule sets: ``name`` (its registry name), ``reads`` (order parameters beyond
-    v, v_star it uses: "S", "b"), ``closed_form`` ("feedback" when delta_k = feedback_k g'(lambda_k) e,
-    e_out = e, h = g(lambda): the erf closed forms apply; None otherwise). Instances are frozen:
+    v, v_star it uses: "S", "b") and optionally ``closed_form = "feedback"``, an assertion that
+    delta_k = feedback_k g'(lambda_k) e, e_out = e, h = g(lambda) and alpha is its presynaptic
+    variant's, checked on registration (whether the closed forms apply is derived from the update
+    either way: theory._facts.rule_facts; None, the default, asserts nothing). Instances are frozen:
     their dataclass fields are the rule's options (variants), validated on construction.
     Two options of THEORY.md section 3 exist for every rule, fixed unless it declares them as
     variants: ``presynaptic`` ("clean", xp = x) and ``error`` ("first": the last layer's error is
@@ -206,7 +214,8 @@ class Rule(abc.ABC):
     def feedback(self, x):
         """The feedback vector b_fb (..., K) of the alignment angles (what the first layer's update uses
         in place of v), from ``x.v``, ``x.S``, ``x.b``, ``x.sigma_F``; None when the rule has none.
-        For ``closed_form = "feedback"`` it is also the coefficient c of delta_k = c_k g'(lambda_k) e."""
+        For a rule of the closed-form family it is also the coefficient c of delta_k = c_k g'(lambda_k) e
+        (it must not depend on the fields lambda, nu, zeta)."""
         return None
 
     # ------------------------------------------------------------------ provided
@@ -252,7 +261,13 @@ class Rule(abc.ABC):
         zeta (...) the standard-normal output noise. v (..., K), v_star (..., M), S (..., K) and
         b (..., K) broadcast against the leading dimensions. Works for numpy arrays, torch tensors
         and sympy object arrays alike.
+
+        What the rule returns is checked once here (theory._validate): every field comes back
+        with exactly the shape above (lam's array kind; float64 for numpy), or a ValueError /
+        TypeError names the rule, the field, the expected and the actual shape.
         """
+        from ._validate import sample_shape, update_fields
+
         x = Sample(self, lam, nu, zeta, v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
         up = self.update(x)
         if not isinstance(up, LocalUpdate):
@@ -261,12 +276,19 @@ class Rule(abc.ABC):
         alpha = up.alpha
         if alpha is None:
             alpha = -sigma_F * e if self.modulated else 0.0 * e
-        return LocalUpdate(up.delta, alpha, e if up.e_out is None else up.e_out, x.g_lam if up.h is None else up.h, e)
+        fields = dict(delta=up.delta, alpha=alpha, e_out=e if up.e_out is None else up.e_out,
+                      h=x.g_lam if up.h is None else up.h, e=e)
+        lead = sample_shape(x.e, S if "S" in self.reads else None, b if "b" in self.reads else None)
+        return LocalUpdate(*update_fields(self.name, fields, lead, lam.shape[-1], lam))
 
     def modulates_input(self, K: int, M: int, g: Activation | str = "erf") -> bool:
-        """Whether the presynaptic input differs from x (alpha not identically 0): True for
-        presynaptic="modulated"; otherwise checked once on random probe samples (cached)."""
-        return self.modulated or _alpha_seen(self, K, M, activation(g))
+        """Whether the presynaptic input differs from x: alpha is not identically 0 in the traced update
+        (theory._facts.rule_facts; True for a rule that cannot be traced, the conservative side). The
+        fact holds for any activation; ``g`` is accepted for compatibility and checked."""
+        activation(g)
+        from ._facts import rule_facts
+
+        return rule_facts(self, int(K), int(M)).modulates
 
     def feedback_of(self, state, sigma_F=1.0):
         """:meth:`feedback` evaluated on a state-like object (v, S, b attributes; batched arrays allowed)."""
@@ -278,19 +300,6 @@ class Rule(abc.ABC):
         return self.feedback(x)
 
 
-@functools.lru_cache(maxsize=256)
-def _alpha_seen(rule: Rule, K: int, M: int, g: Activation) -> bool:
-    import numpy as np
-
-    rng = np.random.default_rng(4321)
-    n = 32
-    with np.errstate(all="ignore"):
-        up = rule.local_update(rng.standard_normal((n, K)), rng.standard_normal((n, M)), rng.standard_normal(n),
-                               v=rng.standard_normal((n, K)), v_star=rng.standard_normal((n, M)),
-                               S=rng.standard_normal((n, K)), b=rng.standard_normal((n, K)), sigma=0.5, sigma_F=0.9, g=g)
-    return bool(np.any(np.asarray(up.alpha) != 0))
-
-
 # ================================================================================ registry
 _REGISTRY: dict[str, type[Rule]] = {}
 
@@ -298,7 +307,9 @@ _REGISTRY: dict[str, type[Rule]] = {}
 def register_rule(cls: type | None = None, *, replace: bool = False):
     """Register a :class:`Rule` subclass under its ``name`` (usable as a class decorator).
 
-    The class is made a frozen dataclass if it is not one already. A name that is already taken
+    The class is made a frozen dataclass if it is not one already. A ``closed_form = "feedback"``
+    declaration is checked against the traced update of every variant (theory._facts.check_declaration):
+    one that disagrees is a ValueError saying what differs. A name that is already taken
     by another class is an error unless ``replace=True`` or the class has the same qualified name
     (the same definition loaded again: a re-run notebook cell, a script loaded from its path).
     """
@@ -321,6 +332,13 @@ def register_rule(cls: type | None = None, *, replace: bool = False):
         raise ValueError(f"register_rule: {cls.__name__}.reads may name {READABLE}, got {bad}")
     if cls.closed_form not in (None, "feedback"):
         raise ValueError(f"register_rule: {cls.__name__}.closed_form must be None or 'feedback', got {cls.closed_form!r}")
+    if cls.closed_form == "feedback":  # an assertion: checked against the traced update (imports sympy)
+        from ._facts import check_declaration
+
+        try:
+            check_declaration(cls)
+        except ValueError as exc:
+            raise ValueError(f"register_rule: {exc}") from None
     old = _REGISTRY.get(name)
     if old is not None and old is not cls and not replace and old.__qualname__ != cls.__qualname__:
         raise ValueError(f"register_rule: a rule named {name!r} is already registered ({_qualname(old)}); "

@@ -47,6 +47,7 @@ from ._io import FORMAT, json_default
 from ._divergence import state_check
 from ._driver import MAX_STEPS, BatchedStepper, BatchSolution, CompiledStepper, drive_segments
 from ._dynamics import Dynamics
+from ._facts import closed_form_applies
 from ._hyper import HYPER_FIELDS, HyperBatch, HyperParams, record, rule_option_names
 from ._integrate import default_times, watched_indices
 from ._observables import alignment_angles, generalisation_error, specialisation
@@ -91,16 +92,17 @@ class _Chunk:
     def dynamics(self, idx) -> Dynamics:
         take = lambda a: None if a is None else a[idx]  # noqa: E731
         hyper = self.hyper.take(idx)
-        if not (self.hyper.g.closed_forms and self.rule.closed_form == "feedback" and self.quadrature in (None, "closed")):
+        if not closed_form_applies(self.rule, self.hyper.g, self.quadrature, self.K, self.M):
             # the numerical engine takes one (sigma, sigma_F) per call: points are grouped by them
             hyper = dataclasses.replace(hyper, sigma=float(self.hyper.sigma[0]), sigma_F=float(self.hyper.sigma_F[0]))
         return Dynamics(rule=self.rule, hyper=hyper, K=self.K, M=self.M, T=take(self.T), U=take(self.U), P=take(self.P),
                         v_star=take(self.v_star), b=take(self.b), quadrature=self.quadrature, mirror=self.mirror)
 
-    def diagnose(self, y, idx, at_output):
-        """Per row: None, or why the state diverged (theory._divergence, as theory.integrate)."""
-        return state_check(self.K, self.M, self.T, self.U, self.P, rtol=self.rtol, atol=self.atol, per_point=True)(
-            y, idx, at_output)
+    @property
+    def diagnose(self):
+        """The driver's diagnose(y, idx, at_output): per row None, or why the state diverged, and its
+        check of non-finite derivatives (theory._divergence.StateCheck, as theory.integrate)."""
+        return state_check(self.K, self.M, self.T, self.U, self.P, rtol=self.rtol, atol=self.atol, per_point=True)
 
     def compiled_rhs(self):
         """The rule's compiled single-state right-hand side (closed forms), or None (numerical expectations)."""
@@ -462,7 +464,7 @@ def sweep(
     groups: dict[tuple, list[int]] = {}
     for i in range(npts):
         s, r, hp = state_list[sidx[i]], rules[i], hypers[i]
-        closed = hp.g.closed_forms and r.closed_form == "feedback" and quadrature in (None, "closed")
+        closed = closed_form_applies(r, hp.g, quadrature, s.K, s.M)
         key = (r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed, hp.breakpoints(), hp.mirroring)
         if not closed:
             key = key + (hp.sigma, hp.sigma_F)

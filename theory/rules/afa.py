@@ -12,7 +12,6 @@ class AFA(Rule):
 
     name = "afa"
     reads = ("S",)
-    closed_form = "feedback"
     presynaptic: str = variant("modulated", "clean", aliases={"forward": "clean"}, short="pre")
 
     def feedback(self, x):

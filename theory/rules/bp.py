@@ -8,7 +8,6 @@ class BP(Rule):
     """Online gradient descent on the squared error: the first layer's feedback is v itself."""
 
     name = "bp"
-    closed_form = "feedback"
 
     def feedback(self, x):
         return x.v

@@ -9,7 +9,6 @@ class FA(Rule):
 
     name = "fa"
     reads = ("b",)
-    closed_form = "feedback"
 
     def feedback(self, x):
         return x.b

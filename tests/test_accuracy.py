@@ -1,0 +1,113 @@
+"""Accuracy under control for the numerical expectation views (issue 21): the default rules within their stated
+accuracy of fine references, ``expectation_tol`` honoured by an embedded error estimate, the estimate recorded."""
+
+import numpy as np
+import pytest
+
+import theory
+from theory import _numerical
+from theory._closed import closed_form_terms
+from theory._numerical import (
+    GaussHermite,
+    KinkAware,
+    expectation_error,
+    numerical_terms,
+    select_quadrature,
+)
+
+from .conftest import random_state
+
+#: the relu default's stated accuracy (largest absolute error of any term relative to the largest term)
+RELU_DEFAULT_TOL = 1e-4
+
+
+def args(st):
+    return (st.Q, st.R, st.T, st.S, st.U, st.P, st.v, st.v_star, st.b)
+
+
+def rel_err(a, ref):
+    return max(np.abs(x - y).max() for x, y in zip(a, ref)) / max(np.abs(y).max() for y in ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relu_pepita_default_within_stated_accuracy(seed):
+    st = random_state(np.random.default_rng(seed))
+    ref = numerical_terms("pepita", *args(st), g="relu", quadrature=KinkAware(96, outer="sphere", radial=10))
+    assert rel_err(numerical_terms("pepita", *args(st), g="relu"), ref) < RELU_DEFAULT_TOL
+    # the reference by an independent outer rule (Gauss-Hermite across the lines), converging slowly to the same
+    other = numerical_terms("pepita", *args(st), g="relu", quadrature=KinkAware(96))
+    assert rel_err(other, ref) < 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", ["bp", "fa"])
+def test_spherical_kink_aware_against_relu_closed_forms(seed, name):
+    """Exact ground truth: bp and fa with relu have closed forms; the default kink-aware rule meets them."""
+    st = random_state(np.random.default_rng(seed))
+    rule = theory.make_rule(name)
+    cf = closed_form_terms(rule, *args(st), g="relu")
+    num = numerical_terms(rule, *args(st), g="relu", quadrature=_numerical.default_quadrature(4, "relu"))
+    assert rel_err(num, cf) < 2 * RELU_DEFAULT_TOL
+    assert rel_err(numerical_terms(rule, *args(st), g="relu", quadrature=KinkAware(48, outer="sphere")), cf) < 1e-4
+
+
+def test_a_worse_default_is_caught(monkeypatch):
+    """The check above can fail: a coarse outer rule misses the stated accuracy."""
+    st = random_state(np.random.default_rng(0))
+    ref = numerical_terms("pepita", *args(st), g="relu", quadrature=KinkAware(96, outer="sphere", radial=10))
+    monkeypatch.setattr(_numerical, "default_quadrature", lambda d, g="erf": KinkAware(6, outer="sphere"))
+    assert rel_err(numerical_terms("pepita", *args(st), g="relu"), ref) > RELU_DEFAULT_TOL
+
+
+@pytest.mark.parametrize("g,rule,ref,tols", [("erf", "pepita", GaussHermite(48), (1e-6, 1e-8)),
+                                             ("tanh", "pepita", GaussHermite(64), (1e-3, 1e-5)),
+                                             pytest.param("relu", "pepita", KinkAware(96, outer="sphere", radial=12),
+                                                          (1e-4, 1e-5), marks=pytest.mark.slow)])
+def test_expectation_tol_honoured_and_estimate_bounds_the_error(g, rule, ref, tols):
+    st = random_state(np.random.default_rng(5))
+    truth = numerical_terms(rule, *args(st), g=g, quadrature=ref)
+    errs = []
+    for tol in tols:
+        quad, est = select_quadrature(rule, *args(st), g=g, tol=tol)
+        true = rel_err(numerical_terms(rule, *args(st), g=g, quadrature=quad), truth)
+        assert est < tol, (quad, est)
+        assert true <= est, (quad, true, est)
+        errs.append(true)
+    assert errs[1] <= errs[0]
+
+
+def test_coarse_rule_is_caught_by_the_estimate():
+    """A deliberately coarse rule: its estimate is above the tolerance, and the selection moves past it."""
+    st = random_state(np.random.default_rng(5))
+    est = expectation_error("pepita", *args(st), g="erf", quadrature=GaussHermite(4))
+    truth = numerical_terms("pepita", *args(st), g="erf", quadrature=GaussHermite(48))
+    true = rel_err(numerical_terms("pepita", *args(st), g="erf", quadrature=GaussHermite(4)), truth)
+    assert est > 1e-4 and true > 1e-4 and est >= 0.5 * true
+
+
+def test_trajectory_records_the_estimate():
+    st = theory.random_state(2, 2, D=500, seed=0)
+    tr = theory.integrate(st, "pepita", np.linspace(0, 2, 3), eta=0.5, expectation_tol=1e-6)
+    assert tr.params["expectation_tol"] == 1e-6
+    assert tr.params["expectation_error"] < 1e-6
+    assert "GaussHermite" in tr.params["quadrature"]
+    plain = theory.integrate(st, "pepita", np.linspace(0, 2, 3), eta=0.5)
+    assert "expectation_error" not in plain.params
+    np.testing.assert_allclose(tr.state(2).to_vector(), plain.state(2).to_vector(), rtol=0, atol=1e-6)
+
+
+def test_expectation_tol_rejects_bad_values():
+    st = theory.random_state(2, 2, D=500, seed=0)
+    with pytest.raises(ValueError, match="expectation_tol"):
+        theory.rhs(st, "pepita", eta=1.0, expectation_tol=2.0)
+
+
+def test_sphere_rule_moments():
+    """The spherical outer rule integrates N(0, I_m) polynomials of degree <= 2n - 1 exactly."""
+    for m in (1, 2, 3, 4):
+        x, w, _ = _numerical._sphere_rule(m, 6, 8)
+        assert abs(w.sum() - 1) < 1e-12
+        np.testing.assert_allclose((w[:, None] * x**2).sum(0), 1.0, atol=1e-10)
+        np.testing.assert_allclose((w[:, None] * x**4).sum(0), 3.0, atol=1e-9)
+        if m > 1:
+            assert abs((w * x[:, 0] ** 2 * x[:, -1] ** 2).sum() - 1.0) < 1e-9
