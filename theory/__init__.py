@@ -8,8 +8,8 @@ Rules (the extension point: write a rule once, by its one-sample update; it runs
     register_rule          make a rule's name usable everywhere a rule name is accepted.
     registered_rules, make_rule, load_rule, rule_from_params, RULES (the built-in names).
     compiled_rule          the rule's compiled view, generated from its definition (or why none).
-    rule_facts, RuleFacts  what the views know of a rule (closed-form family, modulated input), derived from
-                           its traced update; UntraceableRuleWarning when it cannot be traced.
+    rule_facts, RuleFacts  what the views know of a rule (closed form, modulated input), derived from its update.
+    UntraceableRuleWarning warned once when a rule's update cannot be traced (it then runs on the generic paths).
 
 State and parameters
     OrderParams            Q, R, T, S, U, P, v, v_star, b; validated, with Omega and a flat vector.
