@@ -70,6 +70,7 @@ import torch
 
 import theory
 from theory import DivergenceError, HyperParams, OrderParams
+from theory._views import update_view
 
 from . import _reduced_kernel
 
@@ -390,12 +391,12 @@ class _NumbaChain:
     def __init__(self, rule, hyper: HyperParams, state, *, D, T, U, P, v_star, b, replicas, r, seed, threads, step0=0):
         K = state[0].shape[-1]
         M = np.shape(T)[-1]
-        comp = theory.compiled_rule(rule, K, M)
-        gk = theory.compiled.activation_code(hyper.g)
-        if not comp.ok or gk is None:
+        update, why = update_view(rule, hyper.g, K, M)
+        if update is None:
             raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label} with activation {hyper.g.name!r}: "
-                             + (comp.reason or f"the activation has no compiled form ({sorted(theory.compiled.ACTIVATION_CODES)})"))
-        self.update = comp.update
+                             f"{why}")
+        gk = theory.compiled.activation_code(hyper.g)
+        self.update = update
         self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
         A11T, Binv = _fixed_square_root(T, U, P)
         U, P, v_star = (np.asarray(a, dtype=np.float64) for a in (U, P, v_star))
@@ -437,8 +438,7 @@ class _NumbaChain:
 
 
 def _numba_ok(rule, g, K, M) -> bool:
-    return (_reduced_kernel.HAVE_NUMBA and theory.compiled.activation_code(g) is not None
-            and theory.compiled_rule(rule, K, M).ok)
+    return _reduced_kernel.HAVE_NUMBA and update_view(rule, g, K, M)[0] is not None
 
 
 def _resolve_backend(backend, device, dtype, rule, g, K, M, mirror=False) -> str:
@@ -459,9 +459,9 @@ def _resolve_backend(backend, device, dtype, rule, g, K, M, mirror=False) -> str
         if theory.compiled.activation_code(g) is None:
             raise ValueError(f"backend: 'numba' supports the activations {sorted(theory.compiled.ACTIVATION_CODES)}, "
                              f"got {g.name!r} (use backend='torch')")
-        comp = theory.compiled_rule(rule, K, M)
-        if not comp.ok:
-            raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label}: {comp.reason} (use backend='torch')")
+        update, why = update_view(rule, g, K, M)
+        if update is None:
+            raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label}: {why} (use backend='torch')")
     return backend
 
 

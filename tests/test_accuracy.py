@@ -91,8 +91,9 @@ def test_trajectory_records_the_estimate():
     assert tr.params["expectation_tol"] == 1e-6
     assert tr.params["expectation_error"] < 1e-6
     assert "GaussHermite" in tr.params["quadrature"]
-    plain = theory.integrate(st, "pepita", np.linspace(0, 2, 3), eta=0.5)
-    assert "expectation_error" not in plain.params
+    plain = theory.integrate(st, "pepita", np.linspace(0, 2, 3), eta=0.5)  # the default accuracy, recorded
+    assert plain.params["expectation_tol"] == _numerical.DEFAULT_EXPECTATION_TOL
+    assert plain.params["expectation_error"] <= _numerical.DEFAULT_EXPECTATION_TOL
     np.testing.assert_allclose(tr.state(2).to_vector(), plain.state(2).to_vector(), rtol=0, atol=1e-6)
 
 
@@ -111,3 +112,66 @@ def test_sphere_rule_moments():
         np.testing.assert_allclose((w[:, None] * x**4).sum(0), 3.0, atol=1e-9)
         if m > 1:
             assert abs((w * x[:, 0] ** 2 * x[:, -1] ** 2).sum() - 1.0) < 1e-9
+
+
+# ------------------------------------------------------------------ the default accuracy (integrate, sweep)
+def test_default_accuracy_warns_where_the_default_cost_cannot_meet_it():
+    """tanh bp through the numerical engine: ~2e-3 at GaussHermite(32) (the cost limit); said, and recorded."""
+    st = theory.random_state(2, 2, D=500, seed=0)
+    from tests.conformance.helpers import SignFeedback  # a traceable user rule of the feedback family
+
+    with pytest.warns(theory.AccuracyWarning, match="expectation_tol=1e-05"):
+        tr = theory.integrate(st, SignFeedback(), np.linspace(0, 1, 2), eta=0.5, g="tanh")
+    assert tr.params["expectation_error"] > 1e-5
+
+
+def test_the_rule_is_refined_where_the_last_state_needs_it(monkeypatch):
+    """An estimate above the tolerance at the last state re-selects the rule there and repeats the run once."""
+    from theory import _integrate
+
+    st = theory.random_state(2, 2, D=500, seed=0)
+    calls = []
+    real = _integrate._final_estimate
+
+    def pretend(dyn, traj):
+        calls.append(dyn.quadrature)
+        return 1e-3 if len(calls) == 1 else real(dyn, traj)
+
+    monkeypatch.setattr(_integrate, "_final_estimate", pretend)
+    picked = []
+    real_select = _numerical.select_quadrature
+
+    def select(*a, **kw):
+        out = real_select(*a, **kw)
+        picked.append((kw.get("start"), out[0]))
+        return (GaussHermite(24), out[1]) if kw.get("start") is not None else out
+
+    monkeypatch.setattr(_numerical, "select_quadrature", select)
+    tr = theory.integrate(st, "pepita", np.linspace(0, 2, 3), eta=0.5)
+    assert calls[0] == GaussHermite(20) and calls[1] == GaussHermite(24)
+    assert "n=24" in tr.params["quadrature"] and tr.params["expectation_error"] <= 1e-5
+
+
+def test_sweep_records_each_points_estimate():
+    st = theory.random_state(2, 2, D=500, seed=0)
+    res = theory.sweep(st, "pepita", np.linspace(0, 2, 3), eta=[0.3, 0.5], progress=False)
+    err = res.table["expectation_error"].to_numpy()
+    assert np.all((err > 0) & (err <= _numerical.DEFAULT_EXPECTATION_TOL))
+    assert res._params[0]["expectation_tol"] == _numerical.DEFAULT_EXPECTATION_TOL
+    assert res._params[0]["expectation_error"] == err[0]
+    closed = theory.sweep(st, "bp", np.linspace(0, 2, 3), eta=[0.3, 0.5], progress=False)
+    assert np.isnan(closed.table["expectation_error"]).all()
+    with pytest.raises(ValueError, match="sweep: expectation_tol"):
+        theory.sweep(st, "pepita", np.linspace(0, 2, 3), eta=[0.3], expectation_tol=0.0, progress=False)
+
+
+def test_untraceable_relu_rule_default_within_1e_4():
+    """np.sign called directly (no trace, no kinks known): the default KinkAware rule runs on the numpy line rule;
+    against the closed form of its traceable twin (the relu feedback family) within 1e-4 of the largest term."""
+    from tests.conformance.helpers import SignFeedback, SignFeedbackUntraceable
+
+    for seed in (0, 1, 2):
+        st = random_state(np.random.default_rng(seed), 2, 2)
+        ref = closed_form_terms(SignFeedback(), *args(st), g="relu")
+        got = numerical_terms(SignFeedbackUntraceable(), *args(st), g="relu")
+        assert rel_err(got, ref) < RELU_DEFAULT_TOL, seed

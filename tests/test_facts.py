@@ -133,7 +133,8 @@ BUILTIN = [  # (name, options, closed form, modulates): THEORY.md section 3
 def test_builtin_facts(name, opts, closed, modulates, K, M):
     rule = theory.make_rule(name, **opts)
     facts = rule_facts(rule, K, M)
-    assert facts == RuleFacts(closed_form=closed, modulates=modulates, traceable=True, differs=facts.differs)
+    assert facts == RuleFacts(closed_form=closed, modulates=modulates, traceable=True, differs=facts.differs,
+                             kinks_exact=True)  # every built-in rule is piecewise quadratic for relu
     assert bool(facts.differs) == (not closed)
     assert rule.modulates_input(K, M, "relu") == modulates
     assert "closed_form" not in type(rule).__dict__  # derived, not declared

@@ -24,11 +24,15 @@ ODEs
     rhs, Dynamics, make_dynamics   the right-hand side.
     jacobian, Jacobian     its derivative by the state or hyper-parameters (Ridders), labelled, with its error.
     Trajectory             times, order parameters, eg, angles, status, parameters; save/load.
+    fixed_point, FixedPoint, FixedPointError   a fixed point by Newton's method (scipy) with its eigenvalues, stability and plateau escape (Escape).
+    symmetric_plateau, specialised_solution, degenerate_solution, teacher_constants   finders for the fixed points of committee machines.
+    continuation, Branch, Bifurcation, plot_bifurcation   pseudo-arclength continuation in one hyper-parameter, folds and branch points.
     DivergenceError        raised when a run diverges (carries the partial trajectory).
 
 Numerical expectations (rules without closed forms, any activation)
     GaussHermite, SparseGrid, QMC, KinkAware   quadrature rules for integrate(..., quadrature=...).
     numerical_terms        E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k] by quadrature.
+    AccuracyWarning        a numerical view estimated above its expectation_tol within the default cost.
 
 Sweeps and summaries
     sweep                  many parameter points integrated at once (batched) -> SweepResult.
@@ -68,7 +72,7 @@ from ._init import random_state, state_from_weights
 from ._integrals import I2, I3, I4, J2, tilt
 from ._integrate import default_times, integrate
 from ._io import json_default
-from ._numerical import QMC, GaussHermite, KinkAware, SparseGrid, numerical_terms
+from ._numerical import QMC, AccuracyWarning, GaussHermite, KinkAware, SparseGrid, numerical_terms
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
 from ._schedules import Constant, Interpolated, Piecewise, PowerLaw, Schedule, parse_schedule
 from ._rules import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
@@ -77,6 +81,9 @@ from ._state import OrderParams
 from ._summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
 from ._sweep import SweepResult, sweep
 from ._trajectory import DivergenceError, Trajectory
+from ._fixed_points import (Escape, FixedPoint, FixedPointError, degenerate_solution, fixed_point, specialised_solution,
+                            symmetric_plateau, teacher_constants)
+from ._continuation import Bifurcation, Branch, continuation, plot_bifurcation
 from . import rules as _builtin_rules  # noqa: E402,F401  (registers bp, fa, afa, pepita)
 
 __all__ = [
@@ -86,7 +93,9 @@ __all__ = [
     "OrderParams", "random_state", "state_from_weights", "HyperParams",
     "Schedule", "Constant", "PowerLaw", "Piecewise", "Interpolated", "parse_schedule", "ACTIVATIONS", "Activation", "activation",
     "integrate", "rhs", "jacobian", "Jacobian", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
-    "GaussHermite", "QMC", "SparseGrid", "KinkAware", "numerical_terms",
+    "fixed_point", "FixedPoint", "FixedPointError", "Escape", "symmetric_plateau", "specialised_solution",
+    "degenerate_solution", "teacher_constants", "continuation", "Branch", "Bifurcation", "plot_bifurcation",
+    "GaussHermite", "QMC", "SparseGrid", "KinkAware", "numerical_terms", "AccuracyWarning",
     "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
     "I2", "I3", "I4", "J2", "tilt",

@@ -533,12 +533,16 @@ def compiled_rule(rule, K: int, M: int) -> CompiledRule:
     except Exception as exc:
         sys.modules.pop(modname, None)
         return CompiledRule(rule, K, M, path=path, reason=f"its generated code did not compile ({type(exc).__name__}: {exc})")
+    from ._facts import rule_facts
+
+    # the kink-aware kernels integrate piecewise quadratics exactly and nothing else: derived (theory._facts)
+    kinks = rule_facts(rule, K, M).kinks_exact
     return CompiledRule(rule, K, M, update=mod.update, coefficient=getattr(mod, "coefficient", None),
                         closed_rhs=getattr(mod, "closed_rhs", None), closed_rhs_rows=getattr(mod, "closed_rhs_rows", None),
                         numerical_rhs=getattr(mod, "numerical_rhs", None),
-                        numerical_rhs_kinks=getattr(mod, "numerical_rhs_kinks", None),
+                        numerical_rhs_kinks=getattr(mod, "numerical_rhs_kinks", None) if kinks else None,
                         numerical_terms=getattr(mod, "numerical_terms", None),
-                        numerical_terms_kinks=getattr(mod, "numerical_terms_kinks", None), path=path)
+                        numerical_terms_kinks=getattr(mod, "numerical_terms_kinks", None) if kinks else None, path=path)
 
 
 def update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F):

@@ -57,10 +57,18 @@ class Dynamics:
 
     @property
     def closed_form(self) -> bool:
-        """Whether the closed forms serve this ODE (theory._facts.closed_form_applies, derived from the rule's update)."""
-        from ._facts import closed_form_applies
+        """Whether the closed forms serve this ODE (theory._views, derived from the rule's update)."""
+        from ._views import closed_form_applies
 
         return closed_form_applies(self.rule, self.g, self.quadrature, self.K, self.M)
+
+    @functools.cached_property
+    def view(self):
+        """The view that serves this ODE (theory._views.rhs_view: closed or numerical, compiled or numpy)."""
+        from ._views import rhs_view
+
+        return rhs_view(self.rule, self.g, self.quadrature, self.K, self.M,
+                        noise=bool(np.any(np.asarray(self.hyper.sigma) != 0)), mirror=self.mirror, use_jit=self.use_jit)
 
     def terms(self, Q, R, S, v, U=None, P=None):
         """(X, DD, EH): the expectations E[delta_k xi_u], E[delta_k delta_l], E[e_out h_k]."""
@@ -125,21 +133,19 @@ class Dynamics:
         if not isinstance(hp, HyperParams) or hp.breakpoints() or np.ndim(self.T) != 2 or np.ndim(self.U) != 1 \
                 or np.ndim(self.P) != 0:
             return None
-        from ._compiled import activation_code, compiled_rule, numerical_params, ode_params
-
-        if activation_code(self.g) is None:
+        view = self.view
+        if view.single is None:
             return None
-        comp = compiled_rule(self.rule, self.K, self.M)
+        from ._compiled import numerical_params, ode_params
+
         p = ode_params(self.K, self.M, self.T, self.U, float(self.P), self.v_star, self.b, hp, self.rule.modulated,
                        self.mirror)
-        if self.closed_form:
-            return None if comp.closed_rhs is None else (comp.closed_rhs, p)
-        if comp.numerical_rhs is None or (self.mirror and not self.g.closed_forms):
-            return None
-        from ._numerical import compiled_nodes
+        if view.closed:
+            return view.single, p
+        from ._numerical import node_rule
 
-        fn, nodes, weights = compiled_nodes(comp, self.rule, self.g, self.K, self.M, hp.sigma, self.quadrature)
-        return fn.rhs, numerical_params(p, nodes, weights)
+        nodes, weights = node_rule(self.rule, self.g, self.K, self.M, hp.sigma, view.quadrature)
+        return view.single, numerical_params(p, nodes, weights)
 
     def compiled(self):
         """(rhs, p) of the compiled single-state right-hand side, or None (see :attr:`_jit_args`)."""
@@ -154,14 +160,16 @@ class Dynamics:
 
 
 def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, *, quadrature=None, where="integrate",
-                  extra=(), expectation_tol=None, **options) -> Dynamics:
+                  extra=(), expectation_tol=None, max_cost=None, **options) -> Dynamics:
     """Validate the parameters of a run and build its :class:`Dynamics` (options: HyperParams fields
     and rule options such as presynaptic, error; ``extra``: the caller's other keywords, for hints).
 
     ``expectation_tol``: for a numerical view, the accuracy of the expectations (largest absolute error of any
     term relative to the largest): without ``quadrature``, the rule is chosen at state0 by
     :func:`theory._numerical.select_quadrature` (an embedded pair); with one, its estimate is recorded
-    (``Dynamics.expectation_error``). None: the fixed default rule, no estimate."""
+    (``Dynamics.expectation_error``). None: the fixed default rule, no estimate. ``max_cost``: the ladder's
+    cost limit (theory._numerical.select_quadrature; theory.integrate's default accuracy uses
+    DEFAULT_COST_FACTOR)."""
     if not isinstance(state0, OrderParams):
         raise TypeError(f"{where}: state0 must be a theory.OrderParams, got {type(state0).__name__}")
     rule, hyper = resolve(rule, params, options, where=where, extra=extra)
@@ -177,7 +185,7 @@ def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, 
     a = (rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b)
     kw = {"sigma": hp.sigma, "sigma_F": hp.sigma_F, "g": hp.g}
     if quadrature is None:
-        quad, est = select_quadrature(*a, tol=expectation_tol, **kw)
+        quad, est = select_quadrature(*a, tol=expectation_tol, max_cost=max_cost, **kw)
     else:
         quad, est = quadrature, expectation_error(*a, quadrature=quadrature, **kw)
     return dataclasses.replace(dyn, quadrature=quad, expectation_error=est)

@@ -64,7 +64,10 @@ class RuleFacts:
 
     closed_form : in the closed-form feedback family; modulates : alpha is not identically 0;
     traceable : the update could be traced (else ``reason`` says why; closed_form False, modulates True);
-    differs : what keeps the rule out of the closed-form family (empty when closed_form).
+    differs : what keeps the rule out of the closed-form family (empty when closed_form);
+    kinks_exact : for a piecewise-linear g, every integrand (delta_k xi_u, delta_k delta_l, e_out h_k) is a
+    polynomial of degree <= 2 in the fields between the zeros of the arguments of g and g' (what the compiled
+    kink-aware engine integrates exactly, theory._quad_compiled.numerical_terms_kinks; :func:`_kinks_exact`).
     """
 
     closed_form: bool
@@ -72,6 +75,7 @@ class RuleFacts:
     traceable: bool
     reason: str | None = None
     differs: tuple[str, ...] = ()
+    kinks_exact: bool = False
 
 
 # ============================================================================ deciding a difference
@@ -172,7 +176,35 @@ def derive(rule, K: int, M: int, traced: dict, feedback) -> RuleFacts:
         check("alpha is not -sigma_F e, the presynaptic input of presynaptic='modulated'", traced["alpha"], -sigma_F * e)
     else:
         check(f"alpha is not 0, the presynaptic input of presynaptic={rule.presynaptic!r}", traced["alpha"], 0)
-    return RuleFacts(closed_form=not differs, modulates=modulates, traceable=True, differs=tuple(differs))
+    return RuleFacts(closed_form=not differs, modulates=modulates, traceable=True, differs=tuple(differs),
+                     kinks_exact=_kinks_exact(traced, K, M))
+
+
+def _kinks_exact(traced: dict, K: int, M: int) -> bool:
+    """Whether, with g and g' piecewise linear (each argument on its active piece: g(a) -> a, g'(a) -> 1; the
+    other piece only lowers degrees), delta, alpha, e_out and h are polynomials in the fields (lambda, nu,
+    zeta) with deg(delta) + max(1, deg(alpha)) <= 2, 2 deg(delta) <= 2 and deg(e_out) + deg(h) <= 2: the
+    integrands are then piecewise quadratic along any line, with kinks only where an argument of g or g'
+    changes sign. Anything else of the fields (tanh(e), sign(lambda), |nu|, a division) makes it False."""
+    import sympy as sp
+
+    G, DG = sp.Function("g"), sp.Function("dg")
+    lam, nu, zeta, *_ = _fields(K, M)
+    fields = [*lam, *nu, zeta]
+
+    def degree(e):
+        e = sp.sympify(e).replace(G, lambda a: a).replace(DG, lambda a: sp.Integer(1))
+        if not e.is_polynomial(*fields):
+            return None
+        e = sp.expand(e)
+        return -1 if e == 0 else sp.Poly(e, *fields).total_degree()
+
+    degs = {k: [degree(e) for e in (traced[k] if isinstance(traced[k], list) else [traced[k]])]
+            for k in ("delta", "alpha", "e_out", "h")}
+    if any(d is None for ds in degs.values() for d in ds):
+        return False
+    dd, da, de, dh = (max(degs[k]) for k in ("delta", "alpha", "e_out", "h"))
+    return dd + max(1, da) <= 2 and 2 * dd <= 2 and de + dh <= 2
 
 
 def _untraceable(reason: str) -> RuleFacts:
@@ -212,8 +244,8 @@ def _load(path: Path | None) -> RuleFacts | None:
         return None
     try:
         d = json.loads(path.read_text())
-        return RuleFacts(closed_form=bool(d["closed_form"]), modulates=bool(d["modulates"]), traceable=bool(d["traceable"]),
-                         reason=d["reason"], differs=tuple(d["differs"]))
+        return RuleFacts(**{f.name: tuple(d[f.name]) if f.name == "differs" else d[f.name]
+                            for f in dataclasses.fields(RuleFacts)})
     except (OSError, ValueError, KeyError, TypeError):  # a damaged file: derive again
         return None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import scipy.integrate
 
@@ -10,6 +13,7 @@ from ._divergence import state_check
 from ._driver import MAX_STEPS, CompiledStepper, ScipyStepper, drive_segments
 from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
+from ._numerical import AccuracyWarning, accuracy_note
 from ._provenance import provenance
 from ._rules import Rule
 from ._state import OrderParams
@@ -69,11 +73,14 @@ def integrate(
     quadrature : the numerical expectation engine's rule (see :mod:`theory._numerical`), used by
         rules without closed forms (pepita, user rules) and by activations other than erf.
     expectation_tol : the numerical view's accuracy (largest absolute error of any ODE term relative to
-        the largest; e.g. theory._numerical.DEFAULT_EXPECTATION_TOL = 1e-5): without ``quadrature``, the
-        rule is chosen at state0 from an embedded pair (theory._numerical.select_quadrature) and the
-        estimate re-checked at the last recorded state; ``traj.params["quadrature"]`` and
-        ``traj.params["expectation_error"]`` (the largest estimate) record them. None (default): the fixed
-        default rule, no estimate.
+        the largest). Without ``quadrature``, the rule is chosen at state0 from an embedded pair
+        (theory._numerical.select_quadrature) and the estimate re-checked at the last recorded state; where
+        it is above the tolerance there, the rule is refined from that state and the run repeated once.
+        ``traj.params["quadrature"]``, ``["expectation_tol"]`` and ``["expectation_error"]`` (the largest
+        estimate) record them. None (default): theory._numerical.DEFAULT_EXPECTATION_TOL = 1e-5, climbing
+        only to rules with at most DEFAULT_COST_FACTOR = 4 times the default rule's nodes; an estimate still
+        above it (tanh, d >= 5) gives a :class:`theory.AccuracyWarning`. An explicit tolerance climbs the
+        whole ladder. With ``quadrature`` given, its estimate is recorded and nothing is chosen.
     method, rtol, atol : a scipy OdeSolver ("DOP853", "RK45", "Radau", ...) and its tolerances.
         DOP853 on a rule with compiled closed forms runs the compiled stepper.
     throw : on divergence or solver failure, raise :class:`DivergenceError` (default) carrying
@@ -85,8 +92,12 @@ def integrate(
 
     Ctrl-C stops the integration and returns what was computed, with status 1.
     """
+    from ._numerical import DEFAULT_COST_FACTOR, DEFAULT_EXPECTATION_TOL
+
+    tol = DEFAULT_EXPECTATION_TOL if expectation_tol is None else expectation_tol
+    max_cost = DEFAULT_COST_FACTOR if expectation_tol is None else None
     dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate", extra=checks.parameters(integrate),
-                        expectation_tol=expectation_tol, **options)
+                        expectation_tol=tol, max_cost=max_cost, **options)
     t = default_times() if t is None else checks.times(t, where="integrate")
     rtol, atol = checks.tolerances(rtol, atol, where="integrate")
     max_steps = checks.integer("max_steps", max_steps, where="integrate", min=1)
@@ -98,31 +109,58 @@ def integrate(
     if solver_cls is None:
         raise ValueError(f"integrate: unknown method {method!r}; expected one of {sorted(methods)}")
     K, M = dyn.K, dyn.M
-    params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(dyn.quadrature), method=getattr(method, "__name__", method),
-                  rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M, units={"t": "steps / D", "angles": "degrees"},
-                  provenance=provenance())
 
-    def stepper_on(a, b, _points):
-        seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]
-        compiled = seg.compiled() if method == "DOP853" else None
-        if compiled is not None:
-            return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol, max_steps=max_steps)
-        fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
-        return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol, max_steps=max_steps)
+    def run(dyn):
+        params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(dyn.quadrature),
+                      method=getattr(method, "__name__", method), rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M,
+                      units={"t": "steps / D", "angles": "degrees"}, provenance=provenance())
 
-    sol = drive_segments(stepper_on, state0.to_vector(dyn.mirror)[None], t, dyn.hyper.breakpoints(),
-                         diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
-                         desc=f"ODE {dyn.rule.label}")
-    n = int(sol.n_recorded[0])
-    traj = Trajectory.from_flat(t[:n], sol.y[0, :n], state0, params=params, status=int(sol.status[0]),
-                                message=sol.message[0], nfev=int(sol.nfev[0]))
-    if expectation_tol is not None and not dyn.closed_form:
-        traj.params["expectation_tol"] = float(expectation_tol)
-        traj.params["expectation_error"] = _final_estimate(dyn, traj)
+        def stepper_on(a, b, _points):
+            seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]
+            compiled = seg.compiled() if method == "DOP853" else None
+            if compiled is not None:
+                return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol, max_steps=max_steps)
+            fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
+            return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol, max_steps=max_steps)
+
+        sol = drive_segments(stepper_on, state0.to_vector(dyn.mirror)[None], t, dyn.hyper.breakpoints(),
+                             diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
+                             desc=f"ODE {dyn.rule.label}")
+        n = int(sol.n_recorded[0])
+        return Trajectory.from_flat(t[:n], sol.y[0, :n], state0, params=params, status=int(sol.status[0]),
+                                    message=sol.message[0], nfev=int(sol.nfev[0]))
+
+    traj = run(dyn)
+    if not dyn.closed_form:
+        est = _final_estimate(dyn, traj)
+        if quadrature is None and traj.status >= 0 and est is not None and est > tol:
+            finer = _refine_at_end(dyn, traj, tol, max_cost)  # the state moved where the rule is coarse
+            if finer is not None:
+                dyn = finer
+                traj = run(dyn)
+                est = _final_estimate(dyn, traj)
+        traj.params["expectation_tol"] = float(tol)
+        traj.params["expectation_error"] = est
+        note = accuracy_note(est, tol)
+        if note is not None:
+            warnings.warn(AccuracyWarning(f"integrate: rule {dyn.rule.label}, g={dyn.g.name}: {note}"), stacklevel=2)
     if traj.status < 0 and throw:
         raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
     return traj
 
+
+
+def _refine_at_end(dyn, traj, tol, max_cost):
+    """The Dynamics with the ladder's rule chosen at the last recorded state (from dyn.quadrature upwards), or
+    None when the ladder gives nothing finer."""
+    from ._numerical import select_quadrature
+
+    s, hp = traj.state(len(traj.t) - 1), dyn.hyper
+    quad, est = select_quadrature(dyn.rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, sigma=hp.sigma,
+                                  sigma_F=hp.sigma_F, g=hp.g, tol=tol, start=dyn.quadrature, max_cost=max_cost)
+    if quad == dyn.quadrature:
+        return None
+    return dataclasses.replace(dyn, quadrature=quad, expectation_error=None)
 
 
 def _final_estimate(dyn, traj):

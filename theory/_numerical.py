@@ -84,7 +84,7 @@ from ._rules import make_rule
 from ._state import field_covariance
 
 __all__ = ["GaussHermite", "SparseGrid", "QMC", "KinkAware", "default_quadrature", "numerical_terms", "quadrature_rule",
-           "select_quadrature", "expectation_error", "DEFAULT_EXPECTATION_TOL"]
+           "select_quadrature", "expectation_error", "DEFAULT_EXPECTATION_TOL", "AccuracyWarning"]
 
 _EIG_RTOL = 1e-12
 
@@ -463,14 +463,13 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     n = K + M
     noise = bool(np.any(np.asarray(sigma) != 0))
     quad = quadrature_rule(quadrature, n + int(noise), g)
-    if isinstance(quad, KinkAware) and quadrature is None and not _compiled_available(rule, g, K, M):
-        quad = GaussHermite(32)
     if isinstance(quad, KinkAware):
-        terms = _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
+        kinks = _kink_terms(rule, g, K, M)
+        terms = kinks(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
         if not return_error:
             return terms
-        ref = _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F, g=g,
-                              quadrature=dataclasses.replace(quad, n=2 * quad.n))
+        ref = kinks(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F, g=g,
+                    quadrature=dataclasses.replace(quad, n=2 * quad.n))
         return terms, tuple(np.abs(a - c) for a, c in zip(terms, ref))
     nodes, weights, groups = _prepared(quad, n, noise, _is_odd(g) and _rule_is_odd(rule, g, K, M))
 
@@ -478,23 +477,7 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     B = _whiten(om, n)
     z = np.einsum("...ij,pj->...pi", B, nodes[:, :n])  # (..., N, n+1); last column E[phi | y]
     zeta = nodes[:, n] if noise else np.zeros(len(weights))
-    ex = lambda a: None if a is None else np.asarray(a, dtype=float)[..., None, :]  # noqa: E731
-    up = rule.local_update(z[..., :K], z[..., K:n], zeta, v=ex(v), v_star=ex(v_star), S=ex(S), b=ex(b),
-                           sigma=sigma, sigma_F=sigma_F, g=g)
-    Ov = om[..., :, n]  # (..., n+1): (S, U, P)
-    lead = om.shape[:-2]
-    N = len(weights)
-    delta = np.broadcast_to(up.delta, lead + (N, K))
-    alpha = np.broadcast_to(up.alpha, lead + (N,))
-    xi = z + alpha[..., None] * Ov[..., None, :]
-    e_out = np.broadcast_to(up.e_out, lead + (N,))
-    h = np.broadcast_to(up.h, lead + (N, K))
-
-    def reduce(wts):
-        dw = delta * wts[:, None]
-        dwT = np.swapaxes(dw, -1, -2)
-        return dwT @ xi, dwT @ delta, np.einsum("...p,...pk->...k", e_out * wts, h)
-
+    reduce = _reducer(rule, om, z, zeta, K, n, v, v_star, S, b, sigma, sigma_F, g)
     terms = reduce(weights)
     if not return_error:
         return terms
@@ -510,11 +493,105 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     return terms, err
 
 
-def _compiled_available(rule, g, K, M) -> bool:
-    """Whether the compiled engine runs this rule and activation."""
-    from ._compiled import activation_code, compiled_rule
 
-    return activation_code(g) is not None and compiled_rule(rule, int(K), int(M)).numerical_terms is not None
+def _reducer(rule, om, z, zeta, K, n, v, v_star, S, b, sigma, sigma_F, g):
+    """The rule's update at the nodes z (..., N, n+1) (fields and E[phi | fields]) and zeta (N,) (the noise),
+    and the function that reduces it with weights (N,) to (X, DD, EH)."""
+    ex = lambda a: None if a is None else np.asarray(a, dtype=float)[..., None, :]  # noqa: E731
+    up = rule.local_update(z[..., :K], z[..., K:n], zeta, v=ex(v), v_star=ex(v_star), S=ex(S), b=ex(b),
+                           sigma=sigma, sigma_F=sigma_F, g=g)
+    Ov = om[..., :, n]  # (..., n+1): (S, U, P)
+    lead = om.shape[:-2]
+    N = z.shape[-2]
+    delta = np.broadcast_to(up.delta, lead + (N, K))
+    alpha = np.broadcast_to(up.alpha, lead + (N,))
+    xi = z + alpha[..., None] * Ov[..., None, :]
+    e_out = np.broadcast_to(up.e_out, lead + (N,))
+    h = np.broadcast_to(up.h, lead + (N, K))
+
+    def reduce(wts):
+        dw = delta * wts[..., None]
+        dwT = np.swapaxes(dw, -1, -2)
+        return dwT @ xi, dwT @ delta, np.einsum("...p,...pk->...k", e_out * wts, h)
+
+    return reduce
+
+
+#: the fixed breakpoints of the line rule (:func:`_line_terms`) besides the kinks, and its truncation
+_LINE_GRID = np.array([-8.0, -5.0, -3.0, -1.5, 0.0, 1.5, 3.0, 5.0, 8.0])
+_LINE_ORDER = 6
+
+
+def _line_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="relu", quadrature=None):
+    """(X, DD, EH) of a KinkAware rule evaluated in numpy, for rules without a compiled view (untraceable).
+
+    The lines are those of the compiled kink-aware engine (the outer rule ``quadrature.nodes``, the direction
+    ``theory._quad_compiled.line_basis``); along each, the first-pass kinks (the zeros of lambda_k and nu_m,
+    known without tracing: the fields are linear along the line) and the fixed grid :data:`_LINE_GRID` split
+    [-8, 8] into pieces, each integrated by Gauss-Legendre(:data:`_LINE_ORDER`) times the Gaussian weight.
+    Measured against the compiled engine on the same lines (K = M = 2, O(1) random states): 3e-10 .. 1e-9 of
+    the largest term for a rule polynomial between first-pass kinks (an untraceable sign-feedback rule; the
+    compiled engine is exact there); smooth functions of the fields (tanh(e)) are integrated to the same
+    order. Kinks the update makes elsewhere (pepita's second pass g(lambda - sigma_F S e)) are not known and
+    fall between nodes: 1e-5 .. 3e-5 for pepita at KinkAware(16, "sphere"), which the embedded estimate
+    (:func:`expectation_error`) sees. Also serves traceable rules whose integrands are not piecewise
+    quadratic (RuleFacts.kinks_exact False: the compiled kink engine would be wrong for them)."""
+    from ._quad_compiled import line_basis
+
+    K, M = np.shape(R)[-2:]
+    n = K + M
+    noise = bool(np.any(np.asarray(sigma) != 0))
+    d = n + int(noise)
+    outer, w_out, _ = quadrature.nodes(n, noise)
+    xg, wg = np.polynomial.legendre.leggauss(_LINE_ORDER)
+    om_all = field_covariance(Q, R, T, S, U, P)
+    lead = om_all.shape[:-2]
+    B_all = _whiten(om_all, n)
+    X, DD, EH = np.zeros(lead + (K, n + 1)), np.zeros(lead + (K, K)), np.zeros(lead + (K,))
+    def pick(a, k):  # the state idx's value of a (leading dimensions lead, then k own dimensions)
+        return None if a is None else np.broadcast_to(np.asarray(a, dtype=float), lead + np.shape(a)[np.ndim(a) - k:])[idx]
+
+    for idx in np.ndindex(*lead):
+        om, B = om_all[idx], B_all[idx]
+        A = B[:n]
+        H = line_basis(np.ascontiguousarray(np.linalg.pinv(A, rcond=_EIG_RTOL, hermitian=True)), d)
+        u, E = H[:, 0], H[:, 1:]
+        p0 = outer @ E.T  # (L, d): the lines' points at t = 0
+        speed = A @ u[:n]  # (n,)
+        f0 = p0[:, :n] @ A.T  # (L, n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kinks = np.where(np.abs(speed) > 1e-14, -f0 / np.where(np.abs(speed) > 1e-14, speed, 1.0), _LINE_GRID[0])
+        br = np.sort(np.concatenate([np.broadcast_to(_LINE_GRID, (len(p0), len(_LINE_GRID))),
+                                     np.clip(kinks, _LINE_GRID[0], _LINE_GRID[-1])], axis=1), axis=1)
+        a, c = br[:, :-1], br[:, 1:]
+        t = 0.5 * (a + c)[..., None] + 0.5 * (c - a)[..., None] * xg  # (L, pieces, order)
+        wt = (w_out[:, None, None] * 0.5 * (c - a)[..., None] * wg * np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)).ravel()
+        nodes = (p0[:, None, None, :] + t[..., None] * u).reshape(-1, d)
+        keep = wt > 0
+        nodes, wt = nodes[keep], wt[keep]
+        z = nodes[:, :n] @ B.T
+        zeta = nodes[:, n] if noise else np.zeros(len(wt))
+        reduce = _reducer(rule, om, z, zeta, K, n, pick(v, 1), pick(v_star, 1), pick(S, 1), pick(b, 1),
+                          pick(sigma, 0), pick(sigma_F, 0), g)
+        X[idx], DD[idx], EH[idx] = reduce(wt)
+    return X, DD, EH
+
+
+def _kink_terms(rule, g, K, M):
+    """The engine of a KinkAware rule: compiled (:func:`_compiled_terms`, kinks found level by level from the
+    traced update) where the rule has a compiled view, else the numpy line rule (:func:`_line_terms`)."""
+    if not g.piecewise_linear:
+        raise ValueError(f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}")
+    return _compiled_terms if _compiled_available(rule, g, K, M, KinkAware()) else _line_terms
+
+
+def _compiled_available(rule, g, K, M, quadrature=None) -> bool:
+    """Whether a compiled numerical kernel serves this rule, activation and quadrature (theory._views.rhs_view;
+    KinkAware: the kink-aware kernel, which exists only where the rule's integrands are piecewise quadratic)."""
+    from ._views import rhs_view
+
+    quad = GaussHermite() if quadrature is None else quadrature  # a numerical rule: never the closed forms
+    return rhs_view(rule, g, quad, int(K), int(M)).single is not None
 
 
 def _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf", quadrature=None):
@@ -525,10 +602,17 @@ def _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     K, M = np.shape(R)[-2:]
     comp = compiled_rule(rule, int(K), int(M))
     gk = activation_code(g)
-    if comp.numerical_terms is None or gk is None:
-        why = comp.reason or f"activation {g.name!r} has no compiled form"
+    noise = bool(np.any(np.asarray(sigma) != 0))
+    quad = quadrature_rule(quadrature, K + M + int(noise), g)
+    kinks = isinstance(quad, KinkAware)
+    if kinks and not g.piecewise_linear:
+        raise ValueError(f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}")
+    terms = comp.numerical_terms_kinks if kinks else comp.numerical_terms
+    if terms is None or gk is None:
+        why = comp.reason or (f"activation {g.name!r} has no compiled form" if gk is None else
+                              "its integrands are not piecewise quadratic (theory._facts.RuleFacts.kinks_exact)")
         raise ValueError(f"quadrature: {quadrature!r} needs the compiled engine, unavailable for rule {rule.label}: {why}")
-    kern, nodes, weights = compiled_nodes(comp, rule, g, K, M, sigma, quadrature)
+    nodes, weights = node_rule(rule, g, K, M, sigma, quad)
     arrs = [np.asarray(a, dtype=float) for a in (Q, R, T, S, U, P, v, v_star, np.zeros(K) if b is None else b, sigma, sigma_F)]
     ndims = (2, 2, 2, 1, 1, 0, 1, 1, 1, 0, 0)
     lead = np.broadcast_shapes(*(a.shape[: a.ndim - k] for a, k in zip(arrs, ndims)))
@@ -538,34 +622,36 @@ def _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
                                                     for a, k in zip(arrs, ndims))
         y = np.concatenate([Qi.ravel(), Ri.ravel(), Si, vi])
         p = numerical_params(terms_params(K, M, Ti, Ui, float(Pi), vsi, bi, float(sg), float(sF), gk), nodes, weights)
-        kern.terms(y, p, X[idx], DD[idx], EH[idx])
+        terms(y, p, X[idx], DD[idx], EH[idx])
     return X, DD, EH
 
 
-def compiled_nodes(comp, rule, g, K: int, M: int, sigma, quadrature):
-    """(kernel, nodes, weights) of the compiled engine: kernel.rhs / kernel.terms the generated functions
-    (theory._quad_compiled) for this quadrature, the nodes and weights to append to p."""
-    import types
-
+def node_rule(rule, g, K: int, M: int, sigma, quadrature):
+    """(nodes, weights) that the compiled numerical kernels read from p (theory._compiled.numerical_params):
+    a KinkAware rule's outer rule, else the tensor rule as :func:`_prepared` gives it (folded, pruned)."""
+    g = activation(g)
     n = K + M
     noise = bool(np.any(np.asarray(sigma) != 0))
     quad = quadrature_rule(quadrature, n + int(noise), g)
     if isinstance(quad, KinkAware):
-        if not g.piecewise_linear:
-            raise ValueError(f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}")
         nodes, weights, _ = quad.nodes(n, noise)
-        kern = types.SimpleNamespace(rhs=comp.numerical_rhs_kinks, terms=comp.numerical_terms_kinks)
     else:
         nodes, weights, _ = _prepared(quad, n, noise, _is_odd(g) and _rule_is_odd(rule, g, K, M))
-        kern = types.SimpleNamespace(rhs=comp.numerical_rhs, terms=comp.numerical_terms)
-    return kern, np.ascontiguousarray(nodes, dtype=float), np.ascontiguousarray(weights, dtype=float)
+    return np.ascontiguousarray(nodes, dtype=float), np.ascontiguousarray(weights, dtype=float)
 
 
 # ------------------------------------------------------------------------------------ error control
 
-#: the accuracy :func:`select_quadrature` aims at when asked (``expectation_tol=``): the largest absolute error of
-#: any of X, DD, EH relative to the largest of them
+#: the accuracy a numerical view aims at by default (theory.integrate, theory.sweep) and :func:`select_quadrature`
+#: when asked (``expectation_tol=``): the largest absolute error of any of X, DD, EH relative to the largest of them
 DEFAULT_EXPECTATION_TOL = 1e-5
+#: at the default tolerance the ladder climbs only to rules with at most this many times the default rule's nodes
+#: (an explicit ``expectation_tol`` climbs to the ladder's top); above it the estimate is reported (AccuracyWarning)
+DEFAULT_COST_FACTOR = 4.0
+
+
+class AccuracyWarning(UserWarning):
+    """A numerical view's estimated accuracy is above the requested ``expectation_tol`` (theory._numerical)."""
 
 _GH_LADDER = (12, 16, 20, 24, 32, 40, 48, 64)
 _KINK_LADDER = (16, 24, 32, 48, 64, 96)
@@ -603,7 +689,9 @@ def _next_rung(quad, g):
 
 
 def _terms_any(rule, args, quad, g, sigma, sigma_F, compiled):
-    if compiled or isinstance(quad, KinkAware):
+    if isinstance(quad, KinkAware):
+        return _kink_terms(rule, g, *np.shape(args[1])[-2:])(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
+    if compiled:
         return _compiled_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
     return numerical_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
 
@@ -632,20 +720,22 @@ def expectation_error(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
 
 
 def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf",
-                      tol=DEFAULT_EXPECTATION_TOL):
-    """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature`
-    upwards: GaussHermite(n), the spherical KinkAware(n), QMC(n) with n x 4) whose error estimate
+                      tol=DEFAULT_EXPECTATION_TOL, start=None, max_cost=None):
+    """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature`,
+    or ``start``, upwards: GaussHermite(n), the spherical KinkAware(n), QMC(n) with n x 4) whose error estimate
     (:func:`expectation_error`, an embedded pair) at this state is below ``tol``, the largest absolute error of
-    any term relative to the largest. At the top of the ladder, its finest rule with the last estimate."""
+    any term relative to the largest. ``max_cost``: climb only to rules with at most this many times the
+    nodes of the default rule. At the top (or the cost limit), its finest rule with the last estimate."""
     if not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
         raise ValueError(f"expectation_tol: expected a number in (0, 1), got {tol!r}")
     rule = make_rule(rule)
     g = activation(g)
     K, M = np.shape(R)[-2:]
     noise = bool(np.any(np.asarray(sigma) != 0))
-    quad = quadrature_rule(None, K + M + int(noise), g)
-    if isinstance(quad, KinkAware) and not _compiled_available(rule, g, K, M):
-        quad = GaussHermite(32)
+    d = K + M + int(noise)
+    base = quadrature_rule(None, d, g)
+    quad = base if start is None else start
+    budget = None if max_cost is None else max_cost * _cost(base, K + M, noise)
     args = (Q, R, T, S, U, P, v, v_star, b)
     last = None
     while True:
@@ -656,9 +746,30 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
             return quad, est
         last = est
         nxt = _next_rung(quad, g)
-        if nxt is None or _too_big(nxt, K + M + int(noise)):
+        if nxt is None or _too_big(nxt, d) or (budget is not None and _cost(nxt, K + M, noise) > budget):
             return quad, est
         quad = nxt
+
+
+def _cost(quad, n: int, noise: bool) -> float:
+    """The number of evaluation points of a rule for n fields (KinkAware: its outer nodes times the pieces'
+    points; QMC: points times scrambles)."""
+    if isinstance(quad, QMC):
+        return float(quad.n * quad.scrambles)
+    if isinstance(quad, KinkAware):
+        return float(len(quad.nodes(n, noise)[1]) * 3 * (n + 1))
+    if isinstance(quad, GaussHermite) and quad.n ** (n + int(noise)) > 4e6:
+        return float(quad.n ** (n + int(noise)))
+    return float(len(quad.nodes(n, noise)[1]))
+
+
+def accuracy_note(est, tol) -> str | None:
+    """The AccuracyWarning text when an estimate is above the tolerance (None when met or unknown)."""
+    if est is None or est <= tol:
+        return None
+    return (f"numerical expectations estimated at {est:.2g} of the largest ODE term, above expectation_tol={tol:g} "
+            f"within the default cost (at most {DEFAULT_COST_FACTOR:g} x the default rule's nodes); pass "
+            "expectation_tol= explicitly to climb further, or quadrature= for a finer rule")
 
 
 def _too_big(quad, d):

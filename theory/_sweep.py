@@ -35,6 +35,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
@@ -47,7 +48,7 @@ from ._io import FORMAT, json_default
 from ._divergence import state_check
 from ._driver import MAX_STEPS, BatchedStepper, BatchSolution, CompiledStepper, drive_segments
 from ._dynamics import Dynamics
-from ._facts import closed_form_applies
+from ._views import closed_form_applies, rhs_view
 from ._hyper import HYPER_FIELDS, HyperBatch, HyperParams, record, rule_option_names
 from ._integrate import default_times, watched_indices
 from ._observables import alignment_angles, generalisation_error, specialisation
@@ -104,13 +105,16 @@ class _Chunk:
         check of non-finite derivatives (theory._divergence.StateCheck, as theory.integrate)."""
         return state_check(self.K, self.M, self.T, self.U, self.P, rtol=self.rtol, atol=self.atol, per_point=True)
 
+    @property
+    def view(self):
+        """The view that serves the chunk's points (theory._views.rhs_view)."""
+        return rhs_view(self.rule, self.hyper.g, self.quadrature, self.K, self.M,
+                        noise=bool(np.any(np.asarray(self.hyper.sigma) != 0)), mirror=self.mirror)
+
     def compiled_rhs(self):
         """The rule's compiled single-state right-hand side (closed forms), or None (numerical expectations)."""
-        if not (self.closed_form and _batch_kernel() is not None):
-            return None
-        from ._compiled import compiled_rule
-
-        return compiled_rule(self.rule, self.K, self.M).closed_rhs
+        view = self.view
+        return view.single if view.closed else None
 
     def compiled_params(self) -> np.ndarray:
         """(B, p) parameter rows of the compiled right-hand side, one per point (theory._compiled.ode_params)."""
@@ -171,11 +175,8 @@ def _factory(chunk: _Chunk, compiled: bool = True, pool: concurrent.futures.Thre
     (no OpenMP: safe to fork and to call from many threads); otherwise the numpy right-hand side
     of :class:`theory.Dynamics` evaluates the whole batch.
     """
-    kernel = None
-    if compiled and chunk.closed_form and _batch_kernel() is not None:
-        from ._compiled import compiled_rule
-
-        kernel = compiled_rule(chunk.rule, chunk.K, chunk.M).closed_rhs_rows
+    view = chunk.view if compiled else None
+    kernel = view.rows if view is not None and view.closed else None
     if kernel is not None:
         rows = chunk.compiled_params()
         nthreads = 1 if pool is None else pool._max_workers
@@ -349,6 +350,7 @@ def sweep(
     grid: Mapping[str, Sequence] | None = None,
     tags: Mapping[str, Any] | None = None,
     quadrature=None,
+    expectation_tol=None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     eg_target: float | None = None,
@@ -375,6 +377,11 @@ def sweep(
     tags : {column: scalar or sequence}: extra columns carried into the table (zipped like the
         parameters), e.g. the seed or w_std each state was drawn with.
     quadrature : the numerical engine's option (rules without closed forms, other activations).
+    expectation_tol : the numerical views' accuracy, as in :func:`theory.integrate` (default
+        DEFAULT_EXPECTATION_TOL within DEFAULT_COST_FACTOR): without ``quadrature`` each batch of points
+        sharing a right-hand side gets the ladder's rule chosen at its first point's state; every point's
+        estimate at its last recorded state is the column ``expectation_error`` (NaN for closed forms), and
+        points above the tolerance give one :class:`theory.AccuracyWarning`.
     rtol, atol : tolerances of each point's error control (DOP853, as in :func:`theory.integrate`).
     eg_target : adds the column t_target, the first time eg <= eg_target.
     plateau_options : overrides of PLATEAU_DEFAULTS (slope_tol, margin, spec_tol).
@@ -460,6 +467,13 @@ def sweep(
         rules.append(r)
         hypers.append(hp)
 
+    from ._numerical import DEFAULT_COST_FACTOR, DEFAULT_EXPECTATION_TOL
+
+    tol = DEFAULT_EXPECTATION_TOL if expectation_tol is None else expectation_tol
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
+        raise ValueError(f"sweep: expectation_tol: expected a number in (0, 1), got {expectation_tol!r}")
+    max_cost = DEFAULT_COST_FACTOR if expectation_tol is None else None
+
     # ---- group points that can share one batched right-hand side
     groups: dict[tuple, list[int]] = {}
     for i in range(npts):
@@ -479,9 +493,12 @@ def sweep(
         for c0 in range(0, len(members), chunk_size):
             pts = members[c0 : c0 + chunk_size]
             ss = [state_list[sidx[i]] for i in pts]
+            quad = quadrature
+            if quadrature is None and not key[6]:  # numerical: the ladder's rule at the first point's state
+                quad = _chosen_rule(r, ss[0], hypers[pts[0]], tol, max_cost)
             chunks.append((pts, _Job(chunk=_Chunk(
                 rule=r, hyper=HyperBatch.of([hypers[i].on(t[0], t[0]) for i in pts]),
-                quadrature=quadrature, K=K, M=M,
+                quadrature=quad, K=K, M=M,
                 y0=np.stack([s.to_vector(mirror) for s in ss]), T=np.stack([s.T for s in ss]),
                 U=np.stack([s.U for s in ss]), P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
                 b=np.stack([s.b for s in ss]) if has_b else None, t=t, rtol=rtol, atol=atol, mirror=mirror,
@@ -526,7 +543,39 @@ def sweep(
                 bar.close()
 
     return _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_target, popts, quadrature,
-                     rtol, atol, interrupted)
+                     rtol, atol, interrupted, tol)
+
+
+def _chosen_rule(rule, s, hp, tol, max_cost):
+    from ._numerical import select_quadrature
+
+    return select_quadrature(rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, sigma=hp.sigma,
+                             sigma_F=hp.sigma_F, g=hp.g, tol=tol, max_cost=max_cost)[0]
+
+
+def _estimates(chunks, Ys, hypers, npts):
+    """Each point's expectation error estimate at its last recorded state (NaN for closed forms)."""
+    from ._numerical import expectation_error
+
+    out = np.full(npts, np.nan)
+    for pts, job in chunks:
+        ch = job.chunk
+        if ch.closed_form:
+            continue
+        for j, p in enumerate(pts):
+            Y = Ys[p]
+            last = int(np.sum(np.isfinite(Y[:, 0]))) - 1
+            if last < 0 or not np.all(np.isfinite(Y[last])):
+                continue
+            Q, R, S, v = unpack(Y[last], ch.K, ch.M)
+            mir = mirror_part(Y[last], ch.K, ch.M)
+            U, P = (ch.U[j], ch.P[j]) if mir is None else mir
+            hp = hypers[p]
+            est = expectation_error(ch.rule, 0.5 * (Q + Q.T), R, ch.T[j], S, U, P, v, ch.v_star[j],
+                                    None if ch.b is None else ch.b[j], sigma=hp.sigma, sigma_F=hp.sigma_F, g=hp.g,
+                                    quadrature=ch.quadrature)
+            out[p] = np.nan if est is None else est
+    return out
 
 
 #: Columns of every sweep table that are not parameters or tags.
@@ -536,7 +585,7 @@ _FIXED_COLUMNS = ("point", "state", "K", "M", "activation", "status", "message",
 
 
 def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_target, popts, quadrature, rtol, atol,
-              interrupted):
+              interrupted, tol):
     npts = len(sidx)
     nt = t.size
     status = np.ones(npts, dtype=int)
@@ -615,10 +664,20 @@ def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_t
     for k in ang_keys:
         table[f"angle_{k}"] = np.array([angles_t[i][k][last[i]] if k in angles_t[i] else np.nan for i in range(npts)])
 
+    table["expectation_error"] = _estimates(chunks, Ys, hypers, npts)
+    above = table["expectation_error"] > tol
+    if np.any(above):
+        from ._numerical import AccuracyWarning, accuracy_note
+
+        worst = int(np.nanargmax(table["expectation_error"]))
+        warnings.warn(AccuracyWarning(f"sweep: {int(above.sum())} of {npts} points, e.g. point {worst}: "
+                                      + accuracy_note(float(table["expectation_error"][worst]), tol)), stacklevel=3)
+    quad_of = {p: job.chunk.quadrature for pts, job in chunks for p in pts}
     prov = provenance()
-    params = [dict(**record(rules[i], hypers[i]), quadrature=repr(quadrature), method="DOP853 (batched)", rtol=rtol,
-                   atol=atol, K=state_list[sidx[i]].K, M=state_list[sidx[i]].M, tags=tuple(tags),
-                   units={"t": "steps / D", "angles": "degrees"}, provenance=prov)
+    params = [dict(**record(rules[i], hypers[i]), quadrature=repr(quad_of.get(i, quadrature)), method="DOP853 (batched)",
+                   rtol=rtol, atol=atol, K=state_list[sidx[i]].K, M=state_list[sidx[i]].M, tags=tuple(tags),
+                   units={"t": "steps / D", "angles": "degrees"}, provenance=prov, expectation_tol=float(tol),
+                   expectation_error=None if np.isnan(table["expectation_error"][i]) else float(table["expectation_error"][i]))
               for i in range(npts)]
     frame = _frame(table)
     frame.attrs.update(units={"t": "steps / D", "angles": "degrees", "t_*, plateau_*": "steps / D"}, provenance=prov,

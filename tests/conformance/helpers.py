@@ -168,13 +168,14 @@ def hyper_for(option: str, g: str) -> theory.HyperParams:
 
 def fine_quadrature(rule, g: str, noise: bool, K: int = 2, M: int = 1):
     """An explicit fine rule per activation (not the defaults, which other work changes): relu KinkAware(96)
-    (GaussHermite(48) for a rule without a compiled view); linear GaussHermite(4) for the closed-form family
+    (KinkAware(32, outer="sphere") on the numpy line rule for a rule without the compiled kink-aware kernel:
+    untraceable, or with integrands that are not piecewise quadratic); linear GaussHermite(4) for the closed-form family
     (exact for its quadratics); otherwise GaussHermite(48) for the closed-form family (3 noise nodes integrate
     it exactly: its terms are polynomials of degree 2 in zeta) and GaussHermite(32) ((24, 16 noise nodes)
     with noise) for the others."""
     closed = closed_family(rule, K, M)
     if g == "relu":
-        return KinkAware(96) if compiled_ok(rule, K, M) else GaussHermite(48)
+        return KinkAware(96) if kink_kernel(rule, K, M) else KinkAware(32, outer="sphere")
     if g == "linear" and closed:
         return GaussHermite(4)
     if closed:
@@ -214,6 +215,11 @@ def builtin(rule) -> bool:
 
 #: two implementations of one view on the same nodes (numpy and numba): rounding only
 SAME_NODES = 1e-11
+
+
+def kink_kernel(rule, K, M) -> bool:
+    """Whether the compiled kink-aware kernel serves the rule (derived: theory._facts.RuleFacts.kinks_exact)."""
+    return compiled_ok(rule, K, M) and theory.compiled_rule(rule, K, M).numerical_terms_kinks is not None
 
 
 def compiled_ok(rule, K, M) -> bool:

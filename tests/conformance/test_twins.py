@@ -5,7 +5,7 @@ right-hand side and the same simulation steps as its traceable twin (helpers.TWI
   equals the twin's numerical views (numpy and compiled) to rounding;
 - right-hand side, accuracy: with a fine rule it agrees with the twin's best view (its closed forms where
   they apply, else its compiled numerical view with the fine rule) within the stated accuracy of the
-  untraceable rule's (GaussHermite) quadrature;
+  untraceable rule's quadrature (for relu the kink-aware line rule in numpy, theory._numerical._line_terms);
 - simulation: one step of the full engine and of the reduced torch step, same samples, equal to rounding;
   the untraceable rule has no compiled view, with the tracer's reason.
 """
@@ -116,12 +116,7 @@ def _all():
     for pair in range(len(TWINS)):
         for g in ACTIVATIONS:
             for option in OPTIONS:
-                marks = ()
-                if (pair, g, option) == (0, "relu", "frozen"):
-                    # measured: 1.25e-2 of the largest term (dv = 0 makes the largest term small), above the stated
-                    # ~1e-2 of relu GaussHermite(32) (theory._numerical docstring), although at n = 48
-                    marks = pytest.mark.xfail(strict=True, reason="relu GaussHermite(48) error 1.25e-2 > the stated 1e-2")
-                out.append(pytest.param(pair, g, option, marks=marks, id=f"{TWINS[pair][1].name}-{g}-{option}"))
+                out.append(pytest.param(pair, g, option, id=f"{TWINS[pair][1].name}-{g}-{option}"))
     return out
 
 

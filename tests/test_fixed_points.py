@@ -1,0 +1,343 @@
+"""Fixed points of the ODEs (theory._fixed_points) and their continuation (theory._continuation).
+
+- a found fixed point has residual <= 1e-10 and an integration started there stays put, for bp, fa, afa, pepita
+  (erf) and bp, fa (relu);
+- bp, K = M = 2, erf: the plateau against Saad & Solla's reduced equations of the symmetric subspace, written out
+  here from THEORY.md's ODEs and the erf integrals, independently of the package;
+- the eigenvalues against the growth and decay of small perturbations integrated with the ODE;
+- predicted escape times against integrated ODEs (slope 1 / lambda in ln 1/perturbation, ln D / (2 lambda));
+- continuation locates the bifurcation of bp's specialised solution in eta, which a sweep of integrations locates
+  independently;
+- bad input: errors that name the parameter.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+import theory
+from theory._continuation import Branch, continuation, plot_bifurcation
+from theory._fixed_points import (FixedPoint, FixedPointError, degenerate_solution, fixed_point, specialised_solution,
+                                  symmetric_plateau, teacher_constants)
+from theory._summaries import crossing_time
+
+BP_FROZEN = dict(eta=0.5, train_second_layer=False)
+
+
+@pytest.fixture(scope="module")
+def bp_plateau():
+    return symmetric_plateau("bp", **BP_FROZEN)
+
+
+# ----------------------------------------------------------------------------------------------- Saad & Solla
+
+
+def _I3(C):
+    """E[g'(a) b g(c)] for g(x) = erf(x / sqrt 2), C the 3 x 3 covariance of (a, b, c) (Saad & Solla 1995)."""
+    l3 = (1 + C[0, 0]) * (1 + C[2, 2]) - C[0, 2] ** 2
+    return 2 / np.pi / np.sqrt(l3) * (C[1, 2] * (1 + C[0, 0]) - C[0, 1] * C[0, 2]) / (1 + C[0, 0])
+
+
+def _I4(C):
+    """E[g'(a) g'(b) g(c) g(d)], C the 4 x 4 covariance of (a, b, c, d) (Saad & Solla 1995)."""
+    l4 = (1 + C[0, 0]) * (1 + C[1, 1]) - C[0, 1] ** 2
+    l0 = (l4 * C[2, 3] - C[1, 2] * C[1, 3] * (1 + C[0, 0]) - C[0, 2] * C[0, 3] * (1 + C[1, 1])
+          + C[0, 1] * C[0, 2] * C[1, 3] + C[0, 1] * C[0, 3] * C[1, 2])
+    l1 = l4 * (1 + C[2, 2]) - C[1, 2] ** 2 * (1 + C[0, 0]) - C[0, 2] ** 2 * (1 + C[1, 1]) + 2 * C[0, 1] * C[0, 2] * C[1, 2]
+    l2 = l4 * (1 + C[3, 3]) - C[1, 3] ** 2 * (1 + C[0, 0]) - C[0, 3] ** 2 * (1 + C[1, 1]) + 2 * C[0, 1] * C[0, 3] * C[1, 3]
+    return 4 / np.pi ** 2 / np.sqrt(l4) * np.arcsin(l0 / np.sqrt(l1 * l2))
+
+
+def _saad_solla(z, eta):
+    """d(Q, C, R, S)/dt of the symmetric subspace of bp, K = M = 2, T = I, v = v* = 1 (frozen), sigma = 0:
+    Q_ii = Q, Q_12 = C, R_ii = R, R_12 = R_21 = S. Fields (lambda_1, lambda_2, nu_1, nu_2); with e = yhat - y,
+    dR_in/dt = eta [sum_m I3(l_i, nu_n, nu_m) - sum_j I3(l_i, nu_n, l_j)],
+    dQ_ik/dt = eta [sum_m I3(l_i, l_k, nu_m) - sum_j I3(l_i, l_k, l_j)] + (i <-> k)
+               + eta^2 [sum_jl I4(l_i, l_k, l_j, l_l) - 2 sum_jm I4(l_i, l_k, l_j, nu_m) + sum_mn I4(l_i, l_k, nu_m, nu_n)]."""
+    Q, C, R, S = z
+    om = np.array([[Q, C, R, S], [C, Q, S, R], [R, S, 1, 0], [S, R, 0, 1]])
+    lam, nu = [0, 1], [2, 3]
+    cov = lambda *idx: om[np.ix_(idx, idx)]  # noqa: E731
+
+    def lin(i, b):  # eta [sum_m I3(l_i, b, nu_m) - sum_j I3(l_i, b, l_j)]
+        return eta * (sum(_I3(cov(i, b, m)) for m in nu) - sum(_I3(cov(i, b, j)) for j in lam))
+
+    def quad(i, k):
+        return eta ** 2 * (sum(_I4(cov(i, k, j, l)) for j in lam for l in lam)
+                           - 2 * sum(_I4(cov(i, k, j, m)) for j in lam for m in nu)
+                           + sum(_I4(cov(i, k, m, n)) for m in nu for n in nu))
+
+    dQ = 2 * lin(0, 0) + quad(0, 0)
+    dC = lin(0, 1) + lin(1, 0) + quad(0, 1)
+    return np.array([dQ, dC, lin(0, 2), lin(0, 3)])
+
+
+def test_bp_plateau_against_saad_solla(bp_plateau):
+    fp = bp_plateau
+    assert fp.success and fp.residual <= 1e-10
+    # the plateau of the reduced equations (R = S), solved here from an independent guess
+    sol = scipy.optimize.root(lambda y: _saad_solla([y[0], y[1], y[2], y[2]], 0.5)[:3], [0.5, 0.4, 0.4], tol=1e-14)
+    Q, C, R = sol.x
+    assert np.max(np.abs(_saad_solla([Q, C, R, R], 0.5))) < 1e-12
+    st = fp.state
+    np.testing.assert_allclose([st.Q[0, 0], st.Q[1, 1]], Q, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(st.Q[0, 1], C, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(st.R, np.full((2, 2), R), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(st.v, [1, 1])
+    # the reduced Jacobian's exponents (central differences) are among the full space's, the escape one included
+    h = 1e-6
+    z0 = np.array([Q, C, R, R])
+    Jr = np.stack([(_saad_solla(z0 + h * e, 0.5) - _saad_solla(z0 - h * e, 0.5)) / (2 * h) for e in np.eye(4)], axis=1)
+    wr = np.linalg.eigvals(Jr)
+    for w in wr:
+        assert np.min(np.abs(fp.eigenvalues - w)) < 1e-7, (w, fp.eigenvalues)
+    assert fp.n_unstable == 1 and np.isclose(fp.eigenvalues[0].real, np.max(wr.real), atol=1e-8)
+    # the escape direction is specialisation: R_ii - R_12 (antisymmetric in R, nothing in Q)
+    d = np.real(fp.eigenvectors[:, 0])
+    lab = fp.coordinates
+    r = {k: d[lab.index(k)] for k in ("R[0,0]", "R[0,1]", "R[1,0]", "R[1,1]", "Q[0,0]")}
+    assert abs(r["R[0,0]"] + r["R[0,1]"]) < 1e-8 and abs(r["R[0,0]"] - r["R[1,1]"]) < 1e-8 and abs(r["Q[0,0]"]) < 1e-8
+
+
+# ----------------------------------------------------------------------------------------------- residual, stays put
+
+CASES = [
+    ("bp", dict(eta=0.5)),
+    ("fa", dict(eta=0.5)),
+    ("afa", dict(eta=0.5, sigma_F=1.0)),
+    ("bp", dict(eta=0.5, g="relu", train_second_layer=False)),
+    ("fa", dict(eta=0.5, g="relu", train_second_layer=False)),
+]
+
+
+@pytest.mark.parametrize("rule, kw", CASES, ids=[f"{r}-{kw.get('g', 'erf')}" for r, kw in CASES])
+def test_plateau_is_a_fixed_point_and_stays_put(rule, kw):
+    fp = symmetric_plateau(rule, **kw)
+    assert isinstance(fp, FixedPoint) and fp.success, fp.message
+    assert fp.residual <= 1e-10
+    assert fp.n_unstable >= 1  # the plateau is a saddle
+    assert fp.info["subspace_residual"] < 1e-9
+    tr = theory.integrate(fp.state, rule, [0.0, 10.0, 100.0], rtol=1e-10, atol=1e-12, **kw)
+    drift = max(np.max(np.abs(tr.Q[-1] - fp.state.Q)), np.max(np.abs(tr.R[-1] - fp.state.R)),
+                np.max(np.abs(tr.v[-1] - fp.state.v)), np.max(np.abs(tr.S[-1] - fp.state.S)))
+    assert drift < 1e-8
+    assert abs(tr.eg[-1] - fp.eg) < 1e-9
+
+
+def test_pepita_plateau_from_afa():
+    """pepita (numerical expectations): its plateau from afa's (its first-order expansion) as the guess."""
+    kw = dict(eta=0.5, sigma_F=0.5)
+    afa = symmetric_plateau("afa", **kw)
+    pep = symmetric_plateau("pepita", guess=afa.state, **kw)
+    assert pep.success and pep.residual <= 1e-10
+    assert pep.accuracy is not None and pep.accuracy < 1e-6  # distance to the exact ODE's fixed point
+    assert afa.accuracy is None  # a closed form
+    # pepita's fixed point is close to afa's (the expansion's error is O(sigma_F S e))
+    assert np.max(np.abs(pep.state.Q - afa.state.Q)) < 0.05
+    assert pep.n_unstable >= 1
+
+
+def test_fixed_point_from_a_trajectory_plateau(bp_plateau):
+    """A trajectory through the plateau (a symmetric start with a small asymmetry): its flattest plateau state is
+    the guess for the plateau, its last one for the specialised solution."""
+    s0 = teacher_constants(2).replace(Q=0.5 * np.eye(2), R=np.array([[0.3, -0.5], [0.8, 0.1]]) * 1e-3)
+    tr = theory.integrate(s0, "bp", theory.default_times(3000.0), **BP_FROZEN)
+    fp = fixed_point(tr, "bp", **BP_FROZEN)
+    assert fp.success and fp.residual <= 1e-10 and fp.n_unstable == 1
+    assert np.max(np.abs(fp.x - bp_plateau.x)) < 1e-9
+    end = fixed_point(tr, "bp", point="end", **BP_FROZEN)
+    assert end.stable and end.eg < 1e-12
+
+
+def test_specialised_and_degenerate_solutions():
+    c = theory.random_state(2, 2, D=500, seed=0)
+    bp = specialised_solution("bp", eta=0.5, constants=c)
+    assert bp.residual == pytest.approx(0, abs=1e-15) and bp.eg < 1e-14 and bp.stable
+    flip = degenerate_solution("bp", eta=0.5, constants=c)
+    assert flip.angles["teacher"] == pytest.approx(180, abs=1e-4) and flip.stable
+    np.testing.assert_allclose(flip.eigenvalues, bp.eigenvalues, atol=1e-9)  # a symmetry image for bp
+    for rule in ("afa", "fa"):
+        fp = degenerate_solution(rule, eta=0.5, sigma_F=1.0, signs=(-1, 1), constants=c)
+        assert fp.success and fp.eg < 1e-14 and fp.angles["teacher"] == pytest.approx(90, abs=1e-4)
+        assert fp.n_unstable + fp.n_marginal + int(np.sum(fp.eigenvalues.real < -fp.marginal_tol)) == fp.eigenvalues.size
+
+
+# ----------------------------------------------------------------------------------------------- eigenvalues
+
+
+def test_eigenvalues_against_integrated_perturbations(bp_plateau):
+    """Each mode's component c_i(t) of a small random perturbation grows or decays like exp(lambda_i t): measured
+    at a time where |lambda_i| t is between 0.1 and 6 (so that it has changed measurably but not drowned)."""
+    fp = bp_plateau
+    rng = np.random.default_rng(1)
+    d = rng.standard_normal(fp.eigenvalues.size)
+    # a small unstable component, so that it does not outgrow the stable ones (quadratically) by t = 200
+    c = np.linalg.solve(fp.eigenvectors.real, d)
+    c *= 1e-7 / np.linalg.norm(c)
+    c[0] = 1e-9
+    eps = 1e-9
+    s0 = fp.perturbed(fp.eigenvectors.real @ c, 1.0)
+    times = np.array([0.0, 2.0, 10.0, 50.0, 200.0])
+    tr = theory.integrate(s0, "bp", times, rtol=1e-13, atol=1e-20, **BP_FROZEN)
+    assert np.all(fp.eigenvalues.imag == 0)
+    c0 = fp.projections(s0).real
+    checked = 0
+    for i, lam in enumerate(fp.eigenvalues.real):
+        ok = np.flatnonzero((np.abs(lam) * times > 0.1) & (np.abs(lam) * times < 6))
+        if abs(c0[i]) < 1e-3 * eps or ok.size == 0:
+            continue
+        j = ok[-1]
+        ci = fp.projections(tr.state(j)).real[i]
+        assert np.log(ci / c0[i]) / times[j] == pytest.approx(lam, rel=1e-4, abs=1e-7)
+        checked += 1
+    assert checked >= fp.eigenvalues.size - 1
+
+
+# ----------------------------------------------------------------------------------------------- escape
+
+
+def test_escape_time_against_integration(bp_plateau):
+    """From x* + D^-1/2 d (d a fixed random direction: a finite-D asymmetry of the overlaps), the predicted escape
+    times match integrated ODEs, and grow like ln D / (2 lambda_u)."""
+    fp = bp_plateau
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal(fp.eigenvalues.size)
+    d /= np.linalg.norm(d)
+    t = np.concatenate([[0.0], np.geomspace(1e-2, 2000.0, 3000)])
+    Ds = np.array([1e8, 1e12, 1e16])
+    pred, meas = [], []
+    for D in Ds:
+        s0 = fp.perturbed(d, D ** -0.5)
+        esc = fp.escape(s0)
+        tr = theory.integrate(s0, "bp", t, rtol=1e-10, atol=1e-13, **BP_FROZEN)
+        pred.append(esc.time)
+        meas.append(crossing_time(tr.t, tr.eg, esc.level))
+    pred, meas = np.array(pred), np.array(meas)
+    np.testing.assert_allclose(pred, meas, rtol=2e-4)
+    slope = np.polyfit(np.log(Ds), meas, 1)[0]
+    assert slope == pytest.approx(esc.per_ln_D, rel=1e-3)
+    assert esc.per_ln_D == pytest.approx(0.5 / fp.eigenvalues[0].real)
+
+
+@pytest.mark.slow
+def test_escape_scales_with_ln_D(bp_plateau):
+    """From a symmetric start plus a D^-1/2 asymmetry (what a finite-D draw gives), integrated through the plateau,
+    the escape time grows like ln D / (2 lambda_u), asymptotically in D."""
+    fp = bp_plateau
+    base = teacher_constants(2).replace(Q=0.5 * np.eye(2), R=np.zeros((2, 2)))
+    xi = np.array([[0.3, -0.5], [0.8, 0.1]])
+    t = np.concatenate([[0.0], np.geomspace(1e-2, 5000.0, 2000)])
+    Ds = np.array([1e3, 1e5, 1e7, 1e9, 1e11, 1e13])
+    times = []
+    for D in Ds:
+        s0 = base.replace(R=xi / np.sqrt(D))
+        tr = theory.integrate(s0, "bp", t, rtol=1e-10, atol=1e-14, **BP_FROZEN)
+        times.append(crossing_time(tr.t, tr.eg, 0.5 * fp.eg))
+    slopes = np.diff(times) / np.diff(np.log(Ds))
+    # ~2 % above 1 / (2 lambda_u): the start reaches the plateau along its slow mode (lambda ~ -5e-4), so the
+    # asymmetry grows at the slightly smaller rates of the approach before it grows at lambda_u itself
+    print("escape times", times, "slopes", slopes, "1/(2 lambda_u)", 0.5 / fp.eigenvalues[0].real)
+    np.testing.assert_allclose(slopes, 0.5 / fp.eigenvalues[0].real, rtol=0.05)
+    # measured: slopes 16.60, 16.31, 16.15, 16.05, 15.99 against 15.81: they fall towards 1 / (2 lambda_u) as the
+    # escape comes later, after more of the approach (whose slow mode, -5.2e-4, is slower than the escape itself)
+    assert np.all(np.diff(slopes) < 0) and np.all(slopes > 0.5 / fp.eigenvalues[0].real)
+    assert slopes[-1] == pytest.approx(0.5 / fp.eigenvalues[0].real, rel=0.02)
+
+
+# ----------------------------------------------------------------------------------------------- continuation
+
+
+def _near_teacher(eps, rng):
+    """Order parameters of student weights w_k = w*_k + eps a_k (teachers orthonormal, f orthogonal to them): a
+    physical perturbation of the specialised solution (which sits on the boundary of the positive semi-definite
+    states). The weights live in the span of w*_1, w*_2, two more directions and f (the last coordinate)."""
+    A = rng.standard_normal((2, 5))
+    W = np.hstack([np.eye(2), np.zeros((2, 3))]) + eps * A
+    Ws = np.hstack([np.eye(2), np.zeros((2, 3))])
+    f = np.eye(5)[-1]
+    return teacher_constants(2).replace(Q=W @ W.T, R=W @ Ws.T, S=W @ f)
+
+
+def _growth_rate(eta, fp, s0, t_end=600.0):
+    """The leading exponent measured by integration: the growth rate of a perturbation of the specialised solution
+    between t_end / 2 and t_end."""
+    tr = theory.integrate(s0, "bp", [0.0, 0.5 * t_end, t_end], rtol=1e-10, atol=1e-14, eta=eta,
+                          train_second_layer=False)
+    dist = [np.linalg.norm(tr.state(i).to_vector() - fp.state.to_vector()) for i in (1, 2)]
+    return np.log(dist[1] / dist[0]) / (0.5 * t_end)
+
+
+def test_continuation_locates_the_critical_learning_rate():
+    """bp, K = M = 2, erf, frozen v: the specialised solution loses stability as eta grows (an exponent crosses
+    0: a branch point); a sweep of integrated perturbations locates the same eta."""
+    fp = specialised_solution("bp", **BP_FROZEN)
+    br = continuation(fp, "eta", (0.5, 4.0), direction="up")
+    assert isinstance(br, Branch) and np.all(br.residual <= 1e-10)
+    kinds = [b.kind for b in br.bifurcations]
+    assert kinds == ["branch point"], br
+    eta_c = br.bifurcations[0].value
+    assert abs(br.bifurcations[0].eigenvalue.real) < 1e-9
+    assert br.stable[br.values < eta_c - 1e-3].all() and (br.n_unstable[br.values > eta_c + 1e-3] > 0).all()
+    # independently: integrate perturbations at a sweep of eta around eta_c and interpolate the sign change
+    s0 = _near_teacher(1e-4, np.random.default_rng(2))
+    etas = np.round(eta_c, 2) + np.array([-0.04, -0.02, 0.0, 0.02, 0.04])
+    rates = np.array([_growth_rate(e, fp, s0) for e in etas])
+    assert rates[0] < 0 < rates[-1]
+    i = int(np.flatnonzero(np.diff(np.sign(rates)))[0])
+    eta_sweep = etas[i] - rates[i] * (etas[i + 1] - etas[i]) / (rates[i + 1] - rates[i])
+    assert eta_sweep == pytest.approx(eta_c, abs=2e-3)
+
+
+def test_plot_bifurcation(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fp = specialised_solution("bp", **BP_FROZEN)
+    br = continuation(fp, "eta", (0.5, 4.0), direction="up")
+    ax = plot_bifurcation(br, y="R[0,0]")
+    styles = {ln.get_linestyle() for ln in ax.get_lines()}
+    assert "-" in styles and "--" in styles
+    ax.figure.savefig(tmp_path / "bif.png")
+    assert br.table().shape[0] == len(br)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_names_the_parameter(bp_plateau):
+    st = bp_plateau.state
+    with pytest.raises(TypeError, match="guess"):
+        fixed_point("plateau", "bp", eta=0.5)
+    with pytest.raises(ValueError, match="tol"):
+        fixed_point(st, "bp", eta=0.5, tol=-1)
+    with pytest.raises(ValueError, match="method"):
+        fixed_point(st, "bp", eta=0.5, method="newton")
+    with pytest.raises(TypeError, match="bogus"):
+        fixed_point(st, "bp", eta=0.5, bogus=1)
+    with pytest.raises(ValueError, match="eta"):
+        fixed_point(st, "bp", eta=theory.PowerLaw(0.5, 10.0, 1.0))
+    with pytest.raises(ValueError, match="parameter='batch'"):
+        continuation(bp_plateau, "batch", (1, 4))
+    with pytest.raises(ValueError, match="outside span"):
+        continuation(bp_plateau, "eta", (1.0, 2.0))
+    with pytest.raises(ValueError, match="signs"):
+        degenerate_solution("bp", eta=0.5, signs=(2, 1))
+    with pytest.raises(ValueError, match="K == M"):
+        degenerate_solution("bp", eta=0.5, constants=teacher_constants(3, 2))
+    stable = specialised_solution("bp", **BP_FROZEN)
+    with pytest.raises(ValueError, match="no unstable direction"):
+        stable.escape(st)
+    with pytest.raises(ValueError, match="amplitude"):
+        bp_plateau.escape(st, amplitude=0)
+
+
+def test_failed_solve_raises_or_reports():
+    """bp with frozen v = 1 from a random state has no fixed point within 3 iterations: FixedPointError names the
+    residual; throw=False returns success False with the message."""
+    s0 = theory.random_state(2, 2, D=100, seed=0).replace(v=np.ones(2))
+    with pytest.raises(FixedPointError, match="residual"):
+        fixed_point(s0, "bp", max_iter=1, **BP_FROZEN)
+    res = fixed_point(s0, "bp", max_iter=1, throw=False, **BP_FROZEN)
+    assert not res.success and "residual" in res.message and res.residual > 1e-10
