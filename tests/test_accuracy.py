@@ -165,13 +165,19 @@ def test_sweep_records_each_points_estimate():
         theory.sweep(st, "pepita", np.linspace(0, 2, 3), eta=[0.3], expectation_tol=0.0, progress=False)
 
 
-def test_untraceable_relu_rule_default_within_1e_4():
-    """np.sign called directly (no trace, no kinks known): the default KinkAware rule runs on the numpy line rule;
-    against the closed form of its traceable twin (the relu feedback family) within 1e-4 of the largest term."""
+@pytest.mark.parametrize("seed", [3, pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.slow),
+                                  pytest.param(2, marks=pytest.mark.slow)])
+def test_untraceable_relu_rule_default_within_1e_4(seed):
+    """np.sign called directly (no trace, no kinks known): the KinkAware rules run on the numpy line rule. The rule
+    the default accuracy control picks (select_quadrature at DEFAULT_EXPECTATION_TOL within DEFAULT_COST_FACTOR,
+    as theory.integrate does) is within 1e-4 of the largest term of its traceable twin's closed form (the relu
+    feedback family); seed 3 is the hardest state measured (the fixed KinkAware(24) rule: 2.8e-4 there)."""
     from tests.conformance.helpers import SignFeedback, SignFeedbackUntraceable
 
-    for seed in (0, 1, 2):
-        st = random_state(np.random.default_rng(seed), 2, 2)
-        ref = closed_form_terms(SignFeedback(), *args(st), g="relu")
-        got = numerical_terms(SignFeedbackUntraceable(), *args(st), g="relu")
-        assert rel_err(got, ref) < RELU_DEFAULT_TOL, seed
+    st = random_state(np.random.default_rng(seed), 2, 2)
+    ref = closed_form_terms(SignFeedback(), *args(st), g="relu")
+    quad, est = select_quadrature(SignFeedbackUntraceable(), *args(st), g="relu",
+                                  tol=_numerical.DEFAULT_EXPECTATION_TOL, max_cost=_numerical.DEFAULT_COST_FACTOR)
+    got = numerical_terms(SignFeedbackUntraceable(), *args(st), g="relu", quadrature=quad)
+    assert rel_err(got, ref) < RELU_DEFAULT_TOL
+    assert est >= 0.5 * rel_err(got, ref)  # the estimate it reports is not an under-statement

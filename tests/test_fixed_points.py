@@ -1,17 +1,18 @@
 """Fixed points of the ODEs (theory._fixed_points) and their continuation (theory._continuation).
 
-- a found fixed point has residual <= 1e-10 and an integration started there stays put, for bp, fa, afa, pepita
-  (erf) and bp, fa (relu);
+- a found fixed point has residual <= 1e-10 and an integration started there stays put, for bp, fa, afa (erf and
+  relu) and pepita (erf; relu and pepita's exponents against integration in the slow tests);
 - bp, K = M = 2, erf: the plateau against Saad & Solla's reduced equations of the symmetric subspace, written out
   here from THEORY.md's ODEs and the erf integrals, independently of the package;
-- the eigenvalues against the growth and decay of small perturbations integrated with the ODE;
-- predicted escape times against integrated ODEs (slope 1 / lambda in ln 1/perturbation, ln D / (2 lambda));
-- continuation locates the bifurcation of bp's specialised solution in eta, which a sweep of integrations locates
-  independently;
-- bad input: errors that name the parameter.
+- the eigenvalues against the growth and decay of small perturbations integrated with the ODE (bp's plateau,
+  afa's unstable teacher solutions);
+- predicted escape times against integrated ODEs from x* + D^-1/2 d (slope ln D / (2 lambda_u)), from a
+  Trajectory's plateau (random_state), and (slow) from a symmetric start;
+- continuation locates bp's critical learning rate at the specialised solution (a sweep of integrated
+  perturbations locates it independently) and the fold of afa's plateau in sigma_F (a sweep of direct solves);
+- the bifurcation plot; bad input: errors that name the parameter; a failed solve raises or reports.
 """
 
-import math
 
 import numpy as np
 import pytest
@@ -94,6 +95,12 @@ def test_bp_plateau_against_saad_solla(bp_plateau):
     for w in wr:
         assert np.min(np.abs(fp.eigenvalues - w)) < 1e-7, (w, fp.eigenvalues)
     assert fp.n_unstable == 1 and np.isclose(fp.eigenvalues[0].real, np.max(wr.real), atol=1e-8)
+    # the packed flat-state Jacobian (theory.jacobian's) has the same spectrum plus the spurious zero of Q's
+    # antisymmetric direction (and the frozen v's two zero rows)
+    flat = np.linalg.eigvals(fp.flat_jacobian().matrix)
+    assert np.sum(np.abs(flat) < 1e-12) == 3
+    for w in fp.eigenvalues:
+        assert np.min(np.abs(flat - w)) < 1e-9
     # the escape direction is specialisation: R_ii - R_12 (antisymmetric in R, nothing in Q)
     d = np.real(fp.eigenvectors[:, 0])
     lab = fp.coordinates
@@ -109,6 +116,7 @@ CASES = [
     ("afa", dict(eta=0.5, sigma_F=1.0)),
     ("bp", dict(eta=0.5, g="relu", train_second_layer=False)),
     ("fa", dict(eta=0.5, g="relu", train_second_layer=False)),
+    ("afa", dict(eta=0.5, sigma_F=0.5, g="relu", train_second_layer=False)),
 ]
 
 
@@ -162,6 +170,28 @@ def test_specialised_and_degenerate_solutions():
         fp = degenerate_solution(rule, eta=0.5, sigma_F=1.0, signs=(-1, 1), constants=c)
         assert fp.success and fp.eg < 1e-14 and fp.angles["teacher"] == pytest.approx(90, abs=1e-4)
         assert fp.n_unstable + fp.n_marginal + int(np.sum(fp.eigenvalues.real < -fp.marginal_tol)) == fp.eigenvalues.size
+
+
+def test_afa_teacher_solutions_are_unstable():
+    """afa (modulated input), f slightly correlated with the teacher (U != 0): the specialised and the degenerate
+    solutions (e = 0) are saddles, and a physical perturbation of the weights (w = s w* + eps a) grows at about the
+    second exponent (the first, ~2x larger, is not excited by physical perturbations: at this singular Omega some
+    directions of the linearisation leave the positive semi-definite states)."""
+    U = np.array([0.02, -0.03])
+    c = teacher_constants(2, U=U)
+    kw = dict(eta=0.5, sigma_F=1.0)
+    fp = degenerate_solution("afa", signs=(-1, -1), constants=c, **kw)
+    same = specialised_solution("afa", constants=c, **kw)
+    np.testing.assert_allclose(fp.eigenvalues, same.eigenvalues, atol=1e-9)  # (w_k, v_k, S_k) -> -(...) symmetry
+    assert fp.residual == 0 and fp.n_unstable >= 2
+    rng = np.random.default_rng(0)
+    f = np.array([U[0], U[1], 0, 0, np.sqrt(1 - U @ U)])
+    Ws = np.hstack([np.eye(2), np.zeros((2, 3))])
+    W = -Ws + 1e-5 * rng.standard_normal((2, 5))
+    s0 = c.replace(Q=W @ W.T, R=W @ Ws.T, S=W @ f, v=-np.ones(2) + 1e-5 * rng.standard_normal(2))
+    tr = theory.integrate(s0, "afa", [0.0, 500.0, 1000.0], rtol=1e-11, atol=1e-16, **kw)
+    d = [np.linalg.norm(tr.state(i).to_vector() - fp.state.to_vector()) for i in (1, 2)]
+    assert np.log(d[1] / d[0]) / 500.0 == pytest.approx(fp.eigenvalues[1].real, rel=0.1)
 
 
 # ----------------------------------------------------------------------------------------------- eigenvalues
@@ -246,6 +276,23 @@ def test_escape_scales_with_ln_D(bp_plateau):
     assert slopes[-1] == pytest.approx(0.5 / fp.eigenvalues[0].real, rel=0.02)
 
 
+def test_escape_from_random_initial_conditions():
+    """random_state(D) (T, U measured at D, v = 1): fixed_point finds the trajectory's plateau, and the escape
+    predicted from the plateau's flattest state is within 6 % of the integrated one at D = 1e5 (the linear
+    prediction improves with D: 9 %, 7 %, 4.6 %, 3 % at D = 1e3 .. 1e6, measured)."""
+    from theory._fixed_points import plateau_index
+
+    s0 = theory.random_state(2, 2, D=100_000, seed=0).replace(v=np.ones(2))
+    t = np.concatenate([[0.0], np.geomspace(1e-2, 5000.0, 2000)])
+    tr = theory.integrate(s0, "bp", t, rtol=1e-10, atol=1e-13, **BP_FROZEN)
+    fp = fixed_point(tr, "bp", **BP_FROZEN)
+    assert fp.n_unstable == 1 and fp.residual <= 1e-10
+    i = plateau_index(tr, fp.dynamics)
+    esc = fp.escape(tr.state(i))
+    measured = crossing_time(tr.t, tr.eg, esc.level)
+    assert tr.t[i] + esc.time == pytest.approx(measured, rel=0.06)
+
+
 # ----------------------------------------------------------------------------------------------- continuation
 
 
@@ -290,6 +337,31 @@ def test_continuation_locates_the_critical_learning_rate():
     assert eta_sweep == pytest.approx(eta_c, abs=2e-3)
 
 
+def test_continuation_locates_the_fold_of_the_afa_plateau_in_sigma_F():
+    """afa, K = M = 2, erf, eta = 0.5: the symmetric plateau (S != 0) exists up to a fold in sigma_F, where it
+    meets a fixed point with one more unstable direction (beyond, afa's feedback runs away). A sweep of direct
+    fixed-point solves at fixed sigma_F (each from the extrapolation of the two before) stops at the same place."""
+    fp = symmetric_plateau("afa", eta=0.5, sigma_F=1.0)
+    br = continuation(fp, "sigma_F", (1.0, 4.0), direction="up", max_points=150, ds_max=0.1)
+    folds = [b for b in br.bifurcations if b.kind == "fold"]
+    assert len(folds) == 1, br
+    sf_c = folds[0].value
+    assert 3.2 < sf_c < 3.3 and abs(folds[0].eigenvalue) < 1e-9
+    i = folds[0].index
+    assert br.n_unstable[i + 2] == br.n_unstable[i - 1] + 1  # past the fold: the other branch, one more unstable
+    grid = np.concatenate([np.arange(1.05, 3.2001, 0.05), np.arange(3.202, 3.25, 0.002)])
+    prev, last = [(1.0, fp.x)], None
+    for sf in grid:
+        (p1, x1), (p2, x2) = prev[-2:] if len(prev) > 1 else (prev[0], prev[0])
+        xg = x2 if p1 == p2 else x2 + (x2 - x1) * (sf - p2) / (p2 - p1)
+        r = fixed_point(fp.perturbed(xg - fp.x, 1.0), "afa", eta=0.5, sigma_F=sf, throw=False)
+        if not r.success or np.max(np.abs(r.x - xg)) > 0.05:
+            break
+        prev.append((sf, r.x))
+        last = sf
+    assert last is not None and last < sf_c <= last + 0.002 + 1e-12
+
+
 def test_plot_bifurcation(tmp_path):
     import matplotlib
 
@@ -324,6 +396,18 @@ def test_bad_input_names_the_parameter(bp_plateau):
         continuation(bp_plateau, "eta", (1.0, 2.0))
     with pytest.raises(ValueError, match="signs"):
         degenerate_solution("bp", eta=0.5, signs=(2, 1))
+    with pytest.raises(ValueError, match="K=3"):
+        symmetric_plateau("bp", eta=0.5, K=3, constants=teacher_constants(2))
+    with pytest.raises(TypeError, match="constants"):
+        symmetric_plateau("bp", eta=0.5, constants="identity")
+    with pytest.raises(ValueError, match="span"):
+        continuation(bp_plateau, "eta", (0.5,))
+    with pytest.raises(ValueError, match="direction"):
+        continuation(bp_plateau, "eta", (0.1, 1.0), direction="sideways")
+    with pytest.raises(TypeError, match="fixed_point"):
+        continuation(st, "eta", (0.1, 1.0))
+    with pytest.raises(ValueError, match="level"):
+        bp_plateau.escape(st, level=-1.0)
     with pytest.raises(ValueError, match="K == M"):
         degenerate_solution("bp", eta=0.5, constants=teacher_constants(3, 2))
     stable = specialised_solution("bp", **BP_FROZEN)
@@ -341,3 +425,35 @@ def test_failed_solve_raises_or_reports():
         fixed_point(s0, "bp", max_iter=1, **BP_FROZEN)
     res = fixed_point(s0, "bp", max_iter=1, throw=False, **BP_FROZEN)
     assert not res.success and "residual" in res.message and res.residual > 1e-10
+
+
+# ----------------------------------------------------------------------------------------------- slow validations
+
+
+@pytest.mark.slow
+def test_pepita_plateau_stays_put_and_its_exponents_match_integration():
+    """pepita (numerical view), sigma_F = 0.5: the integration from its plateau stays put, and the components of a
+    small perturbation along the leading modes grow or decay at their exponents."""
+    kw = dict(eta=0.5, sigma_F=0.5)
+    pep = symmetric_plateau("pepita", guess=symmetric_plateau("afa", **kw).state, **kw)
+    tr = theory.integrate(pep.state, "pepita", [0.0, 50.0], rtol=1e-10, atol=1e-13, **kw)
+    assert np.max(np.abs(tr.state().to_vector() - pep.state.to_vector())) < 1e-8
+    c = np.zeros(pep.eigenvalues.size)
+    c[:3] = 1e-7
+    s0 = pep.perturbed(pep.eigenvectors.real @ c, 1.0)
+    t = 400.0
+    tr = theory.integrate(s0, "pepita", [0.0, t], rtol=1e-12, atol=1e-18, **kw)
+    c1 = pep.projections(tr.state()).real
+    print("pepita exponents", pep.eigenvalues[:3], "measured", np.log(c1[:3] / 1e-7) / t)
+    np.testing.assert_allclose(np.log(c1[:3] / 1e-7) / t, pep.eigenvalues[:3].real, rtol=0, atol=2e-6)
+
+
+@pytest.mark.slow
+def test_relu_pepita_plateau():
+    """relu pepita (kink-aware quadrature, only piecewise smooth in the state): its plateau from afa's, v frozen."""
+    kw = dict(eta=0.5, sigma_F=0.5, g="relu", train_second_layer=False)
+    afa = symmetric_plateau("afa", **kw)
+    pep = symmetric_plateau("pepita", guess=afa.state, **kw)
+    print("relu pepita", pep, "accuracy", pep.accuracy, "jacobian error", pep.jacobian.max_error)
+    assert pep.success and pep.residual <= 1e-10 and pep.n_unstable >= 1
+    assert pep.accuracy < 1e-3 and abs(pep.eg - afa.eg) < 0.01

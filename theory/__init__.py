@@ -24,9 +24,9 @@ ODEs
     rhs, Dynamics, make_dynamics   the right-hand side.
     jacobian, Jacobian     its derivative by the state or hyper-parameters (Ridders), labelled, with its error.
     Trajectory             times, order parameters, eg, angles, status, parameters; save/load.
-    fixed_point, FixedPoint, FixedPointError   a fixed point by Newton's method (scipy) with its eigenvalues, stability and plateau escape (Escape).
-    symmetric_plateau, specialised_solution, degenerate_solution, teacher_constants   finders for the fixed points of committee machines.
-    continuation, Branch, Bifurcation, plot_bifurcation   pseudo-arclength continuation in one hyper-parameter, folds and branch points.
+    fixed_point, FixedPoint, FixedPointError, Escape   a fixed point (Newton), its stability and plateau escape.
+    symmetric_plateau, specialised_solution, degenerate_solution, teacher_constants   finders of fixed points.
+    continuation, Branch, Bifurcation, plot_bifurcation   continuation in one hyper-parameter, bifurcations.
     DivergenceError        raised when a run diverges (carries the partial trajectory).
 
 Numerical expectations (rules without closed forms, any activation)

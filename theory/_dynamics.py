@@ -55,7 +55,7 @@ class Dynamics:
     def g(self):
         return self.hyper.g
 
-    @property
+    @functools.cached_property
     def closed_form(self) -> bool:
         """Whether the closed forms serve this ODE (theory._views, derived from the rule's update)."""
         from ._views import closed_form_applies

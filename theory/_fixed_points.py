@@ -15,6 +15,12 @@ marginal when |Re(lambda)| <= ``marginal_tol`` (default 1e-7 times the largest |
 Jacobian's error: its Ridders estimate is ~1e-10 of its largest entry for the closed forms); ``stable`` means
 every exponent has Re(lambda) < -marginal_tol (linear, asymptotic stability).
 
+Finders: :func:`symmetric_plateau` (the unspecialised saddle, first in the subspace invariant under permutations
+of the hidden units, then in the full space), :func:`specialised_solution` and :func:`degenerate_solution` (the
+student computes the teacher's function, with sign-flipped units for the degenerate ones), and
+:func:`fixed_point` from any state or from a Trajectory's plateau or end (e.g. afa's attractor from random
+weights, where one unit's feedback S_k has died: a marginal manifold, n_marginal > 0).
+
 Accuracy. The residual ``max |dx/dt|`` at the returned state is at most ``tol`` (1e-10 by default) of the
 right-hand side the integrator uses. For a closed form that is the exact ODE; for a numerical view (pepita, tanh,
 user rules, numerical relu) it is the quadrature's ODE, whose fixed point differs from the exact one by about
@@ -38,13 +44,38 @@ and the time the unstable manifold, integrated from x* + a sign(c_u) r_u with :f
 to bring eps_g to the escape level (default: half the fixed point's eps_g, as theory.plateau_split). For random
 initial weights at dimension D the unstable projection at the plateau is c_u ~ D^-1/2, so
 t_escape = const + ln D / (2 lambda_u): ``Escape.per_ln_D``.
+
+Measured (K = M = 2, T = I, U = 0, v_star = 1, eta = 0.5; tests/test_fixed_points.py):
+
+- bp erf, v frozen at 1: plateau Q = 0.367720, C = 0.325386, R = 0.414394 (all R_km equal), eps_g = 0.0146448,
+  exponents 0.0316182 (escape: R_ii - R_ik), -5.15e-4, -1.92e-3, -3.83e-3, -0.290, ..., equal to Saad & Solla's
+  reduced equations to 1e-9; the predicted escape from x* + D^-1/2 d matches the integrated one to 1e-5
+  relative (D = 1e8 .. 1e16), slope 1 / (2 lambda_u) = 15.81 per ln D. From a symmetric start far from the
+  plateau the slope is 16.6 .. 16.0 at D = 1e3 .. 1e13 (the approach's slow mode, -5.2e-4, is slower than the
+  escape); from random_state(D) the prediction made at the trajectory's flattest plateau state is 9 %, 7 %,
+  4.6 %, 3 % early at D = 1e3, 1e4, 1e5, 1e6.
+- bp erf, v trained: plateau eps_g = 0.0137622, escape exponent 0.0294894; fa (b = 1): 0.0140845, 0.0334618.
+- afa erf, sigma_F = 1: plateau eps_g = 0.0118609, S_k = 0.0150, exponents 4.978e-4 and 6.0e-7 (v_1 - v_2);
+  pepita: eps_g = 0.011859, exponents 4.849e-4, 1.88e-5, accuracy (distance to the exact ODE's fixed point)
+  ~2e-9 with the default quadrature.
+- specialised and degenerate solutions (e = 0) at random_state(2, 2, D=500, seed=0)'s constants: bp stable (all
+  sign patterns, exponents -0.00411, -0.00427, ...: symmetry images); fa with its random b: only the pattern
+  aligned with b is stable (here s = (-1, -1); s = (1, 1): 9 unstable, (-1, 1): 4); afa: saddles for every s (5
+  unstable, 0.00408, 0.00203, ...), the flip (w_k, v_k, S_k) -> -(w_k, v_k, S_k) being a symmetry of afa. With
+  T = I, U = (0.02, -0.03) a physical perturbation of the weights grows at 0.0034 against the second exponent
+  0.00335 (the first, 0.00672, is not excited physically: at a singular Omega some directions of the linearisation
+  leave the positive semi-definite states). afa from random_state(D=500, seed=0), sigma_F = 1, integrated to
+  t = 1e5, ends at a marginal fixed point (3 zero exponents) with eps_g = 0.00178, v = (-1.043, 0.766), S_2 = 0:
+  8.7 degrees from the degenerate solution s = (-1, +1).
+- relu, v frozen: bp and fa plateau eps_g = 0.0951829, escape exponent 0.0983; afa (sigma_F = 0.5) 0.0761725,
+  pepita 0.0762846 (KinkAware default quadrature: accuracy estimate 5e-5, Jacobian error 2e-7). With v trained,
+  relu's rescaling (w, v) -> (c w, v / c), which keeps the student's function, makes the plateau drift slowly:
+  no isolated symmetric fixed point is found.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 from typing import Any
 
 import numpy as np
@@ -69,6 +100,13 @@ MARGINAL = 1e-7      # default marginal tolerance, relative to the largest |eige
 
 class _LeftDomain(Exception):
     pass
+
+
+class _Budget(Exception):
+    pass
+
+
+_MAX_EVALS = 20000  # right-hand side evaluations of symmetric_plateau's integration in the subspace
 
 
 class FixedPointError(RuntimeError):
@@ -239,6 +277,12 @@ class FixedPoint:
         """The fixed point in its free coordinates."""
         return _Coordinates.of(self.dynamics, self.state).x_of(self.state)
 
+    def flat_jacobian(self) -> Jacobian:
+        """The Jacobian in the packed coordinates of ``OrderParams.to_vector`` (Q stored twice), as
+        :func:`theory.jacobian` gives it: its antisymmetric Q directions add spurious zero eigenvalues, which the
+        free coordinates of ``jacobian`` do not have."""
+        return dynamics_jacobian(self.dynamics, self.state.to_vector(mirror=self.dynamics.mirror), coordinates="packed")
+
     def perturbed(self, direction, size: float) -> OrderParams:
         """The state ``x_fp + size * d``: ``direction`` d is an eigenvector's index (its real part, unit norm) or a
         vector in the free coordinates."""
@@ -297,7 +341,8 @@ class FixedPoint:
         start = self.perturbed(d, amplitude)
         t_man = _crossing(start, self, level, t_max)
         return Escape(time=float(lin[j] + t_man), linear_time=float(lin[j]), manifold_time=float(t_man),
-                      rate=float(rates[j]), projection=float(np.real(cu) if abs(cu.imag) < 1e-12 * abs(cu) else abs(cu)),
+                      rate=float(rates[j]),
+                      projection=float(np.real(cu) if abs(cu.imag) < 1e-12 * abs(cu) else abs(cu)),
                       amplitude=amplitude, level=float(level), mode=mode)
 
     def escape_time(self, state0: OrderParams, **options) -> float:
@@ -393,7 +438,8 @@ def _guess_state(guess, dyn_maker, where: str, point):
     if isinstance(guess, OrderParams):
         return guess
     if not isinstance(guess, Trajectory):
-        raise TypeError(f"{where}: guess must be a theory.OrderParams or a theory.Trajectory, got {type(guess).__name__}")
+        raise TypeError(f"{where}: guess must be a theory.OrderParams or a theory.Trajectory, "
+                        f"got {type(guess).__name__}")
     if len(guess.t) == 0:
         raise ValueError(f"{where}: guess is an empty Trajectory")
     if point == "end":
@@ -557,32 +603,39 @@ def teacher_constants(K: int = 2, M: int | None = None, *, v_star=1.0, U=None, P
 
 def _student_symmetry(dyn: Dynamics, co: _Coordinates) -> np.ndarray:
     """An orthonormal basis (n, r) of the free coordinates invariant under every permutation of the student's
-    units (with the teacher's too when K = M and the constants allow: T, v_star, U invariant): the unspecialised
-    subspace, where every hidden unit is the same."""
+    units, and of the teacher's when its constants allow (T, v_star and U invariant): the unspecialised subspace,
+    where every hidden unit is the same. The invariant subspace of a group is the common fixed space of its
+    generators: a transposition and a cycle of the units (of the student, then of the teacher)."""
     K, M = dyn.K, dyn.M
     labels = list(co.labels)
     index = {lab: i for i, lab in enumerate(labels)}
     T, vs, U = np.asarray(dyn.T), np.asarray(dyn.v_star), np.asarray(dyn.U)
-
-    def teacher_symmetric(pm):
-        return np.allclose(T[np.ix_(pm, pm)], T) and np.allclose(vs[list(pm)], vs) and np.allclose(U[list(pm)], U)
-
-    mperms = [p for p in itertools.permutations(range(M)) if teacher_symmetric(p)] if M <= 6 else [tuple(range(M))]
     if dyn.b is not None and not np.allclose(dyn.b, dyn.b[0]):
         raise ValueError("symmetric_plateau: the FA feedback b is not the same for every unit: no symmetric subspace")
+
+    def generators(n):
+        if n < 2:
+            return []
+        return [tuple([1, 0] + list(range(2, n))), tuple(list(range(1, n)) + [0])]
+
+    def teacher_symmetric(pm):
+        pm = list(pm)
+        return np.allclose(T[np.ix_(pm, pm)], T) and np.allclose(vs[pm], vs) and np.allclose(U[pm], U)
+
+    ident_k, ident_m = tuple(range(K)), tuple(range(M))
+    gens = [(g, ident_m) for g in generators(K)] + [(ident_k, g) for g in generators(M) if teacher_symmetric(g)]
     n = len(labels)
-    Pm = np.zeros((n, n))
-    count = 0
-    for pk in itertools.permutations(range(K)):
-        for pm in mperms:
-            A = np.zeros((n, n))
-            for i, lab in enumerate(labels):
-                A[index[_image(lab, pk, pm)], i] = 1.0
-            Pm += A
-            count += 1
-    Pm /= count
-    w, V = np.linalg.eigh(0.5 * (Pm + Pm.T))
-    return V[:, w > 0.5]
+    if not gens:
+        return np.eye(n)
+    rows = []
+    for pk, pm in gens:
+        A = np.zeros((n, n))
+        for i, lab in enumerate(labels):
+            A[index[_image(lab, pk, pm)], i] = 1.0
+        rows.append(A - np.eye(n))
+    _, sv, Vt = np.linalg.svd(np.vstack(rows))
+    rank = int(np.sum(sv > 1e-10))
+    return Vt[rank:].T
 
 
 def _image(label: str, pk, pm) -> str:
@@ -602,7 +655,8 @@ def _image(label: str, pk, pm) -> str:
 
 def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None, K: int | None = None,
                       M: int | None = None, q0: float = 0.5, r0: float = 0.0, s0: float = 0.05, v0=None,
-                      t_max: float = 1e4, guess: OrderParams | None = None, quadrature=None, tol: float = TOL, marginal_tol: float | None = None,
+                      t_max: float = 1e4, guess: OrderParams | None = None, quadrature=None, tol: float = TOL,
+                      marginal_tol: float | None = None,
                       throw: bool = True, **options) -> FixedPoint:
     """The symmetric (unspecialised) plateau, where every student unit is the same: a :class:`FixedPoint`.
 
@@ -621,6 +675,9 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
         constants = teacher_constants(2 if K is None else K, M)
     elif not isinstance(constants, OrderParams):
         raise TypeError(f"{where}: constants must be a theory.OrderParams, got {type(constants).__name__}")
+    elif (K is not None and K != constants.K) or (M is not None and M != constants.M):
+        raise ValueError(f"{where}: K={K}, M={M} disagree with constants (K={constants.K}, M={constants.M}); "
+                         "give one or the other")
     Kc, Mc = constants.K, constants.M
     q0 = checks.number("q0", q0, where=where, min=0.0)
     r0 = checks.number("r0", r0, where=where)
@@ -659,13 +716,27 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
         t_end = 0.0
         p = p0
     else:
+        last = {"t": 0.0, "p": p0, "n": 0}
+
+        def rate(t_, p_):
+            last["n"] += 1
+            if last["n"] > _MAX_EVALS:
+                raise _Budget
+            out = g(p_)
+            last["t"], last["p"] = t_, p_
+            return out
+
         try:
-            sol = scipy.integrate.solve_ivp(lambda _t, p: g(p), (0.0, t_max), p0, method="LSODA", rtol=1e-10,
-                                            atol=1e-13, events=settled)
+            sol = scipy.integrate.solve_ivp(rate, (0.0, t_max), p0, method="LSODA", rtol=1e-10, atol=1e-13,
+                                            events=settled)
+            p, t_end = sol.y[:, -1], float(sol.t[-1])
+            if co.valid(B @ p) is not None or not np.all(np.isfinite(p)):
+                raise _LeftDomain(f"at t = {t_end:.4g}: {sol.message}")
         except _LeftDomain as exc:
             raise FixedPointError(f"{where}: the ODE in the symmetric subspace left the domain ({exc}): no symmetric "
                                   "attractor from this start (try other q0, r0, s0, v0, or smaller rates)") from None
-        p, t_end = sol.y[:, -1], float(sol.t[-1])
+        except _Budget:  # a slow (e.g. near a fold) or stiff approach: Newton's method goes on from there
+            p, t_end = np.array(last["p"]), float(last["t"])
     def g_root(p):
         try:
             return g(p)
@@ -679,7 +750,7 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
     for m in ("hybr", "lm"):
         sub = scipy.optimize.root(g_root, ps, jac=dg_root, method=m, options=dict(xtol=1e-15))
         res = _resid(g_root(sub.x))
-        if res < best:
+        if res < best and co.valid(B @ sub.x) is None:
             ps, best = sub.x, res
         if best <= tol:
             break

@@ -53,8 +53,12 @@ pepita trajectory to t = 300; tests/test_numerical.py and benchmarks/bench_pepit
   KinkAware(24, outer="sphere") (exact along lines, a polar rule across): pepita 6e-7 .. 2e-5, bp and fa
   against their closed forms 1e-6 .. 7e-5 (three O(1) random states, tests/test_accuracy.py; reference
   KinkAware(96, outer="sphere")), and bp, fa, afa have closed forms (theory._relu).
-- relu rules that cannot be traced (np.sign called directly: no kinks known) fall back to GaussHermite(32),
-  ~1e-2; ``expectation_tol`` climbs the Gauss-Hermite ladder only to ~4e6 nodes (not enough for 1e-4).
+- relu rules that cannot be traced (np.sign called directly), and traced ones whose integrands are not
+  piecewise quadratic (RuleFacts.kinks_exact False), run the default KinkAware rule's lines in numpy
+  (:func:`_line_terms`: the first-pass kinks are known without tracing), equal to the compiled kernel on the
+  same lines to 1e-9 where both apply. The untraceable sign-feedback rule (bp-like: g' jumps, so DD converges
+  only like ~n^-2 across the lines) against its twin's closed form: KinkAware(24, "sphere") 1.5e-5 .. 2.8e-4,
+  (48) 5e-6 .. 5e-5, the rule the default accuracy control picks (tests/test_accuracy.py, four O(1) states). (Before: GaussHermite(32), ~1e-2, and the compiled kink kernel silently ~1e-3 off for a tanh(e) rule.)
 
 Error control (``expectation_tol=`` of theory.integrate and theory.rhs): :func:`select_quadrature` climbs the
 default family's ladder until the embedded estimate (:func:`expectation_error`: the difference to the next
@@ -183,8 +187,9 @@ class KinkAware:
     Measured (largest error of any term relative to the largest term, O(1) random K = M = 2 states;
     tests/test_compiled_engine.py, benchmarks/bench_relu.py): n = 16: 1e-4 .. 7e-3, n = 24:
     2e-5 .. 2e-3, n = 48: 4e-6 .. 1e-4, against the relu closed forms (bp, afa) and n = 64 (pepita);
-    GaussHermite(32) on the same states: 1e-4 .. 1e-2 with 50 times the evaluations. Needs numba
-    and a rule with a compiled view.
+    GaussHermite(32) on the same states: 1e-4 .. 1e-2 with 50 times the evaluations. Compiled for rules whose
+    integrands are piecewise quadratic (derived: RuleFacts.kinks_exact), else the same lines in numpy
+    (:func:`_line_terms`).
 
     ``outer="sphere"``: the outer rule in polar form (:func:`_sphere_rule`: ``radial`` Gauss nodes for the
     radius, n Gauss-Jacobi nodes per polar angle and 2n trapezoid nodes in the last angle). relu rules are
@@ -284,7 +289,7 @@ def default_quadrature(d: int, g: str | Activation = "erf"):
     """The default rule for d = K + M fields plus the noise dimension (when sigma > 0).
 
     d <= 4: GaussHermite(20) (exact for linear g's quadratics); relu with d <= 5: KinkAware(24, outer="sphere")
-    (exact along lines, polar across; where the compiled engine is unavailable, GaussHermite(32)); d = 5 with a smooth g:
+    (exact along lines, polar across; in numpy for rules without the compiled kink kernel); d = 5 with a smooth g:
     GaussHermite(12); otherwise QMC(2^14 points x 8 scrambles).
     """
     g = activation(g)

@@ -63,6 +63,9 @@ __all__ = ["sweep", "SweepResult"]
 
 #: output times per compiled call of a sweep (Ctrl-C and the progress bar act between calls)
 SWEEP_SEGMENT = 25
+#: points per chunk of a numerical (non-closed-form) group: each compiled parameter row holds the quadrature's
+#: nodes (GaussHermite(20) at K = M = 2: ~1 MB), so 64 rows stay near 64 MB
+NUMERICAL_CHUNK = 64
 
 
 # ====================================================================== chunks
@@ -112,18 +115,25 @@ class _Chunk:
                         noise=bool(np.any(np.asarray(self.hyper.sigma) != 0)), mirror=self.mirror)
 
     def compiled_rhs(self):
-        """The rule's compiled single-state right-hand side (closed forms), or None (numerical expectations)."""
-        view = self.view
-        return view.single if view.closed else None
+        """The compiled single-state right-hand side that serves the chunk (closed forms or numerical expectations,
+        theory._views.rhs_view), or None (numpy)."""
+        return self.view.single
 
     def compiled_params(self) -> np.ndarray:
-        """(B, p) parameter rows of the compiled right-hand side, one per point (theory._compiled.ode_params)."""
-        from ._compiled import ode_params
+        """(B, p) parameter rows of the compiled right-hand side, one per point (theory._compiled.ode_params; for
+        numerical expectations followed by the quadrature's node block, numerical_params)."""
+        from ._compiled import numerical_params, ode_params
 
-        return np.stack([ode_params(self.K, self.M, self.T[i], self.U[i], float(self.P[i]), self.v_star[i],
-                                    None if self.b is None else self.b[i], self.hyper.point(i), self.rule.modulated,
-                                    self.mirror)
-                         for i in range(len(self.y0))])
+        rows = [ode_params(self.K, self.M, self.T[i], self.U[i], float(self.P[i]), self.v_star[i],
+                           None if self.b is None else self.b[i], self.hyper.point(i), self.rule.modulated, self.mirror)
+                for i in range(len(self.y0))]
+        view = self.view
+        if not view.closed:
+            from ._numerical import node_rule
+
+            nodes, weights = node_rule(self.rule, self.hyper.g, self.K, self.M, self.hyper.sigma, view.quadrature)
+            rows = [numerical_params(p, nodes, weights) for p in rows]
+        return np.stack(rows)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -490,8 +500,10 @@ def sweep(
     chunks: list[tuple[list[int], _Job]] = []
     for key, members in groups.items():
         r, _, _, K, M, has_b, _, breaks, mirror = key[:9]
-        for c0 in range(0, len(members), chunk_size):
-            pts = members[c0 : c0 + chunk_size]
+        # numerical points carry the quadrature's node block in their compiled parameter rows: fewer per chunk
+        size = chunk_size if key[6] else min(chunk_size, NUMERICAL_CHUNK)
+        for c0 in range(0, len(members), size):
+            pts = members[c0 : c0 + size]
             ss = [state_list[sidx[i]] for i in pts]
             quad = quadrature
             if quadrature is None and not key[6]:  # numerical: the ladder's rule at the first point's state

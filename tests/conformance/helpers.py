@@ -63,11 +63,17 @@ def rate_by_hand(r, t):
 
 
 # ---------------------------------------------------------------------------------------- twin rules
-def _sign_untraceable(a):
-    """sign(a) for numpy arrays and torch tensors, called directly: the symbolic tracer cannot follow it."""
-    if torch.is_tensor(a):
-        return torch.sign(a)
-    return np.sign(a)
+def _called_directly(name):
+    """numpy's or torch's function ``name`` for arrays and tensors, called directly (not through x.xp): the
+    symbolic tracer cannot follow it."""
+
+    def f(a):
+        return getattr(torch, name)(a) if torch.is_tensor(a) else getattr(np, name)(a)
+
+    return f
+
+
+_sign_untraceable, _tanh_untraceable = _called_directly("sign"), _called_directly("tanh")
 
 
 class SignFeedback(theory.Rule):
@@ -103,12 +109,6 @@ class ModulatedActivity(theory.Rule):
 
     def update(self, x):
         return theory.LocalUpdate(delta=x.g_lam * x.xp.tanh(x.e)[..., None], alpha=-0.5 * x.sigma_F * x.e)
-
-
-def _tanh_untraceable(a):
-    if torch.is_tensor(a):
-        return torch.tanh(a)
-    return np.tanh(a)
 
 
 class ModulatedActivityUntraceable(theory.Rule):

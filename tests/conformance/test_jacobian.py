@@ -91,19 +91,7 @@ def check_hyper_jacobian(rule, g, option, seed=1, names=("eta", "sigma_F")):
         assert err < TOL, f"{rule.label} g={g} {option}: d f / d {name} off the finite difference by {err:.3g}"
 
 
-#: measured (issue 21 conformance report): on the relu numerical views of these user rules the Jacobian's error is
-#: larger than twice its own Ridders estimate, e.g. the untraceable sign rule (GaussHermite(48), a right-hand side
-#: with kinks in y): true 0.2, estimate 0.055 of the largest term; the modulated-activity rule (KinkAware(96)): 3e-4
-#: against 5e-5. The bp/fa/afa relu closed forms (1e-10) and relu pepita (KinkAware) pass.
-JACOBIAN_RELU_NUMERICAL = {"conformance-sign-feedback-untraceable", "conformance-modulated-activity",
-                           "conformance-modulated-activity-untraceable"}
-
-
 def _case(rule, g, option):
-    if g == "relu" and rule.name in JACOBIAN_RELU_NUMERICAL:
-        return pytest.param((rule, g, option), id=_ids((rule, g, option)), marks=pytest.mark.xfail(
-            strict=True, reason="theory._derivatives: Ridders' error estimate under-reports the error of relu numerical "
-                                "views of this rule (see JACOBIAN_RELU_NUMERICAL)"))
     return pytest.param((rule, g, option), id=_ids((rule, g, option)))
 
 
