@@ -114,3 +114,27 @@ def test_the_line_rule_serves_what_the_kink_kernel_cannot(rng):
     assert err < max(1e-4, 3 * gh_err), (err, gh_err)
     with pytest.raises(ValueError, match="piecewise quadratic"):
         theory._numerical._compiled_terms(rule, *args, g="relu", quadrature=KinkAware(16))
+
+
+@needs_numba
+def test_numerical_sweeps_run_the_compiled_kernel_and_equal_integrate(monkeypatch):
+    """A pepita sweep asks the selector, gets the compiled numerical right-hand side (one stepper per point, as
+    integrate), and gives integrate's curves to rounding."""
+    import theory._sweep as sweep_module
+
+    st = theory.random_state(2, 2, D=500, seed=0)
+    t = np.linspace(0.0, 5.0, 6)
+    used = []
+    real = sweep_module.CompiledStepper
+
+    def spy(rhs, p, *a, **kw):
+        used.append(np.shape(p))
+        return real(rhs, p, *a, **kw)
+
+    monkeypatch.setattr(sweep_module, "CompiledStepper", spy)
+    res = theory.sweep(st, "pepita", t, eta=[0.5, 1.0], progress=False)
+    assert used and used[0][0] == 2 and used[0][1] > 1000  # two rows, each with the node block
+    for i, eta in enumerate((0.5, 1.0)):
+        tr = theory.integrate(st, "pepita", t, eta=eta)
+        np.testing.assert_allclose(res.eg[i], tr.eg, rtol=1e-12, atol=1e-14)
+        assert res._params[i]["quadrature"] == tr.params["quadrature"]

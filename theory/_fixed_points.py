@@ -328,7 +328,10 @@ class FixedPoint:
         rates = self.eigenvalues.real[unstable]
         with np.errstate(divide="ignore"):
             lin = np.log(amplitude / np.abs(c[unstable])) / rates
-        j = int(np.argmin(lin))
+            # the escaping mode is the one that grows to O(1) first: ranked at amplitude 1 (not at ``amplitude``,
+            # where a slow mode whose |c_i| already exceeds it would have a large negative linear time)
+            reach = np.log(max(1.0, 2.0 * float(np.max(np.abs(c[unstable])))) / np.abs(c[unstable])) / rates
+        j = int(np.argmin(reach))
         mode = int(unstable[j])
         cu = complex(c[mode])
         if cu == 0:

@@ -78,8 +78,9 @@ def integrate(
         it is above the tolerance there, the rule is refined from that state and the run repeated once.
         ``traj.params["quadrature"]``, ``["expectation_tol"]`` and ``["expectation_error"]`` (the largest
         estimate) record them. None (default): theory._numerical.DEFAULT_EXPECTATION_TOL = 1e-5, climbing
-        only to rules with at most DEFAULT_COST_FACTOR = 4 times the default rule's nodes; an estimate still
-        above it (tanh, d >= 5) gives a :class:`theory.AccuracyWarning`. An explicit tolerance climbs the
+        only to rules with at most DEFAULT_COST_FACTOR = 4 times the default rule's nodes; where none of them
+        meets it (tanh, QMC for d >= 5) the finest of them runs (QMC: the default, as 4x the points only halve
+        its error) and a :class:`theory.AccuracyWarning` says what it achieves. An explicit tolerance climbs the
         whole ladder. With ``quadrature`` given, its estimate is recorded and nothing is chosen.
     method, rtol, atol : a scipy OdeSolver ("DOP853", "RK45", "Radau", ...) and its tolerances.
         DOP853 on a rule with compiled closed forms runs the compiled stepper.

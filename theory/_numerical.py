@@ -235,8 +235,11 @@ class KinkAware:
 def _radial_gauss(m: int, nr: int):
     """Gauss rule (nodes r, weights) for the chi_m density, r^(m-1) exp(-r^2/2) on [0, inf), normalised: the
     recurrence coefficients by the discretised Stieltjes procedure (Gauss-Legendre with 4000 nodes on [0, 14]),
-    then Golub-Welsch."""
-    x, w = np.polynomial.legendre.leggauss(4000)
+    then Golub-Welsch. (scipy's roots_legendre: numpy's leggauss(4000) takes ~15-50 s, an eigenvalue problem
+    of that size, in every process.)"""
+    import scipy.special
+
+    x, w = scipy.special.roots_legendre(4000)
     r = 7.0 * (x + 1.0)
     w = 7.0 * w * np.exp((m - 1) * np.log(r) - 0.5 * r * r)
     w = w / w.sum()
@@ -729,8 +732,10 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature`,
     or ``start``, upwards: GaussHermite(n), the spherical KinkAware(n), QMC(n) with n x 4) whose error estimate
     (:func:`expectation_error`, an embedded pair) at this state is below ``tol``, the largest absolute error of
-    any term relative to the largest. ``max_cost``: climb only to rules with at most this many times the
-    nodes of the default rule. At the top (or the cost limit), its finest rule with the last estimate."""
+    any term relative to the largest. At the ladder's top, its finest rule with the last estimate. ``max_cost``:
+    climb only to rules with at most this many times the nodes of the default rule; when none of them meets
+    ``tol``, the finest of them (GaussHermite, KinkAware, SparseGrid: their errors fall fast with n) or the
+    first (QMC: four times the points only halve its error)."""
     if not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
         raise ValueError(f"expectation_tol: expected a number in (0, 1), got {tol!r}")
     rule = make_rule(rule)
@@ -742,16 +747,21 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     quad = base if start is None else start
     budget = None if max_cost is None else max_cost * _cost(base, K + M, noise)
     args = (Q, R, T, S, U, P, v, v_star, b)
-    last = None
+    last, first = None, None
     while True:
         est = expectation_error(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
         if est is None:
             return quad, last
+        first = (quad, est) if first is None else first
         if est < tol:
             return quad, est
         last = est
         nxt = _next_rung(quad, g)
-        if nxt is None or _too_big(nxt, d) or (budget is not None and _cost(nxt, K + M, noise) > budget):
+        if budget is not None and nxt is not None and _cost(nxt, K + M, noise) > budget:
+            # the cost limit cannot meet tol: a deterministic rule keeps its finest affordable member (its error
+            # falls fast with n); QMC its first (4x the points halve its error only: not worth the cost)
+            return first if isinstance(quad, QMC) else (quad, est)
+        if nxt is None or _too_big(nxt, d):
             return quad, est
         quad = nxt
 
@@ -773,7 +783,7 @@ def accuracy_note(est, tol) -> str | None:
     if est is None or est <= tol:
         return None
     return (f"numerical expectations estimated at {est:.2g} of the largest ODE term, above expectation_tol={tol:g} "
-            f"within the default cost (at most {DEFAULT_COST_FACTOR:g} x the default rule's nodes); pass "
+            f"(no rule within the default cost, {DEFAULT_COST_FACTOR:g} x the default rule's nodes, meets it); pass "
             "expectation_tol= explicitly to climb further, or quadrature= for a finer rule")
 
 
