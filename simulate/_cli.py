@@ -383,7 +383,10 @@ def _find(rule, kind, hyper, constants, signs, a):
     if kind == "plateau":
         guess = None
         if rule.name == "pepita":  # afa is pepita's first-order expansion: its plateau is a cheap, close guess
-            guess = theory.symmetric_plateau("afa", hyper, constants=constants).state
+            try:
+                guess = theory.symmetric_plateau("afa", hyper, constants=constants).state
+            except theory.FixedPointError:
+                guess = None  # pepita's own symmetric-subspace integration then
         return theory.symmetric_plateau(rule, hyper, guess=guess, **opts)
     if kind == "specialised":
         return theory.specialised_solution(rule, hyper, **opts)
