@@ -227,7 +227,7 @@ class SimulationResult:
     def load(cls, path) -> "SimulationResult":
         """Read a saved result (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is not
         one, or is damaged."""
-        if Path(path).suffix == ".nc":
+        if theory.io.file_path(path, "SimulationResult.load").suffix == ".nc":
             return cls.from_xarray(theory.labelled.read_netcdf(path, "SimulationResult"))
         need = ("t", "Q", "R", "S", "v", "eg", "eg_test", "const_T", "const_U", "const_P", "const_v_star")
         meta, z = theory.io.load_npz(path, "SimulationResult", need)

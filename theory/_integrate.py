@@ -107,6 +107,9 @@ def integrate(
     checks.memory(f"{t.size} output times", t.size * (n + 3 * dyn.K * dyn.M + 16) * 8 * 3, where="integrate")
     methods = scipy.integrate._ivp.ivp.METHODS
     solver_cls = methods.get(method) if isinstance(method, str) else method
+    if not isinstance(method, str) and not (isinstance(method, type) and issubclass(method, scipy.integrate.OdeSolver)):
+        raise TypeError(f"integrate: method must be a name, one of {sorted(methods)}, or a scipy.integrate.OdeSolver "
+                        f"subclass, got {checks.describe(method)}")
     if solver_cls is None:
         raise ValueError(f"integrate: unknown method {method!r}; expected one of {sorted(methods)}")
     K, M = dyn.K, dyn.M

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._checks import LoadError
 
-__all__ = ["json_default", "dumps", "save_npz", "load_npz", "FORMAT"]
+__all__ = ["json_default", "dumps", "save_npz", "load_npz", "FORMAT", "file_path"]
 
 #: version of the saved layout; files of a newer version are refused
 FORMAT = 1
@@ -43,9 +43,18 @@ def save_npz(path, kind: str, meta: dict, arrays: dict) -> Path:
     return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
 
 
+def file_path(path, where: str) -> Path:
+    """``path`` as a Path: a str or os.PathLike naming a file; TypeError naming the path otherwise."""
+    import os
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{where}: path must be a file path (str or pathlib.Path), got {path!r}")
+    return Path(path)
+
+
 def load_npz(path, kind: str, required=()) -> tuple[dict, dict]:
     """(meta, arrays) of a result saved by :func:`save_npz` as ``kind``; LoadError otherwise."""
-    path = Path(path)
+    path = file_path(path, f"{kind}.load")
     what = f"{kind}.load: {str(path)!r}"
     if not path.is_file():
         raise LoadError(f"{what}: no such file")

@@ -83,6 +83,7 @@ import math
 
 import numpy as np
 
+from . import _checks as checks
 from ._activations import Activation, activation
 from ._rules import make_rule
 from ._state import field_covariance
@@ -122,6 +123,7 @@ class GaussHermite:
 
     def nodes(self, d: int, noise: bool):
         sizes = (self.n,) * d + (((self.n_noise or self.n),) if noise else ())
+        _fits(self, math.prod(int(n) for n in sizes), len(sizes))
         x, w, _ = _tensor_gh(sizes)
         if self.prune > 0:
             keep = w > self.prune * w.max()
@@ -145,7 +147,10 @@ class SparseGrid:
             raise ValueError(f"SparseGrid: level must be a positive integer, got {self.level!r}")
 
     def nodes(self, d: int, noise: bool):
-        return _smolyak(d + int(noise), int(self.level))
+        dim = d + int(noise)
+        # every tensor rule of the combination is built, and its nodes entered one by one in a dict (~200 bytes each)
+        _fits(self, _smolyak_terms(dim, int(self.level)), dim, per_node=200 + 32 * dim)
+        return _smolyak(dim, int(self.level))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +172,11 @@ class QMC:
             raise ValueError(f"QMC: n must be a power of 2 >= 2, got {self.n!r}")
         if not isinstance(self.scrambles, (int, np.integer)) or self.scrambles < 2:
             raise ValueError(f"QMC: scrambles must be an integer >= 2 (for the error estimate), got {self.scrambles!r}")
+        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"QMC: seed must be a non-negative integer, got {self.seed!r}")
 
     def nodes(self, d: int, noise: bool):
+        _fits(self, int(self.n) * int(self.scrambles), d + int(noise))
         return _qmc(d + int(noise), int(self.n), int(self.scrambles), int(self.seed))
 
 
@@ -222,8 +230,10 @@ class KinkAware:
         if m == 0:
             return np.zeros((1, 0)), np.ones(1), None
         if self.outer == "sphere":
+            _fits(self, int(self.radial) * int(self.n) ** max(m - 2, 0) * (2 * int(self.n) if m > 1 else 2), m)
             x, w, _ = _sphere_rule(m, int(self.n), int(self.radial))
         else:
+            _fits(self, int(self.n) ** m, m)
             x, w, _ = _tensor_gh((self.n,) * m)
         if self.prune > 0:
             keep = w > self.prune * w.max()
@@ -321,6 +331,33 @@ def quadrature_rule(quadrature, d: int, g="erf"):
         f"quadrature: expected None, GaussHermite(n), SparseGrid(level), QMC(n, scrambles, seed), KinkAware(n) or one "
         f"of 'gauss-hermite', 'sparse', 'qmc', 'kink-aware'; got {quadrature!r}"
     )
+
+
+def _fits(quad, n_nodes: int, dim: int, *, per_node: float | None = None) -> None:
+    """Refuse (TooLarge) a rule whose nodes would not fit in memory, before building them (checks.memory's policy).
+
+    Building a tensor rule holds about 4 (dim + 1) float64 per node (the meshgrids of nodes and weights, then their
+    stacks); the integrands evaluated on them (one value per node and term) need as much again.
+    """
+    per_node = 8.0 * 4 * (dim + 1) if per_node is None else per_node
+    checks.memory(f"quadrature={quad!r} with {n_nodes:.3g} nodes in {dim} dimensions", float(n_nodes) * per_node,
+                  where="quadrature")
+
+
+def _smolyak_terms(d: int, level: int) -> int:
+    """Nodes entered (before merging) by :func:`_smolyak`: the sum of prod_j (2 i_j - 1) over its multi-indices,
+    the coefficients of (sum_{i=1}^{level} (2i - 1) x^i)^d at |i| = level .. level + d - 1 (exact integers)."""
+    base = [0] + [2 * i - 1 for i in range(1, level + 1)]
+    poly = [1]
+    for _ in range(d):
+        out = [0] * (len(poly) + len(base) - 1)
+        for a, pa in enumerate(poly):
+            if pa:
+                for b, pb in enumerate(base):
+                    out[a + b] += pa * pb
+        poly = out
+    q = level + d - 1
+    return sum(poly[s] for s in range(q - d + 1, q + 1) if s < len(poly))
 
 
 def _gh_1d(n: int):

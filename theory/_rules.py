@@ -169,7 +169,14 @@ def variant(default, *others, aliases: dict | None = None, short: str | None = N
     short : the option's name in labels ("pre" for presynaptic); default: the field name.
     keys : file-safe names of values in rule keys (default: the value itself).
     """
-    meta = Variant(choices=(default,) + others, aliases=dict(aliases or {}), short=short, keys=dict(keys or {}))
+    choices = (default,) + others
+    bad = [c for c in choices if not isinstance(c, str) or not c]
+    if bad:
+        raise TypeError(f"variant: choices must be non-empty strings, got {bad[0]!r} in {choices!r}")
+    twice = sorted({c for c in choices if choices.count(c) > 1})
+    if twice:
+        raise ValueError(f"variant: choices must be distinct, got {twice[0]!r} twice in {choices!r}")
+    meta = Variant(choices=choices, aliases=dict(aliases or {}), short=short, keys=dict(keys or {}))
     return dataclasses.field(default=default, metadata={"variant": meta})
 
 
@@ -325,6 +332,12 @@ def register_rule(cls: type | None = None, *, replace: bool = False):
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.+-]*", name):
         raise ValueError(f"register_rule: {cls.__name__}.name must be a name of letters, digits and _.+- "
                          f"starting with a letter, got {name!r}")
+    from ._hyper import HYPER_FIELDS  # (theory._hyper imports this module)
+
+    clash = [f.name for f in dataclasses.fields(cls) if f.metadata.get("variant") is not None and f.name in HYPER_FIELDS]
+    if clash:
+        raise ValueError(f"register_rule: {cls.__name__}'s variant field {clash[0]!r} has the name of a hyper-parameter "
+                         f"(HyperParams.{clash[0]}), which an option of that name would set instead; rename the field")
     if getattr(cls, "__abstractmethods__", None):
         raise TypeError(f"register_rule: {cls.__name__} does not implement {sorted(cls.__abstractmethods__)}")
     bad = [r for r in cls.reads if r not in READABLE]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,12 @@ def _nonneg(name, x, where):
 
 
 def _times(name, times, where, *, min_len=1):
-    a = np.array(times, dtype=float).ravel()
+    if isinstance(times, (str, bytes)):
+        raise TypeError(f"{where}: {name} must be a sequence of numbers (steps / D), got the string {times!r}")
+    try:
+        a = np.array(times, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: {name} must be a sequence of numbers (steps / D), got {checks.describe(times)}") from None
     if a.size < min_len or not np.all(np.isfinite(a)) or np.any(np.diff(a) <= 0):
         raise ValueError(f"{where}: {name} must be {min_len} or more finite, strictly increasing times, got {times!r}")
     return tuple(float(x) for x in a)
@@ -152,7 +158,16 @@ class PowerLaw(Schedule):
 
 def _values(values, where):
     """A schedule's table of learning rates: each a finite number >= 0 (named values[i] in errors)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{where}: values must be a sequence of learning rates, got the string {values!r}")
     return tuple(_nonneg(f"values[{i}]", v, where) for i, v in enumerate(np.ravel(np.array(values, dtype=object))))
+
+
+def _pieces(where, n):
+    """Refuse (TooLarge) a schedule of ``n`` pieces that would not fit in memory, before building it: each piece
+    holds a time and a value (Python floats in tuples) and is a breakpoint where the integrators restart."""
+    n = math.ceil(n) + 1
+    checks.memory(f"a schedule of {n:.3g} pieces (every is too small for until)", 200.0 * n, where=where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +200,15 @@ class Piecewise(Schedule):
     @classmethod
     def step_decay(cls, eta0: float, every: float, factor: float, until: float) -> "Piecewise":
         """eta0, then multiplied by ``factor`` every ``every`` (steps / D) up to ``until``."""
-        times = tuple(np.arange(every, until + 0.5 * every, every))
+        w = "Piecewise.step_decay"
+        eta0, factor = _nonneg("eta0", eta0, w), _nonneg("factor", factor, w)
+        every, until = checks.number("every", every, where=w), checks.number("until", until, where=w)
+        if every <= 0:
+            raise ValueError(f"{w}: every must be > 0 (steps / D between decays), got {every}")
+        if not every <= until:
+            raise ValueError(f"{w}: needs every <= until (a decay before until), got every={every}, until={until}")
+        _pieces(w, until / every)
+        times = tuple(float(x) for x in np.arange(every, until + 0.5 * every, every))
         return cls(times, tuple(eta0 * factor**i for i in range(len(times) + 1)))
 
     @classmethod
@@ -200,6 +223,7 @@ class Piecewise(Schedule):
             raise ValueError(f"{w}: needs 0 < duration < every, got duration={duration}, every={every}")
         if not until > start:
             raise ValueError(f"{w}: needs until > start, got until={until}, start={start}")
+        _pieces(w, 2 * (until - start) / every)
         ons = np.arange(start, until, every)
         times = [x for a in ons for x in (a, a + duration)]
         values = [0.0] + [v for _ in ons for v in (value, 0.0)]
@@ -264,10 +288,16 @@ def parse_schedule(spec: str | None, eta: float) -> Schedule:
             if data.shape[1] != 2:
                 raise ValueError(f"a table needs two columns (t, eta), got {data.shape[1]}")
             return Interpolated(tuple(data[:, 0]), tuple(data[:, 1]))
-        fields = dict(item.split("=", 1) for item in rest.split(",") if item.strip())
+        items = [item.split("=", 1) for item in rest.split(",") if item.strip()]
+        if any(len(item) != 2 for item in items):
+            raise ValueError("expected name=value items separated by commas")
         if kind == "piecewise":
-            pairs = sorted((float(k), float(v)) for k, v in fields.items())
-            return Piecewise(tuple(t for t, _ in pairs), (eta,) + tuple(v for _, v in pairs))
+            return _parse_piecewise(items, eta)
+        fields = {}
+        for k, v in items:
+            if k.strip() in fields:
+                raise ValueError(f"parameter {k.strip()!r} given twice")
+            fields[k.strip()] = v
         if kind == "windows":
             unknown = sorted(set(fields) - {"every", "duration", "until", "start"})
             if unknown:
@@ -284,6 +314,28 @@ def parse_schedule(spec: str | None, eta: float) -> Schedule:
             return Piecewise.step_decay(eta, float(fields["every"]), float(fields["factor"]), float(fields["until"]))
     except KeyError as exc:
         raise ValueError(f"schedule {spec!r}: missing parameter {exc}") from None
+    except checks.TooLarge as exc:
+        raise checks.TooLarge(f"schedule {spec!r}: {exc}") from None
     except (ValueError, OSError) as exc:
         raise ValueError(f"schedule {spec!r}: {exc}") from None
     raise ValueError(f"schedule {spec!r}: unknown kind {kind!r}; expected constant, power, step, piecewise, windows or table")
+
+
+def _parse_piecewise(items, eta):
+    """"piecewise:t1=eta1,t2=eta2,...": times >= 0, strictly increasing as written (no duplicates)."""
+    pairs = []
+    for k, v in items:
+        try:
+            t = float(k)
+        except ValueError:
+            raise ValueError(f"time {k.strip()!r} is not a number") from None
+        if not math.isfinite(t) or t < 0:
+            raise ValueError(f"time {k.strip()!r} must be a finite time >= 0 (steps / D)")
+        if pairs and t == pairs[-1][0]:
+            raise ValueError(f"time {k.strip()!r} is given twice")
+        if pairs and t < pairs[-1][0]:
+            raise ValueError(f"times must be increasing as written: {k.strip()!r} comes after {pairs[-1][0]:g}")
+        pairs.append((t, float(v)))
+    if not pairs:
+        raise ValueError("expected one or more time=eta items")
+    return Piecewise(tuple(t for t, _ in pairs), (eta,) + tuple(v for _, v in pairs))

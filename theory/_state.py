@@ -77,6 +77,9 @@ class OrderParams:
         R = _as_float("R", self.R, 2)
         T = _as_float("T", self.T, 2)
         K, M = R.shape
+        if K < 1 or M < 1:
+            raise ValueError(f"OrderParams: needs K >= 1 student and M >= 1 teacher units, got R of shape {R.shape} "
+                             f"(K = {K}, M = {M})")
         if Q.shape != (K, K):
             raise ValueError(f"OrderParams: Q must be (K, K) = ({K}, {K}) to match R {R.shape}, got {Q.shape}")
         if T.shape != (M, M):

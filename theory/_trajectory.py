@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import LoadError
-from ._io import check_arrays, load_npz, save_npz
+from ._io import check_arrays, file_path, load_npz, save_npz
 from ._observables import alignment_angles, generalisation_error, specialisation
 from ._rules import rule_from_params
 from ._state import OrderParams
@@ -207,7 +207,7 @@ class Trajectory:
     def load(cls, path) -> "Trajectory":
         """Read a saved trajectory (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is
         not one, or is damaged."""
-        if Path(path).suffix == ".nc":
+        if file_path(path, "Trajectory.load").suffix == ".nc":
             from ._labelled import read_netcdf
 
             return cls.from_xarray(read_netcdf(path, "Trajectory"))
