@@ -179,15 +179,12 @@ def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, 
                    v_star=state0.v_star, b=state0.b, quadrature=quadrature, mirror=hyper.mirroring)
     if expectation_tol is None or dyn.closed_form:
         return dyn
-    from ._numerical import expectation_error, select_quadrature
+    from ._numerical import error_at, select_at
 
-    s, hp = state0, hyper
-    a = (rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b)
-    kw = {"sigma": hp.sigma, "sigma_F": hp.sigma_F, "g": hp.g}
     if quadrature is None:
-        quad, est = select_quadrature(*a, tol=expectation_tol, max_cost=max_cost, **kw)
+        quad, est = select_at(rule, state0, hyper, tol=expectation_tol, max_cost=max_cost)
     else:
-        quad, est = quadrature, expectation_error(*a, quadrature=quadrature, **kw)
+        quad, est = quadrature, error_at(rule, state0, hyper, quadrature)
     return dataclasses.replace(dyn, quadrature=quad, expectation_error=est)
 
 

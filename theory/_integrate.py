@@ -13,7 +13,13 @@ from ._divergence import state_check
 from ._driver import MAX_STEPS, CompiledStepper, ScipyStepper, drive_segments
 from ._dynamics import make_dynamics
 from ._hyper import HyperParams, record
-from ._numerical import AccuracyWarning, accuracy_note
+from ._numerical import (
+    AccuracyWarning,
+    accuracy_note,
+    accuracy_target,
+    error_at,
+    select_at,
+)
 from ._provenance import provenance
 from ._rules import Rule
 from ._state import OrderParams
@@ -93,10 +99,7 @@ def integrate(
 
     Ctrl-C stops the integration and returns what was computed, with status 1.
     """
-    from ._numerical import DEFAULT_COST_FACTOR, DEFAULT_EXPECTATION_TOL
-
-    tol = DEFAULT_EXPECTATION_TOL if expectation_tol is None else expectation_tol
-    max_cost = DEFAULT_COST_FACTOR if expectation_tol is None else None
+    tol, max_cost = accuracy_target(expectation_tol, "integrate")
     dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate", extra=checks.parameters(integrate),
                         expectation_tol=tol, max_cost=max_cost, **options)
     t = default_times() if t is None else checks.times(t, where="integrate")
@@ -153,15 +156,11 @@ def integrate(
     return traj
 
 
-
 def _refine_at_end(dyn, traj, tol, max_cost):
     """The Dynamics with the ladder's rule chosen at the last recorded state (from dyn.quadrature upwards), or
     None when the ladder gives nothing finer."""
-    from ._numerical import select_quadrature
-
-    s, hp = traj.state(len(traj.t) - 1), dyn.hyper
-    quad, est = select_quadrature(dyn.rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, sigma=hp.sigma,
-                                  sigma_F=hp.sigma_F, g=hp.g, tol=tol, start=dyn.quadrature, max_cost=max_cost)
+    quad, _ = select_at(dyn.rule, traj.state(len(traj.t) - 1), dyn.hyper, tol=tol, start=dyn.quadrature,
+                        max_cost=max_cost)
     if quad == dyn.quadrature:
         return None
     return dataclasses.replace(dyn, quadrature=quad, expectation_error=None)
@@ -170,12 +169,9 @@ def _refine_at_end(dyn, traj, tol, max_cost):
 def _final_estimate(dyn, traj):
     """The largest of the expectation error estimates at state0 (dyn.expectation_error) and at the last
     recorded state (theory._numerical.expectation_error, same rule)."""
-    from ._numerical import expectation_error
-
     est = [dyn.expectation_error]
-    s, hp = traj.state(len(traj.t) - 1), dyn.hyper
+    s = traj.state(len(traj.t) - 1)
     if len(traj.t) > 1 and np.all(np.isfinite(s.to_vector(dyn.mirror))):
-        est.append(expectation_error(dyn.rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, sigma=hp.sigma,
-                                     sigma_F=hp.sigma_F, g=hp.g, quadrature=dyn.quadrature))
+        est.append(error_at(dyn.rule, s, dyn.hyper, dyn.quadrature))
     est = [e for e in est if e is not None]
     return max(est) if est else None

@@ -764,6 +764,38 @@ def expectation_error(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     return factor * max(float(np.max(np.abs(x - y))) for x, y in zip(a, c)) / scale
 
 
+def _check_tol(tol, where: str | None = None) -> float:
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
+        raise ValueError(f"{where + ': ' if where else ''}expectation_tol: expected a number in (0, 1), got {tol!r}")
+    return float(tol)
+
+
+def accuracy_target(expectation_tol, where: str):
+    """(tol, max_cost) of a run's accuracy request (theory.integrate, theory.sweep): None, the default, is
+    (DEFAULT_EXPECTATION_TOL, DEFAULT_COST_FACTOR); a number in (0, 1) is (it, None: the whole ladder)."""
+    if expectation_tol is None:
+        return DEFAULT_EXPECTATION_TOL, DEFAULT_COST_FACTOR
+    return _check_tol(expectation_tol, where), None
+
+
+def _at(state, hyper) -> tuple[tuple, dict]:
+    """The order parameters of an OrderParams and the keywords of a HyperParams, as the functions here take them."""
+    s = state
+    return (s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b), {"sigma": hyper.sigma, "sigma_F": hyper.sigma_F, "g": hyper.g}
+
+
+def select_at(rule, state, hyper, **options):
+    """:func:`select_quadrature` at an OrderParams with a HyperParams' sigma, sigma_F and g."""
+    args, kw = _at(state, hyper)
+    return select_quadrature(rule, *args, **kw, **options)
+
+
+def error_at(rule, state, hyper, quadrature):
+    """:func:`expectation_error` at an OrderParams with a HyperParams' sigma, sigma_F and g."""
+    args, kw = _at(state, hyper)
+    return expectation_error(rule, *args, **kw, quadrature=quadrature)
+
+
 def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf",
                       tol=DEFAULT_EXPECTATION_TOL, start=None, max_cost=None):
     """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature`,
@@ -773,8 +805,7 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     climb only to rules with at most this many times the nodes of the default rule; when none of them meets
     ``tol``, the finest of them (GaussHermite, KinkAware, SparseGrid: their errors fall fast with n) or the
     first (QMC: four times the points only halve its error)."""
-    if not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
-        raise ValueError(f"expectation_tol: expected a number in (0, 1), got {tol!r}")
+    _check_tol(tol)
     rule = make_rule(rule)
     g = activation(g)
     K, M = np.shape(R)[-2:]

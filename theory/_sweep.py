@@ -477,12 +477,9 @@ def sweep(
         rules.append(r)
         hypers.append(hp)
 
-    from ._numerical import DEFAULT_COST_FACTOR, DEFAULT_EXPECTATION_TOL
+    from ._numerical import accuracy_target, select_at
 
-    tol = DEFAULT_EXPECTATION_TOL if expectation_tol is None else expectation_tol
-    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating)) and 0 < float(tol) < 1):
-        raise ValueError(f"sweep: expectation_tol: expected a number in (0, 1), got {expectation_tol!r}")
-    max_cost = DEFAULT_COST_FACTOR if expectation_tol is None else None
+    tol, max_cost = accuracy_target(expectation_tol, "sweep")
 
     # ---- group points that can share one batched right-hand side
     groups: dict[tuple, list[int]] = {}
@@ -507,7 +504,7 @@ def sweep(
             ss = [state_list[sidx[i]] for i in pts]
             quad = quadrature
             if quadrature is None and not key[6]:  # numerical: the ladder's rule at the first point's state
-                quad = _chosen_rule(r, ss[0], hypers[pts[0]], tol, max_cost)
+                quad = select_at(r, ss[0], hypers[pts[0]], tol=tol, max_cost=max_cost)[0]
             chunks.append((pts, _Job(chunk=_Chunk(
                 rule=r, hyper=HyperBatch.of([hypers[i].on(t[0], t[0]) for i in pts]),
                 quadrature=quad, K=K, M=M,
@@ -556,13 +553,6 @@ def sweep(
 
     return _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_target, popts, quadrature,
                      rtol, atol, interrupted, tol)
-
-
-def _chosen_rule(rule, s, hp, tol, max_cost):
-    from ._numerical import select_quadrature
-
-    return select_quadrature(rule, s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, sigma=hp.sigma,
-                             sigma_F=hp.sigma_F, g=hp.g, tol=tol, max_cost=max_cost)[0]
 
 
 def _estimates(chunks, Ys, hypers, npts):
