@@ -5,7 +5,7 @@ Prints, in one run on this machine:
    accuracy ~1e-5 (GaussHermite(16)) and ~1e-7 (GaussHermite(24)); the accuracy is measured here
    against GaussHermite(48) at states along the trajectory.
 2. K = M = 4 (d = 8) with the default QMC rule (its standard error printed), to t = 50.
-3. The baseline: plain Monte Carlo right-hand side (2e5 samples, theory._montecarlo) with fixed-step
+3. The baseline: plain Monte Carlo right-hand side (2e5 samples, theory.expectations.montecarlo) with fixed-step
    RK4 (dt = 0.05) to t = 50; it takes minutes, so it is timed over t = 0.5 and extrapolated linearly.
    Its noise is measured as the spread of 5 independent Monte Carlo RHS evaluations.
 4. Where AFA departs from exact pepita: final eg at t = 300 of both ODEs from the same initial
@@ -22,9 +22,9 @@ import time
 import numpy as np
 
 import theory
-from theory._montecarlo import monte_carlo_terms
-from theory._closed import assemble
-from theory._numerical import GaussHermite, numerical_terms
+from theory.expectations.montecarlo import monte_carlo_terms
+from theory.expectations.closed import assemble
+from theory.expectations.numerical import GaussHermite, numerical_terms
 from theory._state import pack, unpack
 
 

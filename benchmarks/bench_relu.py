@@ -31,9 +31,9 @@ import time
 import numpy as np
 
 import theory
-from theory._closed import closed_form_terms
-from theory._dynamics import make_dynamics
-from theory._numerical import GaussHermite, KinkAware, numerical_terms
+from theory.expectations.closed import closed_form_terms
+from theory.ode.dynamics import make_dynamics
+from theory.expectations.numerical import GaussHermite, KinkAware, numerical_terms
 
 
 def timed(fn):

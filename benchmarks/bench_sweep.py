@@ -53,7 +53,7 @@ def main():
 
     # the previous engine of sweeps: DOP853 vectorised over the points in numpy (still the path of right-hand
     # sides that exist only in Python), on the same points
-    import theory._sweep as sw
+    import theory.sweeps.sweep as sw
 
     compiled_rhs = sw._Chunk.compiled_rhs
     sw._Chunk.compiled_rhs = lambda self: None
@@ -70,7 +70,7 @@ def main():
     # the floor: one compiled right-hand-side evaluation, times the evaluations, over the threads
     import numba
 
-    from theory._compiled import RHS_TYPE, function_pointer
+    from theory._codegen.rule import RHS_TYPE, function_pointer
 
     @numba.njit(numba.void(RHS_TYPE, numba.float64[::1], numba.float64[::1], numba.float64[::1], numba.int64))
     def repeat(f, y, p, dy, m):

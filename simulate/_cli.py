@@ -127,11 +127,11 @@ def _headless():
 def _times(t_max, n):
     import theory
 
-    t_max = theory.checks.number("--t-max", t_max)
-    n = theory.checks.integer("--n-times", n, min=1)
+    t_max = theory._internal.checks.number("--t-max", t_max)
+    n = theory._internal.checks.integer("--n-times", n, min=1)
     if not t_max > 0.05:
         raise ValueError(f"--t-max must be > 0.05, got {t_max}")
-    theory.checks.memory(f"--n-times {n}", 8.0 * n * 200)
+    theory._internal.checks.memory(f"--n-times {n}", 8.0 * n * 200)
     return np.concatenate([[0.0], np.geomspace(0.05, t_max, n)])
 
 
@@ -173,7 +173,7 @@ def _variants(rule, a):
 def _out(a) -> Path:
     import theory
 
-    return theory.checks.writable_folder(a.out, where="--out")
+    return theory._internal.checks.writable_folder(a.out, where="--out")
 
 
 def cmd_compare(a) -> int:
@@ -260,7 +260,7 @@ def _grid(specs) -> dict:
                 parts = values.split(":")
                 if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "log"):
                     raise ValueError("start:stop:num[:log]")
-                lo, hi, num = float(parts[0]), float(parts[1]), theory.checks.integer("num", float(parts[2]), min=1)
+                lo, hi, num = float(parts[0]), float(parts[1]), theory._internal.checks.integer("num", float(parts[2]), min=1)
                 vals = list(np.geomspace(lo, hi, num) if len(parts) == 4 else np.linspace(lo, hi, num))
             else:
                 vals = [conv(v) for v in values.split(",") if v.strip()]
@@ -285,7 +285,7 @@ def cmd_sweep(a) -> int:
     out = _out(a)
     grid = _grid(a.grid)
     states = [theory.random_state(a.K, a.M, D=a.D, seed=a.init_seed + i)
-              for i in range(theory.checks.integer("--states", a.states, min=1))]
+              for i in range(theory._internal.checks.integer("--states", a.states, min=1))]
     rules = [_variants(r, a) for r in _rules(a)]
     hyper = _hyper(a)
     t = _times(a.t_max, max(a.n_times, 100))
@@ -298,7 +298,7 @@ def cmd_sweep(a) -> int:
             import concurrent.futures
 
             executor = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
-                theory.checks.integer("--workers", a.workers, min=1)))
+                theory._internal.checks.integer("--workers", a.workers, min=1)))
         res = theory.sweep(states, grid=dict(grid, rule=rules), t=t, params=hyper, tags=dict(seed=[a.init_seed + i for i in range(len(states))]),
                            eg_target=a.eg_target, executor=executor, progress=not a.no_progress)
     res.save(out / "sweep.csv")
@@ -310,7 +310,7 @@ def cmd_sweep(a) -> int:
 
 def _continue_spec(spec, hyper):
     """--continue PARAM=LO:HI -> (param, lo, hi), checked against the hyper-parameters before any computation."""
-    from theory._derivatives import HYPER_DIFFERENTIABLE
+    from theory._internal import HYPER_DIFFERENTIABLE
 
     name, sep, rng = spec.partition("=")
     name = name.strip().replace("-", "_")
@@ -438,8 +438,8 @@ def cmd_fixed_points(a) -> int:
             raise ValueError(f"--signs {a.signs!r}: expected comma-separated +1 / -1") from None
         if len(signs) != a.K or not all(s in (1.0, -1.0) for s in signs):
             raise ValueError(f"--signs {a.signs!r}: expected {a.K} values, each +1 or -1")
-    D = theory.checks.integer("--D", a.D, min=1)
-    t_max = theory.checks.number("--t-max", a.t_max, min=0.0)
+    D = theory._internal.checks.integer("--D", a.D, min=1)
+    t_max = theory._internal.checks.number("--t-max", a.t_max, min=0.0)
     if a.constants == "identity":
         constants = theory.teacher_constants(a.K, a.M)
     else:

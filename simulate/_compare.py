@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import theory
+from theory import _internal
 from theory import HyperParams, Trajectory, make_rule, plateau_split
 
 from ._engine import run
@@ -211,7 +212,7 @@ class Comparison:
             trs = self.trajectories[key]
             for i, tr in enumerate(trs):
                 tr.save(folder / (f"ode_{key}.npz" if len(trs) == 1 else f"ode_{key}_r{i}.npz"))
-        meta = dict(kind="Comparison", format=theory.io.FORMAT, params=self.params, rules=self.rules,
+        meta = dict(kind="Comparison", format=_internal.io.FORMAT, params=self.params, rules=self.rules,
                     ode_rules=self.ode_rules, notes=self.notes,
                     n_trajectories={k: len(v) for k, v in self.trajectories.items()},
                     agreement={k: a.as_dict() for k, a in self.agreement.items()}, units={"t": "steps / D", "angles": "degrees"})
@@ -312,7 +313,7 @@ def compare(
     rules = list(rules)
     if len(rules) == 0:
         raise ValueError("compare: rules must name at least one rule")
-    hyper_opts, rule_opts = theory.split_options(options, where=where, extra=theory.checks.parameters(compare))
+    hyper_opts, rule_opts = _internal.split_options(options, where=where, extra=_internal.checks.parameters(compare))
     made, used = [], set()
     for r in rules:
         if isinstance(r, theory.Rule):
@@ -326,7 +327,7 @@ def compare(
     if unused:
         raise ValueError(f"compare: option(s) {unused} apply to none of the rules {[r.label for r in made]}")
     try:
-        hyper = theory.hyper_params(params, hyper_opts)
+        hyper = _internal.hyper_params(params, hyper_opts)
     except ValueError as exc:
         raise ValueError(f"compare: {exc}") from None
     keys = [rule_key(r) for r in made]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import theory
+from theory import _internal
 from theory import DivergenceError, HyperParams, Rule
 
 from ._init import Initialisation, Weights, _check_dtype, resolve_device
@@ -215,14 +216,14 @@ class _InputStream:
 
 
 def _diagnose(W, v, D) -> str | None:
-    """Why the replicas count as diverged (theory.divergence: the policy of the ODEs), else None.
+    """Why the replicas count as diverged (_internal.divergence: the policy of the ODEs), else None.
 
     Checks Q_kk = |w_k|^2 / D and v_k; S_k = w_k . f / D is bounded by sqrt(Q_kk P) (Cauchy-Schwarz),
     so it runs away only with Q.
     """
     qd = (W.pow(2).sum(-1) / D).to(torch.float64).cpu().numpy()  # (R, K)
     vv = v.detach().to(torch.float64).cpu().numpy()
-    return theory.divergence.why_replicas(qd, np.zeros_like(qd), vv)
+    return _internal.divergence.why_replicas(qd, np.zeros_like(qd), vv)
 
 
 class FullStep:
@@ -245,7 +246,7 @@ class FullStep:
         self.f = f
         self.fD = f / D  # xp / sqrt D = xs + alpha f / D
         self.needs_S = "S" in rule.reads
-        self.modulates = rule.modulates_input(K, M, hyper.g)  # derived from the traced update (theory._facts)
+        self.modulates = rule.modulates_input(K, M, hyper.g)  # derived from the traced update (theory.rules._facts)
         self.rates = None if hyper.time_dependent else self._rates(0.0)
         if f.ndim == 2:  # mirroring: f learns, per replica
             self.P0 = f.to(torch.float64).pow(2).sum(-1) / D  # (R,)
@@ -427,12 +428,12 @@ def _check_size(init, replicas, n_records, n_test, batch, dtype, engine, indepen
         need += replicas * D * item * 3 if mirror else 0  # one f per replica, and the chunk's xi
     else:
         need = (replicas if independent else 1) * K * D * 8
-    theory.checks.memory(f"{replicas} replicas at D = {D} ({engine} engine, {n_records} records)", need + records,
+    _internal.checks.memory(f"{replicas} replicas at D = {D} ({engine} engine, {n_records} records)", need + records,
                          where="run")
 
 
 def _check_times(t, D) -> np.ndarray:
-    t = theory.checks.times(t, where="run")
+    t = _internal.checks.times(t, where="run")
     # Times closer than one step apart round to the same step; that step is recorded once.
     return np.unique(np.round(t * D).astype(np.int64))
 
@@ -488,19 +489,19 @@ def run(
         raise TypeError(f"run: init must be a simulate.Initialisation, got {type(init).__name__}")
     if engine not in ENGINES:
         raise ValueError(f"run: unknown engine {engine!r}; expected one of {sorted(ENGINES)}")
-    replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
+    replicas = _internal.checks.integer("replicas", replicas, where=where, min=1)
     if n_test is not None:
-        n_test = theory.checks.integer("n_test", n_test, where=where, min=0)
-    seed = theory.checks.integer("seed", seed, where=where, min=0)
+        n_test = _internal.checks.integer("n_test", n_test, where=where, min=0)
+    seed = _internal.checks.integer("seed", seed, where=where, min=0)
     if threads is not None:
-        threads = theory.checks.integer("threads", threads, where=where, min=1)
-    independent_init = theory.checks.boolean("independent_init", independent_init, where=where)
+        threads = _internal.checks.integer("threads", threads, where=where, min=1)
+    independent_init = _internal.checks.boolean("independent_init", independent_init, where=where)
     dev = resolve_device(device)
     # float32 by default for the full simulation; the reduced engine's increments are O(1/D): float64
     dtype = _check_dtype(dtype if dtype is not None else (torch.float64 if engine == "reduced" else torch.float32))
     # The same validation (and messages) as theory.integrate, on the measured initial state.
     state0 = init.order_params(1)
-    dyn = theory.make_dynamics(state0, rule, params, where=where, extra=theory.checks.parameters(run), **options)
+    dyn = theory.make_dynamics(state0, rule, params, where=where, extra=_internal.checks.parameters(run), **options)
     if n_test is None:
         n_test = 0 if engine == "reduced" and dyn.hyper.g.i2 is not None else 10_000
     steps = _check_times(t, init.D)
@@ -513,7 +514,7 @@ def run(
     rec = ENGINES[engine](spec)
 
     params = dict(
-        **theory.run_params(dyn.rule, dyn.hyper),
+        **_internal.run_params(dyn.rule, dyn.hyper),
         K=init.K, M=init.M, D=init.D,
         init_seed=init.seed, w_std=init.w_std, v_std=init.v_std, v_star=init.v_star, replicas=replicas,
         independent_init=independent_init, device=str(dev), dtype=str(dtype).replace("torch.", ""), seed=seed,

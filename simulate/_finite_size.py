@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import theory
+from theory import _internal
 
 __all__ = ["plateau_escape_times", "finite_size_study"]
 
@@ -61,22 +62,22 @@ def finite_size_study(rule: str = "bp", Ds=(10**3, 10**4, 10**5), params=None, *
     where = "finite_size_study"
     if params is None and "eta" not in options:
         options["eta"] = 2.0
-    rule, hyper = theory.resolve(rule, params, options, where=where, extra=theory.checks.parameters(finite_size_study))
+    rule, hyper = _internal.resolve(rule, params, options, where=where, extra=_internal.checks.parameters(finite_size_study))
     if isinstance(Ds, (int, np.integer)):
         Ds = (Ds,)
-    Ds = [theory.checks.integer("Ds[]", D, where=where, min=K + M + 1) for D in Ds]
+    Ds = [_internal.checks.integer("Ds[]", D, where=where, min=K + M + 1) for D in Ds]
     if not Ds:
         raise ValueError(f"{where}: Ds must name at least one dimension D")
-    replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
+    replicas = _internal.checks.integer("replicas", replicas, where=where, min=1)
     for name, val in (("t_max", t_max), ("dt", dt), ("threshold", threshold)):
-        if not theory.checks.number(name, val, where=where) > 0:
+        if not _internal.checks.number(name, val, where=where) > 0:
             raise ValueError(f"{where}: {name} must be > 0, got {val}")
     if t_max / dt > 1e7:
         raise ValueError(f"{where}: t_max / dt = {t_max / dt:.3g} records; ask for fewer (at most 1e7)")
-    quantiles = tuple(theory.checks.number("quantiles[]", q, where=where) for q in np.atleast_1d(quantiles))
+    quantiles = tuple(_internal.checks.number("quantiles[]", q, where=where) for q in np.atleast_1d(quantiles))
     if any(not 0 <= q <= 1 for q in quantiles):
         raise ValueError(f"{where}: quantiles must lie in [0, 1], got {quantiles}")
-    spread_times = tuple(theory.checks.number("spread_times[]", s, where=where, min=0.0) for s in np.atleast_1d(spread_times))
+    spread_times = tuple(_internal.checks.number("spread_times[]", s, where=where, min=0.0) for s in np.atleast_1d(spread_times))
     rows = []
     t = np.arange(0.0, t_max + dt / 2, dt)
     for D in Ds:

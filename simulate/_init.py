@@ -19,7 +19,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from theory import checks, state_from_weights
+from theory import state_from_weights
+from theory._internal import checks
 
 __all__ = ["Initialisation", "Weights", "resolve_device"]
 

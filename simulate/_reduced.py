@@ -69,8 +69,9 @@ import numpy as np
 import torch
 
 import theory
+from theory import _internal
 from theory import DivergenceError, HyperParams, OrderParams
-from theory._views import update_view
+from theory._internal import update_view
 
 from . import _reduced_kernel
 
@@ -395,7 +396,7 @@ class _NumbaChain:
         if update is None:
             raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label} with activation {hyper.g.name!r}: "
                              f"{why}")
-        gk = theory.compiled.activation_code(hyper.g)
+        gk = _internal.compiled.activation_code(hyper.g)
         self.update = update
         self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
         A11T, Binv = _fixed_square_root(T, U, P)
@@ -456,8 +457,8 @@ def _resolve_backend(backend, device, dtype, rule, g, K, M, mirror=False) -> str
             raise ValueError(f"backend: 'numba' runs on the CPU, got device {str(device)!r} (use backend='torch')")
         if dtype != torch.float64:
             raise ValueError(f"backend: 'numba' computes in float64, got dtype {dtype} (use backend='torch')")
-        if theory.compiled.activation_code(g) is None:
-            raise ValueError(f"backend: 'numba' supports the activations {sorted(theory.compiled.ACTIVATION_CODES)}, "
+        if _internal.compiled.activation_code(g) is None:
+            raise ValueError(f"backend: 'numba' supports the activations {sorted(_internal.compiled.ACTIVATION_CODES)}, "
                              f"got {g.name!r} (use backend='torch')")
         update, why = update_view(rule, g, K, M)
         if update is None:
@@ -484,22 +485,22 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     torch backend ("auto" picks it).
     """
     where = "reduced"
-    rule, hyper = theory.resolve(rule, params, options, where=where,
-                                 extra=theory.checks.parameters(reduced_chain) + theory.checks.parameters(run_reduced))
-    D = theory.checks.integer("D", D, where=where)
+    rule, hyper = _internal.resolve(rule, params, options, where=where,
+                                 extra=_internal.checks.parameters(reduced_chain) + _internal.checks.parameters(run_reduced))
+    D = _internal.checks.integer("D", D, where=where)
     K, M = np.shape(state0.R)[-2:]
     r = K + M + 1
     if D < r:
         raise ValueError(f"D: must be >= K + M + 1 = {r} (the number of vectors whose Gram matrix is tracked), got {D}")
     if hyper.batch > 1 and D < r + hyper.batch:
         raise ValueError(f"D: {hyper.batch} samples per step need D >= K + M + 1 + batch = {r + hyper.batch}, got {D}")
-    replicas = theory.checks.integer("replicas", replicas, where=where, min=1)
+    replicas = _internal.checks.integer("replicas", replicas, where=where, min=1)
     if "b" in rule.reads and getattr(state0, "b", None) is None:
         raise ValueError(f"rule {rule.name!r} needs the feedback vector b in the initial state")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: must be torch.float32 or torch.float64, got {dtype!r}")
     if threads is not None:
-        threads = theory.checks.integer("threads", threads, where=where, min=1)
+        threads = _internal.checks.integer("threads", threads, where=where, min=1)
     from ._init import resolve_device
 
     device = resolve_device(device)
@@ -546,7 +547,7 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
                 if bar is not None:
                     bar.update(n)
             state = chain.state()
-            why = theory.divergence.why_replicas(np.diagonal(state[0], axis1=-2, axis2=-1), state[2], state[3])
+            why = _internal.divergence.why_replicas(np.diagonal(state[0], axis1=-2, axis2=-1), state[2], state[3])
             if why is not None:
                 status, message = -1, f"diverged between t = {t[i - 1]:.6g} and t = {t[i]:.6g} (steps/D): {why}"
                 break
@@ -627,7 +628,7 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
     from ._result import SimulationResult
 
     if n_test is not None:
-        n_test = theory.checks.integer("n_test", n_test, where="run_reduced", min=0)
+        n_test = _internal.checks.integer("n_test", n_test, where="run_reduced", min=0)
     if isinstance(init, OrderParams):
         if D is None:
             raise ValueError("D: the dimension is needed when init is an OrderParams")
@@ -652,7 +653,7 @@ def run_reduced(init, rule, t, params: HyperParams | None = None, *, replicas: i
                             for i in range(len(out["t"]))], axis=1)
     else:
         eg_test = np.full(out["Q"].shape[:2], np.nan)
-    params = dict(engine="reduced", **theory.run_params(out["rule"], hyper),
+    params = dict(engine="reduced", **_internal.run_params(out["rule"], hyper),
                   K=int(np.shape(state0.R)[-2]), M=int(np.shape(state0.R)[-1]), D=int(D),
                   replicas=int(replicas), independent_init=bool(independent_init), seed=int(seed),
                   dtype=str(dtype).replace("torch.", ""), device=str(device), n_test=n_test, backend=out["backend"],

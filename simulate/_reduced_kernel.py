@@ -309,7 +309,7 @@ def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, 
     chunking or the threads. etas, etas_v (n,): the learning rates of the n steps (schedules).
     Constants with a leading axis of 1 (shared) or nR (per replica): A11T (., M+1, M+1) with
     (nu, phi) = eps_1 @ A11T, Binv (., M+1, M+1) with L21 = [R, S] @ Binv, U (., M), P (.,),
-    v_star (., M), b (., K). ``update`` is the rule's compiled update (theory._compiled), gk the
+    v_star (., M), b (., K). ``update`` is the rule's compiled update (theory._codegen.rule), gk the
     activation's code, kappa the weight decay.
     """
     _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
@@ -347,7 +347,7 @@ def draws_only(key, B, nR, r, step0, n, shapes, noisy):
 if HAVE_NUMBA:
     import theory
 
-    UPDATE_TYPE = theory.compiled.UPDATE_TYPE
+    UPDATE_TYPE = theory._internal.compiled.UPDATE_TYPE
     _f8, _i8 = numba.float64, numba.int64
     _A = lambda nd: numba.types.Array(_f8, nd, "C")  # noqa: E731
     chain_block = numba.njit(

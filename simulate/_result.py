@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import theory
+from theory import _internal
 from theory import OrderParams, alignment_angles, generalisation_error, rule_from_params
 
 __all__ = ["SimulationResult"]
@@ -221,26 +222,26 @@ class SimulationResult:
                 arrays[f"const_{k}"] = np.asarray(getattr(self, k))
         for i, (k, val) in enumerate(self.angles.items()):
             arrays[f"angle_{i}"] = val
-        return theory.io.save_npz(path, "SimulationResult", meta, arrays)
+        return _internal.io.save_npz(path, "SimulationResult", meta, arrays)
 
     @classmethod
     def load(cls, path) -> "SimulationResult":
         """Read a saved result (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is not
         one, or is damaged."""
-        if theory.io.file_path(path, "SimulationResult.load").suffix == ".nc":
+        if _internal.io.file_path(path, "SimulationResult.load").suffix == ".nc":
             return cls.from_xarray(theory.labelled.read_netcdf(path, "SimulationResult"))
         need = ("t", "Q", "R", "S", "v", "eg", "eg_test", "const_T", "const_U", "const_P", "const_v_star")
-        meta, z = theory.io.load_npz(path, "SimulationResult", need)
+        meta, z = _internal.io.load_npz(path, "SimulationResult", need)
         what = f"SimulationResult.load: {str(path)!r}"
         Rn, n, K, M = *np.shape(z["Q"])[:2], *np.shape(z["R"])[-2:]
-        theory.io.check_arrays(what, z, dict(t=(n,), Q=(Rn, n, K, K), R=(Rn, n, K, M), S=(Rn, n, K), v=(Rn, n, K),
+        _internal.io.check_arrays(what, z, dict(t=(n,), Q=(Rn, n, K, K), R=(Rn, n, K, M), S=(Rn, n, K), v=(Rn, n, K),
                                              eg=(Rn, n), eg_test=(Rn, n)), finite=("t", "Q", "R", "S", "v"))
         try:
             consts = {k: (z[f"const_{k}"] if f"const_{k}" in z else None) for k in _CONSTANTS}
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
             angles = {name: z[f"angle_{i}"] for i, name in enumerate(meta["angle_names"])}
             if "U_t" in z:
-                theory.io.check_arrays(what, z, dict(U_t=(Rn, n, M), P_t=(Rn, n)), finite=("U_t", "P_t"))
+                _internal.io.check_arrays(what, z, dict(U_t=(Rn, n, M), P_t=(Rn, n)), finite=("U_t", "P_t"))
             return cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], eg=z["eg"], eg_test=z["eg_test"], angles=angles,
                        params=meta["params"], status=meta["status"], message=meta["message"],
                        U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None, **consts)

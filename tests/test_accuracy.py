@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import theory
-from theory import _numerical
-from theory._closed import closed_form_terms
-from theory._numerical import (
+from theory.expectations import numerical as _numerical
+from theory.expectations.closed import closed_form_terms
+from theory.expectations.numerical import (
     GaussHermite,
     KinkAware,
     expectation_error,
@@ -127,7 +127,7 @@ def test_default_accuracy_warns_where_the_default_cost_cannot_meet_it():
 
 def test_the_rule_is_refined_where_the_last_state_needs_it(monkeypatch):
     """An estimate above the tolerance at the last state re-selects the rule there and repeats the run once."""
-    from theory import _integrate
+    from theory.solver import integrate as _integrate
 
     st = theory.random_state(2, 2, D=500, seed=0)
     calls = []

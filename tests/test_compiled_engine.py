@@ -1,6 +1,6 @@
 """The compiled ODE paths of issue 12 against their references.
 
-- the compiled numerical-expectation engine (theory._quad_compiled) equals the numpy engine on the same
+- the compiled numerical-expectation engine (theory._codegen.quadrature) equals the numpy engine on the same
   nodes, for erf, tanh and relu, with and without noise, for a user rule;
 - the kink-aware rule (exact along lines) for relu against the relu closed forms (bp, fa, afa) and, for
   pepita, against a much finer kink-aware rule and Monte Carlo, within its stated error;
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import theory
-from theory._closed import closed_form_terms
-from theory._dynamics import make_dynamics
-from theory._montecarlo import monte_carlo_terms
-from theory._numerical import QMC, GaussHermite, KinkAware, numerical_terms
+from theory.expectations.closed import closed_form_terms
+from theory.ode.dynamics import make_dynamics
+from theory.expectations.montecarlo import monte_carlo_terms
+from theory.expectations.numerical import QMC, GaussHermite, KinkAware, numerical_terms
 
 from .conftest import random_state
 from .test_numerical import args, linear_closed_forms, maxabs
@@ -93,7 +93,7 @@ def test_linear_closed_forms_equal_sympy(rng, name, pre, sigma, sigma_F):
     assert maxabs(cf, ref) < 1e-12
 
 
-#: the kink-aware rule's stated error (theory._numerical.KinkAware): largest absolute error of any term,
+#: the kink-aware rule's stated error (theory.expectations.numerical.KinkAware): largest absolute error of any term,
 #: relative to the largest term, at O(1) random states (measured: 1e-4 .. 7e-3 at n = 16, 2e-5 .. 2e-3 at 24)
 KINK_ERROR = {16: 1e-2, 24: 3e-3, 48: 6e-4}
 

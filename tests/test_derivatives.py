@@ -1,4 +1,4 @@
-"""The Jacobian of the ODE right-hand side (theory._derivatives): against an exact symbolic derivative (linear g,
+"""The Jacobian of the ODE right-hand side (theory.ode.derivatives): against an exact symbolic derivative (linear g,
 where the ODE is a polynomial in the order parameters), against plain finite differences for every rule, view and
 option, as directional derivatives, and that each check can fail."""
 
@@ -9,9 +9,9 @@ import pytest
 import sympy as sp
 
 import theory
-from theory import _closed
-from theory._derivatives import _independent, dynamics_jacobian, state_labels
-from theory._dynamics import Dynamics, make_dynamics
+from theory.expectations import closed as _closed
+from theory.ode.derivatives import _independent, dynamics_jacobian, state_labels
+from theory.ode.dynamics import Dynamics, make_dynamics
 
 # ----------------------------------------------------------------------------------------------- helpers
 
@@ -166,7 +166,7 @@ def test_exact_comparison_can_fail(monkeypatch):
     exact = _num(f.jacobian(coords), subs)
     orig = _closed.assemble
     monkeypatch.setattr(_closed, "assemble", lambda *a, batch=1, **kw: orig(*a, batch=batch + 1, **kw))
-    monkeypatch.setattr("theory._dynamics.assemble", _closed.assemble)
+    monkeypatch.setattr("theory.ode.dynamics.assemble", _closed.assemble)
     mutated = dataclasses.replace(dyn, use_jit=False)
     J = dynamics_jacobian(mutated, y, coordinates="independent")
     assert np.abs(J.matrix - exact).max() > 1e-3 * np.abs(exact).max()

@@ -1,4 +1,4 @@
-"""Facts about a rule derived from its traced update (theory._facts), never declared or probed.
+"""Facts about a rule derived from its traced update (theory.rules._facts), never declared or probed.
 
 1. A ``closed_form = "feedback"`` declaration is an assertion: one that disagrees with the update
    (delta, h, e_out, alpha of the presynaptic variant, a feedback that reads the fields, an update
@@ -21,11 +21,11 @@ import torch
 
 import theory
 from simulate._engine import FullStep
-from theory._closed import closed_form_terms
-from theory._compiled import compiled_rule
-from theory._facts import RuleFacts, check_declaration, closed_form_applies, rule_facts
-from theory._rules import _REGISTRY
-from theory._numerical import GaussHermite, numerical_terms
+from theory.expectations.closed import closed_form_terms
+from theory._codegen.rule import compiled_rule
+from theory.rules._facts import RuleFacts, check_declaration, closed_form_applies, rule_facts
+from theory.rules._base import _REGISTRY
+from theory.expectations.numerical import GaussHermite, numerical_terms
 
 from .conftest import random_state
 from .test_reduced import _weights

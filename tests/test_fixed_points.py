@@ -1,4 +1,4 @@
-"""Fixed points of the ODEs (theory._fixed_points) and their continuation (theory._continuation).
+"""Fixed points of the ODEs (theory.analysis.fixed_points) and their continuation (theory.analysis.continuation).
 
 - a found fixed point has residual <= 1e-10 and an integration started there stays put, for bp, fa, afa (erf and
   relu) and pepita (erf; relu and pepita's exponents against integration in the slow tests);
@@ -19,10 +19,10 @@ import pytest
 import scipy.optimize
 
 import theory
-from theory._continuation import Branch, continuation, plot_bifurcation
-from theory._fixed_points import (FixedPoint, FixedPointError, degenerate_solution, fixed_point, specialised_solution,
+from theory.analysis.continuation import Branch, continuation, plot_bifurcation
+from theory.analysis.fixed_points import (FixedPoint, FixedPointError, degenerate_solution, fixed_point, specialised_solution,
                                   symmetric_plateau, teacher_constants)
-from theory._summaries import crossing_time
+from theory.results.summaries import crossing_time
 
 BP_FROZEN = dict(eta=0.5, train_second_layer=False)
 
@@ -280,7 +280,7 @@ def test_escape_from_random_initial_conditions():
     """random_state(D) (T, U measured at D, v = 1): fixed_point finds the trajectory's plateau, and the escape
     predicted from the plateau's flattest state is within 6 % of the integrated one at D = 1e5 (the linear
     prediction improves with D: 9 %, 7 %, 4.6 %, 3 % at D = 1e3 .. 1e6, measured)."""
-    from theory._fixed_points import plateau_index
+    from theory.analysis.fixed_points import plateau_index
 
     s0 = theory.random_state(2, 2, D=100_000, seed=0).replace(v=np.ones(2))
     t = np.concatenate([[0.0], np.geomspace(1e-2, 5000.0, 2000)])

@@ -10,7 +10,7 @@ import pytest
 import scipy.special
 
 from theory import I2, I3, I4, J2, tilt
-from theory._integrals import I2_matrix, I3_tensor, I4_tensor, J2_matrix, dgg_tensor
+from theory.activations.erf import I2_matrix, I3_tensor, I4_tensor, J2_matrix, dgg_tensor
 
 from .conftest import random_covariance
 

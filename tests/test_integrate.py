@@ -122,7 +122,7 @@ def test_interrupt_keeps_what_was_computed(monkeypatch):
 
 
 def test_interrupt_keeps_what_was_computed_compiled(monkeypatch):
-    import theory._dop853 as jit
+    import theory.solver.dop853 as jit
 
     if jit.dop853_segment is None:
         pytest.skip("numba not installed")
@@ -142,7 +142,7 @@ def test_interrupt_keeps_what_was_computed_compiled(monkeypatch):
 
 def test_compiled_path_detects_blowup(monkeypatch):
     """Large eta makes Q grow (erf saturates, so slowly); with a low blow-up threshold the compiled path stops."""
-    import theory._divergence as integ
+    import theory.solver.divergence as integ
 
     monkeypatch.setattr(integ, "BLOWUP", 20.0)
     st = theory.random_state(2, 2, D=1000, seed=0)

@@ -19,7 +19,7 @@ import simulate
 import theory
 from simulate._engine import FullStep
 from simulate._reduced import ReducedStep
-from theory._mirror import expected_dg, mirror_derivatives, mirror_terms
+from theory.expectations.mirror import expected_dg, mirror_derivatives, mirror_terms
 
 from .test_compare import _max_t, _one_thread  # noqa: F401  (its autouse fixture: one torch thread here too)
 

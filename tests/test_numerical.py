@@ -1,8 +1,8 @@
-"""The numerical expectation engine (theory._numerical) against every independent reference we have.
+"""The numerical expectation engine (theory.expectations.numerical) against every independent reference we have.
 
 - pepita (all variants), relu and tanh: Monte Carlo of Rule.local_update, within 5 standard errors
   (Monte Carlo's and, for QMC, the quadrature's own);
-- bp, fa, afa with erf: the closed forms of theory._closed (all variants);
+- bp, fa, afa with erf: the closed forms of theory.expectations.closed (all variants);
 - linear g: polynomial closed forms derived here with sympy from the one-sample update;
 - the quadrature's stated error against a much finer rule; QMC's error estimate against the truth;
 - pepita -> afa as sigma_F -> 0 (first-order Taylor expansion of the postsynaptic term);
@@ -14,9 +14,9 @@ import pytest
 import sympy
 
 import theory
-from theory._montecarlo import monte_carlo_terms
-from theory._closed import closed_form_terms
-from theory._numerical import QMC, GaussHermite, SparseGrid, default_quadrature, numerical_terms
+from theory.expectations.montecarlo import monte_carlo_terms
+from theory.expectations.closed import closed_form_terms
+from theory.expectations.numerical import QMC, GaussHermite, SparseGrid, default_quadrature, numerical_terms
 
 from .conftest import random_state
 

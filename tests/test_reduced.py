@@ -22,6 +22,7 @@ import scipy.stats
 import torch
 
 import theory
+from theory import _internal
 from simulate import _reduced_kernel
 from simulate._reduced import ReducedStep, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
 
@@ -122,7 +123,7 @@ def test_kernel_rule_equals_local_update(variant, g):
     rule = theory.make_rule(variant["rule"], presynaptic=variant.get("presynaptic"), error=variant.get("error"))
     for sigma, sigma_F in ((0.0, 1.0), (0.3, -0.7)):
         ref = rule.local_update(lam, nu, zeta, v=v, v_star=v_star, S=S, b=b, sigma=sigma, sigma_F=sigma_F, g=g)
-        got = theory.compiled.update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F)[:4]
+        got = _internal.compiled.update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F)[:4]
         for name, a, r in zip(("delta", "alpha", "e_out", "h"), got, ref[:4]):
             r = np.broadcast_to(r, a.shape)
             assert np.ptp(r) > 0 or name == "alpha", f"{name}: constant, the comparison would be vacuous"

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import simulate
 import theory
+from theory import _internal
 from simulate._cli import main
 
 STATE = theory.random_state(2, 2, D=1000, seed=0)
@@ -251,7 +252,7 @@ def test_interrupted_cli_writes_what_it_has_and_exits_130(tmp_path, monkeypatch)
 
 def test_interrupt_inside_compiled_code_is_an_interrupt(monkeypatch):
     """numba reports a Ctrl-C that arrives while it returns as SystemError(...) from KeyboardInterrupt."""
-    import theory._dop853 as jit
+    import theory.solver.dop853 as jit
 
     orig, calls = jit.dop853_segment, {"n": 0}
 
@@ -334,7 +335,7 @@ def test_unknown_keywords_are_refused_everywhere(name, value):
         theory.integrate(STATE, "bp", [0, 1], eta=1.0, **{name: value})
     from simulate._reduced import reduced_chain
 
-    if name in set(theory.checks.parameters(simulate.run_reduced)) | set(theory.checks.parameters(reduced_chain)):
+    if name in set(_internal.checks.parameters(simulate.run_reduced)) | set(_internal.checks.parameters(reduced_chain)):
         return  # a real keyword of the sampler (D, dtype, seed, ...): the checks of its value are tested elsewhere
     with pytest.raises(TypeError, match=name):
         simulate.run_reduced(STATE, "bp", [0, 1], D=50, eta=1.0, **{name: value})
@@ -344,7 +345,7 @@ def test_unknown_keywords_are_refused_everywhere(name, value):
 @given(t=st.one_of(junk, st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6)))
 def test_times_are_valid_or_refused(t):
     try:
-        a = theory.checks.times(t, where="integrate")
+        a = _internal.checks.times(t, where="integrate")
     except ValueError as exc:
         assert "t must be" in str(exc)
         return

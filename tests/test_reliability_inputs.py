@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import simulate
 import theory
-from theory import _numerical
+from theory import _internal
+from theory.expectations import numerical as _numerical
 
 STATE = theory.random_state(2, 2, D=1000, seed=0)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -126,7 +127,7 @@ def test_oversize_quadrature_is_refused_by_size_before_work(quad, K, g):
 def test_quadrature_rules_in_use_are_not_refused(monkeypatch):
     """The largest rules the tests use, and the defaults, fit on a modest machine (8 GB available): not refused.
     (The nodes themselves are not built here: the size check is the first thing ``nodes`` does.)"""
-    monkeypatch.setattr(theory.checks, "available_memory", lambda: 8 * 2**30)
+    monkeypatch.setattr(_internal.checks, "available_memory", lambda: 8 * 2**30)
     built = []
     monkeypatch.setattr(_numerical, "_tensor_gh", lambda sizes: built.append(sizes) or (np.zeros((1, len(sizes))), np.ones(1), None))
     monkeypatch.setattr(_numerical, "_smolyak", lambda d, level: built.append(level) or (np.zeros((1, d)), np.ones(1), None))

@@ -1,4 +1,4 @@
-"""The ReLU integrals of theory._relu against Monte Carlo, independent high-precision references and limits.
+"""The ReLU integrals of theory.activations.relu against Monte Carlo, independent high-precision references and limits.
 
 Monte Carlo: every moment (I2, J2, I3, dgg, I4, the orthant probabilities P2, P3, P4 and one-linear
 moments) is compared with a mean over 10^7 samples drawn in chunks; the tolerance is 5 standard
@@ -18,10 +18,10 @@ import numba
 import numpy as np
 import pytest
 
-from theory import _integrals
-from theory import _relu
-from theory._activations import _i2_relu
-from theory._relu import (I2, I3, I4, J2, I2_matrix, I3_tensor, I4_tensor, J2_matrix, dg_mean, dgg, dgg_tensor,
+from theory.activations import erf as _integrals
+from theory.activations import relu as _relu
+from theory.activations._base import _i2_relu
+from theory.activations.relu import (I2, I3, I4, J2, I2_matrix, I3_tensor, I4_tensor, J2_matrix, dg_mean, dgg, dgg_tensor,
                           i2, i3, j2, orthant_probability, relu_moment)
 
 N_MC = 10_000_000
@@ -326,7 +326,7 @@ def test_tensor_wrappers_match_core_and_definition():
     out = {"I2": I2_matrix(Cs), "J2": J2_matrix(Cs), "I3": I3_tensor(Cs, A, B), "I4": I4_tensor(Cs, A, B),
            "dgg": dgg_tensor(Cs, A, B)}
     assert out["I3"].shape == (2, 3, 2, n, 4) and out["I4"].shape == (2, 3, 2, 2, 4, 4) and out["dgg"].shape == (2, 3, 2, 4, 4)
-    for key in out:  # the shapes of the erf helpers (theory._closed switches module by activation)
+    for key in out:  # the shapes of the erf helpers (theory.expectations.closed switches module by activation)
         ref = {"I2": _integrals.I2_matrix(Cs), "J2": _integrals.J2_matrix(Cs), "I3": _integrals.I3_tensor(Cs, A, B),
                "I4": _integrals.I4_tensor(Cs, A, B), "dgg": _integrals.dgg_tensor(Cs, A, B)}[key]
         assert out[key].shape == ref.shape

@@ -15,7 +15,7 @@ import pytest
 import scipy.special
 
 import theory
-from theory._closed import closed_form_terms
+from theory.expectations.closed import closed_form_terms
 
 from .conftest import random_state
 
@@ -32,7 +32,7 @@ def dg(z):
 
 
 def by_hand(st, name, presynaptic, z, zeta, sigma, sigma_F):
-    """One-sample quantities of THEORY.md section 3, written independently of theory._rules."""
+    """One-sample quantities of THEORY.md section 3, written independently of theory.rules._base."""
     K, M = st.K, st.M
     lam, nu, phi = z[:, :K], z[:, K:K + M], z[:, -1]
     y = g(nu) @ st.v_star + sigma * zeta
@@ -161,7 +161,7 @@ def test_afa_with_sigma_F_S_equal_v_is_bp_on_the_clean_input(rng):
 @pytest.mark.parametrize("K,M", [(2, 2), (3, 1), (1, 3)])
 def test_compiled_rhs_equals_numpy_reference(name, presynaptic, K, M, rng):
     """The numba single-state right-hand side is the batched numpy one, entry by entry."""
-    from theory._compiled import HAVE_NUMBA
+    from theory._codegen.rule import HAVE_NUMBA
 
     if not HAVE_NUMBA:
         pytest.skip("numba not installed")

@@ -26,12 +26,13 @@ import torch
 
 import simulate
 import theory
+from theory import _internal
 from simulate._engine import FullStep
 from simulate._reduced import ReducedStep
-from theory._closed import closed_form_terms
-from theory._facts import rule_facts
-from theory._montecarlo import monte_carlo_terms
-from theory._numerical import GaussHermite, numerical_terms
+from theory.expectations.closed import closed_form_terms
+from theory.rules._facts import rule_facts
+from theory.expectations.montecarlo import monte_carlo_terms
+from theory.expectations.numerical import GaussHermite, numerical_terms
 
 from .conftest import random_state
 from .test_compare import REPLICAS, T_REC, _deviations, _max_t
@@ -64,7 +65,7 @@ def _variants():
 
 
 VARIANTS = _variants()
-CLOSED = [r for r in VARIANTS if rule_facts(r, 2, 2).closed_form]  # derived from the update (theory._facts)
+CLOSED = [r for r in VARIANTS if rule_facts(r, 2, 2).closed_form]  # derived from the update (theory.rules._facts)
 
 
 def _id(rule):
@@ -174,7 +175,7 @@ def test_compiled_update_is_the_update(rule):
     v, S, b, v_star = (rng.standard_normal((n, k)) for k in (K, K, K, M))
     for g in ACTIVATIONS:
         ref = rule.local_update(lam, nu, zeta, v=v, v_star=v_star, S=S, b=b, sigma=0.3, sigma_F=-0.7, g=g)
-        got = theory.compiled.update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, 0.3, -0.7)
+        got = _internal.compiled.update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, 0.3, -0.7)
         for name, a, r in zip(("delta", "alpha", "e_out", "h", "e"), got, ref):
             r = np.broadcast_to(r, a.shape)
             np.testing.assert_allclose(a, r, rtol=0, atol=1e-13 * max(1.0, np.abs(r).max()), err_msg=f"{rule.label} {g} {name}")

@@ -42,7 +42,7 @@ def test_sweep_does_not_depend_on_threads_or_segments(monkeypatch):
     kw = dict(t=T, grid=dict(eta=[0.3, 0.8, 1.6]), progress=False)
     a = theory.sweep(states, "bp", threads=1, **kw)
     b = theory.sweep(states, "bp", threads=2, **kw)
-    import theory._sweep as sw
+    import theory.sweeps.sweep as sw
 
     monkeypatch.setattr(sw, "SWEEP_SEGMENT", 3)
     c = theory.sweep(states, "bp", threads=2, **kw)

@@ -10,8 +10,8 @@ import theory
 import pandas as pd
 
 from theory import plateau, sweep
-from theory._dop853 import DOP853, _Tableau
-from theory._driver import solve_batched
+from theory.solver.dop853 import DOP853, _Tableau
+from theory.solver.driver import solve_batched
 
 T_SHORT = np.concatenate([[0.0], np.geomspace(0.05, 200.0, 40)])
 
@@ -298,11 +298,11 @@ def test_bad_states():
 
 def test_compiled_batch_kernel_equals_numpy_dynamics(states):
     """The compiled batched right-hand side (numba) equals theory.Dynamics' numpy one, point by point."""
-    from theory._sweep import _batch_kernel
+    from theory.sweeps.sweep import _batch_kernel
 
     if _batch_kernel() is None:
         pytest.skip("numba not available")
-    from theory._sweep import _Chunk, _factory
+    from theory.sweeps.sweep import _Chunk, _factory
 
     rng = np.random.default_rng(1)
     for rule, pre in (("bp", "clean"), ("fa", "clean"), ("afa", "modulated"), ("afa", "clean")):

@@ -6,7 +6,7 @@
   I3(a, b, c) = -C_ab I3(a, a, c) + C_bc J2(a, c).
 - Price's theorem for I4: d I4(a,b,c,d)/d C_cd = E[g'(a) g'(b) g'(c) g'(d)] = d I4(c,d,a,b)/d C_cd
   (finite differences of the closed form, and Monte Carlo).
-The closed forms are taken from theory._integrals with sympy symbols substituted for numpy.
+The closed forms are taken from theory.activations.erf with sympy symbols substituted for numpy.
 """
 
 import numpy as np
@@ -32,7 +32,7 @@ def I3(c11, c12, c13, c23, c33):
 
 def test_symbolic_forms_are_the_package_forms():
     """The sympy transcriptions above evaluate to the package's numpy functions."""
-    from theory import _integrals as num
+    from theory.activations import erf as num
 
     vals = {C11: 0.7, C22: 1.3, C33: 0.9, C12: 0.2, C13: -0.3, C23: 0.4}
     f = lambda e: float(e.subs(vals).evalf())  # noqa: E731
@@ -69,7 +69,7 @@ def test_price_theorem_for_I4_numerically():
 
     Both derivatives (central differences of the closed form) must agree, and agree with Monte Carlo.
     """
-    from theory._integrals import I4
+    from theory.activations.erf import I4
 
     rng = np.random.default_rng(0)
     A = rng.standard_normal((4, 7))

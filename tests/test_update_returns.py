@@ -1,5 +1,5 @@
-"""What a rule's update returns is validated once (theory._validate), in every entry point, and a
-non-finite update is a divergence status, never a LinAlgError (theory._driver, theory._divergence).
+"""What a rule's update returns is validated once (theory.rules._validate), in every entry point, and a
+non-finite update is a divergence status, never a LinAlgError (theory.solver.driver, theory.solver.divergence).
 
 1. Malformed returns (a Python float, a (...,)-shaped or (..., K, 1) delta, None, a string, complex
    numbers) give a ValueError / TypeError naming the rule, the field, the expected and the actual
@@ -21,10 +21,10 @@ import torch
 
 import simulate
 import theory
-from theory import _validate
-from theory._compiled import _symbolic_activation, trace
+from theory.rules import _validate
+from theory._codegen.rule import _symbolic_activation, trace
 
-# untraceable rules here run on the generic paths, which may say so with a warning (theory._facts)
+# untraceable rules here run on the generic paths, which may say so with a warning (theory.rules._facts)
 pytestmark = pytest.mark.filterwarnings("ignore:.*could not be traced")
 
 K = M = 2
@@ -231,7 +231,7 @@ def test_rhs_at_a_nan_update_is_nan_not_an_error():
 
 def test_the_nan_guard_can_fail(monkeypatch):
     """Without the guard in the whitening of Omega a NaN stage state raises numpy's LinAlgError."""
-    from theory import _numerical
+    from theory.expectations import numerical as _numerical
 
     def unguarded(om, n):
         np.linalg.eigh(om[..., :n, :n])
@@ -248,7 +248,7 @@ def test_the_nan_guard_can_fail(monkeypatch):
 def test_the_start_check_can_fail(monkeypatch):
     """Without the check of the initial derivatives the NaN rule stops only once its step has shrunk away
     (a different message), so the test of the message above tells them apart."""
-    from theory import _driver
+    from theory.solver import driver as _driver
 
     monkeypatch.setattr(_driver, "_nonfinite_rows", lambda f, points, t0, rhs_check: [])
     res = theory.sweep(_state(), "nan-clip", [0.0, 0.5], eta=[1.0, 0.5], quadrature=theory.GaussHermite(4), progress=False)

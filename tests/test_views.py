@@ -1,7 +1,7 @@
-"""The one view selector (theory._views, issue 21): which right-hand side serves a rule, activation and
+"""The one view selector (theory.ode.views, issue 21): which right-hand side serves a rule, activation and
 quadrature is decided in one place, from the rule's derived facts, and integrate, sweep and simulate ask it.
 
-Also the fact it needs for the kink-aware kernel (RuleFacts.kinks_exact, theory._facts): the compiled kernel
+Also the fact it needs for the kink-aware kernel (RuleFacts.kinks_exact, theory.rules._facts): the compiled kernel
 integrates piecewise quadratics exactly and nothing else; a rule whose integrands are not piecewise
 quadratic (tanh of the error, the sign of a field) gets the numpy line rule, which agrees with a fine
 Gauss-Hermite reference where the compiled kernel would not.
@@ -14,10 +14,10 @@ import pytest
 
 import theory
 from simulate._reduced import _numba_ok
-from theory._compiled import HAVE_NUMBA
-from theory._facts import rule_facts
-from theory._numerical import GaussHermite, KinkAware, numerical_terms
-from theory._views import rhs_view, update_view
+from theory._codegen.rule import HAVE_NUMBA
+from theory.rules._facts import rule_facts
+from theory.expectations.numerical import GaussHermite, KinkAware, numerical_terms
+from theory.ode.views import rhs_view, update_view
 
 from .conftest import random_state
 
@@ -85,7 +85,7 @@ def test_dynamics_sweep_and_simulate_ask_the_selector(rng, monkeypatch):
         assert _numba_ok(rule, theory.activation(g), 2, 2) == (update_view(rule, g, 2, 2)[0] is not None)
     dyn = theory.make_dynamics(st, TanhError(), theory.HyperParams(eta=0.5, g="relu"))
     assert dyn.compiled() is None  # the line rule in numpy, not the compiled kink kernel
-    import theory._sweep as sweep_module
+    import theory.sweeps.sweep as sweep_module
 
     asked = []
 
@@ -113,14 +113,14 @@ def test_the_line_rule_serves_what_the_kink_kernel_cannot(rng):
     err = max(np.abs(a - b).max() for a, b in zip(line, refs[1])) / scale
     assert err < max(1e-4, 3 * gh_err), (err, gh_err)
     with pytest.raises(ValueError, match="piecewise quadratic"):
-        theory._numerical._compiled_terms(rule, *args, g="relu", quadrature=KinkAware(16))
+        theory.expectations.numerical._compiled_terms(rule, *args, g="relu", quadrature=KinkAware(16))
 
 
 @needs_numba
 def test_numerical_sweeps_run_the_compiled_kernel_and_equal_integrate(monkeypatch):
     """A pepita sweep asks the selector, gets the compiled numerical right-hand side (one stepper per point, as
     integrate), and gives integrate's curves to rounding."""
-    import theory._sweep as sweep_module
+    import theory.sweeps.sweep as sweep_module
 
     st = theory.random_state(2, 2, D=500, seed=0)
     t = np.linspace(0.0, 5.0, 6)

@@ -48,43 +48,41 @@ Gaussian integrals (erf)
 Errors: DivergenceError, LoadError (a file that is not a result, or is damaged), TooLarge (a request that
 would not fit in memory, refused up front).
 
-Shared with simulate: checks (input checks), io (saving and loading), divergence (when a run has diverged), compiled (the
-compiled-rule ABI), resolve, split_options, hyper_params (keyword options -> rule and
-HyperParams), run_params (what a result records), json_default.
+Files: labelled (xarray Datasets and netCDF files: labelled.load, labelled.to_dataset).
+
+The package is laid out by concept (each subpackage's docstring lists its modules): rules/, activations/,
+expectations/ (closed forms, quadratures, Monte Carlo, mirroring), ode/ (right-hand side, views,
+derivatives), solver/ (driver, steppers), sweeps/, analysis/ (fixed points, continuation), results/,
+_codegen/ (compiled views generated from a rule). What simulate shares with theory beyond this API
+(checks, files, the divergence policy, the compiled ABI, option resolution) is in theory._internal.
 """
 
 from ._version import __version__
 from ._provenance import provenance
-from . import _checks as checks
-from . import _compiled as compiled
-from . import _divergence as divergence
-from . import _io as io
-from . import _labelled as labelled
+from .results import labelled
 from ._checks import LoadError, TooLarge
-from ._activations import ACTIVATIONS, Activation, activation
-from ._compiled import compiled_rule
-from ._facts import RuleFacts, UntraceableRuleWarning, rule_facts
-from ._dynamics import Dynamics, make_dynamics, rhs
-from ._derivatives import Jacobian, jacobian
-from ._hyper import HyperParams, hyper_params, resolve, split_options
-from ._hyper import record as run_params
+from .activations._base import ACTIVATIONS, Activation, activation
+from ._codegen.rule import compiled_rule
+from .rules._facts import RuleFacts, UntraceableRuleWarning, rule_facts
+from .ode.dynamics import Dynamics, make_dynamics, rhs
+from .ode.derivatives import Jacobian, jacobian
+from ._hyper import HyperParams
 from ._init import random_state, state_from_weights
-from ._integrals import I2, I3, I4, J2, tilt
-from ._integrate import default_times, integrate
-from ._io import json_default
-from ._numerical import QMC, AccuracyWarning, GaussHermite, KinkAware, SparseGrid, numerical_terms
+from .activations.erf import I2, I3, I4, J2, tilt
+from .solver.integrate import default_times, integrate
+from .expectations.numerical import QMC, AccuracyWarning, GaussHermite, KinkAware, SparseGrid, numerical_terms
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
 from ._schedules import Constant, Interpolated, Piecewise, PowerLaw, Schedule, parse_schedule
-from ._rules import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
-                     rule_from_params, variant)
+from .rules._base import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
+                          rule_from_params, variant)
 from ._state import OrderParams
-from ._summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
-from ._sweep import SweepResult, sweep
-from ._trajectory import DivergenceError, Trajectory
-from ._fixed_points import (Escape, FixedPoint, FixedPointError, degenerate_solution, fixed_point, specialised_solution,
-                            symmetric_plateau, teacher_constants)
-from ._continuation import Bifurcation, Branch, continuation, plot_bifurcation
-from . import rules as _builtin_rules  # noqa: E402,F401  (registers bp, fa, afa, pepita)
+from .results.summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
+from .sweeps.sweep import SweepResult, sweep
+from .results.trajectory import DivergenceError, Trajectory
+from .analysis.fixed_points import (Escape, FixedPoint, FixedPointError, degenerate_solution, fixed_point,
+                                    specialised_solution, symmetric_plateau, teacher_constants)
+from .analysis.continuation import Bifurcation, Branch, continuation, plot_bifurcation
+from . import _internal  # noqa: F401  (simulate's plumbing, theory._internal; not public)
 
 __all__ = [
     "__version__", "provenance",
@@ -99,5 +97,5 @@ __all__ = [
     "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
     "I2", "I3", "I4", "J2", "tilt",
-    "LoadError", "TooLarge", "checks", "divergence", "compiled", "io", "labelled", "resolve", "split_options", "hyper_params", "run_params", "json_default",
+    "LoadError", "TooLarge", "labelled",
 ]

@@ -14,8 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import _checks as checks
-from ._activations import Activation, activation
-from ._rules import Rule, make_rule, registered_rules
+from .activations._base import Activation, activation
+from .rules._base import Rule, make_rule, registered_rules
 from ._schedules import Constant, Piece, Schedule
 
 __all__ = ["HyperParams", "HyperBatch", "resolve", "split_options", "hyper_params", "record", "HYPER_FIELDS"]

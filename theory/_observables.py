@@ -18,8 +18,8 @@ import itertools
 
 import numpy as np
 
-from ._activations import activation
-from ._rules import Rule, make_rule
+from .activations._base import activation
+from .rules._base import Rule, make_rule
 
 __all__ = ["generalisation_error", "alignment_angles", "angle", "specialisation", "expected_gg"]
 

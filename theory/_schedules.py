@@ -106,7 +106,7 @@ class Piece:
         return self.kind == 0
 
     def encode(self) -> tuple[float, float, float, float]:
-        """(kind, a, b, c) for the compiled right-hand sides (theory._compiled)."""
+        """(kind, a, b, c) for the compiled right-hand sides (theory._codegen.rule)."""
         return float(self.kind), float(self.a), float(self.b), float(self.c)
 
 

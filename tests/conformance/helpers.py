@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 import theory
-from theory._facts import check_declaration
-from theory._numerical import GaussHermite, KinkAware
+from theory.rules._facts import check_declaration
+from theory.expectations.numerical import GaussHermite, KinkAware
 
 from ..conftest import random_state
 
@@ -128,7 +128,7 @@ TWINS = [(SignFeedback, SignFeedbackUntraceable), (ModulatedActivity, ModulatedA
 check_declaration(SignFeedback)
 UNTRACEABLE = {c.name for _, c in TWINS}
 #: for the tests that run the untraceable twins: their one-time UntraceableRuleWarning is expected
-IGNORE_UNTRACEABLE = "ignore::theory._facts.UntraceableRuleWarning"
+IGNORE_UNTRACEABLE = "ignore::theory.rules._facts.UntraceableRuleWarning"
 
 
 def rule_cases():
@@ -149,9 +149,9 @@ def rule_id(rule) -> str:
 
 
 def closed_family(rule, K: int = 2, M: int = 1) -> bool:
-    """Whether the rule is in the closed-form family (derived from its traced update, theory._facts; then delta
+    """Whether the rule is in the closed-form family (derived from its traced update, theory.rules._facts; then delta
     is of degree 1 in zeta and 3 noise nodes integrate every term exactly). The views are chosen by Dynamics."""
-    from theory._facts import rule_facts
+    from theory.rules._facts import rule_facts
 
     return rule_facts(rule, K, M).closed_form
 
@@ -193,7 +193,7 @@ def finer_quadrature(quad):
 
 def stated(rule, g: str, quad) -> float:
     """The stated accuracy of the fine rule ``quad`` (:func:`fine_quadrature`), relative to the largest term
-    of the right-hand side, from theory._numerical's docstring: KinkAware(48) 4e-6 .. 1e-4 (so at 96 at least
+    of the right-hand side, from theory.expectations.numerical's docstring: KinkAware(48) 4e-6 .. 1e-4 (so at 96 at least
     as good); relu GaussHermite(32) ~1e-2 (its 1/n convergence: at 48 at least as good); tanh GaussHermite(20)
     1e-3 (pepita) .. 1e-2 (bp); erf bp/fa/afa GaussHermite(32) ~3e-6; erf pepita GaussHermite(20) 3e-7 .. 1e-5;
     linear g with GaussHermite(4): exact (rounding). The same figures for user rules of the same family."""
@@ -218,12 +218,12 @@ SAME_NODES = 1e-11
 
 
 def kink_kernel(rule, K, M) -> bool:
-    """Whether the compiled kink-aware kernel serves the rule (derived: theory._facts.RuleFacts.kinks_exact)."""
+    """Whether the compiled kink-aware kernel serves the rule (derived: theory.rules._facts.RuleFacts.kinks_exact)."""
     return compiled_ok(rule, K, M) and theory.compiled_rule(rule, K, M).numerical_terms_kinks is not None
 
 
 def compiled_ok(rule, K, M) -> bool:
-    from theory._compiled import HAVE_NUMBA
+    from theory._codegen.rule import HAVE_NUMBA
 
     return HAVE_NUMBA and theory.compiled_rule(rule, K, M).ok
 

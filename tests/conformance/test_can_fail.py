@@ -20,11 +20,11 @@ import torch
 
 import simulate._reduced_kernel
 import theory
-import theory._integrals
-import theory._numerical
+import theory.activations.erf
+import theory.expectations.numerical
 from simulate._engine import FullStep
 from simulate._reduced import ReducedStep
-from theory._derivatives import dynamics_jacobian
+from theory.ode.derivatives import dynamics_jacobian
 
 from .helpers import (
     IGNORE_UNTRACEABLE,
@@ -44,14 +44,14 @@ pytestmark = pytest.mark.filterwarnings(IGNORE_UNTRACEABLE)
 
 def test_an_altered_closed_form_integral_is_caught(monkeypatch):
     check_views(theory.make_rule("bp"), "erf", "noise", 0)  # unaltered: passes
-    I4 = theory._integrals.I4_tensor
-    monkeypatch.setattr(theory._integrals, "I4_tensor", lambda *a, **k: I4(*a, **k) * (1 + 1e-6))
+    I4 = theory.activations.erf.I4_tensor
+    monkeypatch.setattr(theory.activations.erf, "I4_tensor", lambda *a, **k: I4(*a, **k) * (1 + 1e-6))
     with pytest.raises(AssertionError, match="closed vs closed-jit"):
         check_views(theory.make_rule("bp"), "erf", "noise", 0)
 
 
 def test_an_altered_node_weight_is_caught(monkeypatch):
-    prepared = theory._numerical._prepared
+    prepared = theory.expectations.numerical._prepared
 
     def altered(*args):
         nodes, weights, groups = prepared(*args)
@@ -60,20 +60,20 @@ def test_an_altered_node_weight_is_caught(monkeypatch):
         weights[np.flatnonzero(off)[np.argmax(weights[off])]] += 1e-4
         return nodes, weights, groups
 
-    monkeypatch.setattr(theory._numerical, "_prepared", altered)
+    monkeypatch.setattr(theory.expectations.numerical, "_prepared", altered)
     with pytest.raises(AssertionError, match="numerical vs closed"):
         check_views(theory.make_rule("afa"), "erf", "plain", 0)
 
 
 def test_an_altered_numpy_whitening_is_caught(monkeypatch):
-    whiten = theory._numerical._whiten
+    whiten = theory.expectations.numerical._whiten
 
     def altered(om, n):
         B = whiten(om, n).copy()
         B[..., -1, :] *= 1 + 1e-6  # E[phi | y]: enters X_k,phi (dS/dt)
         return B
 
-    monkeypatch.setattr(theory._numerical, "_whiten", altered)
+    monkeypatch.setattr(theory.expectations.numerical, "_whiten", altered)
     with pytest.raises(AssertionError, match="numerical vs numerical-jit"):
         check_views(theory.make_rule("pepita"), "erf", "plain", 0)
 

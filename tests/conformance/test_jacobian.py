@@ -1,10 +1,10 @@
-"""Conformance 5: the derived Jacobian view (theory._derivatives) equals finite differences of the right-hand side.
+"""Conformance 5: the derived Jacobian view (theory.ode.derivatives) equals finite differences of the right-hand side.
 
 For rules, activations and options across the cross product (thinly in the default run), with the view the
 integrator uses (compiled where it exists, numpy otherwise):
 
 - state: J @ d against the central difference (f(y + h d) - f(y - h d)) / 2h along random directions d whose
-  Q block is symmetric (the packed coordinates' contract: theory._derivatives module docstring);
+  Q block is symmetric (the packed coordinates' contract: theory.ode.derivatives module docstring);
 - hyper-parameters: the columns d f / d eta and d f / d sigma_F against central differences of right-hand
   sides rebuilt at eta +- h, sigma_F +- h.
 
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import theory
-from theory._derivatives import dynamics_jacobian
+from theory.ode.derivatives import dynamics_jacobian
 
 from .helpers import (
     ACTIVATIONS,
@@ -124,5 +124,5 @@ def test_hyper_jacobian_is_the_finite_difference(case):
 def test_jacobian_all(case):
     rule, g, option = case
     check_state_jacobian(rule, g, option)
-    if option != "schedule":  # a schedule's eta is not a differentiable constant (theory._derivatives)
+    if option != "schedule":  # a schedule's eta is not a differentiable constant (theory.ode.derivatives)
         check_hyper_jacobian(rule, g, option)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pytest
 
 import theory
-from theory._numerical import KinkAware
+from theory.expectations.numerical import KinkAware
 
 from .helpers import (
     ACTIVATIONS,

@@ -5,7 +5,7 @@ right-hand side and the same simulation steps as its traceable twin (helpers.TWI
   equals the twin's numerical views (numpy and compiled) to rounding;
 - right-hand side, accuracy: with a fine rule it agrees with the twin's best view (its closed forms where
   they apply, else its compiled numerical view with the fine rule) within the stated accuracy of the
-  untraceable rule's quadrature (for relu the kink-aware line rule in numpy, theory._numerical._line_terms);
+  untraceable rule's quadrature (for relu the kink-aware line rule in numpy, theory.expectations.numerical._line_terms);
 - simulation: one step of the full engine and of the reduced torch step, same samples, equal to rounding;
   the untraceable rule has no compiled view, with the tracer's reason.
 """
@@ -18,7 +18,7 @@ import torch
 
 import theory
 from simulate._reduced import ReducedStep
-from theory._numerical import GaussHermite
+from theory.expectations.numerical import GaussHermite
 
 from .helpers import (
     ACTIVATIONS,

@@ -1,6 +1,6 @@
 """Adaptive feedback alignment: delta_k = sigma_F S_k g'(lambda_k) e, the first-order expansion of PEPITA."""
 
-from .._rules import LocalUpdate, Rule, register_rule, variant
+from ._base import LocalUpdate, Rule, register_rule, variant
 
 
 @register_rule

@@ -1,6 +1,6 @@
 """Backpropagation (online SGD): delta_k = v_k g'(lambda_k) e, presynaptic input x."""
 
-from .._rules import LocalUpdate, Rule, register_rule
+from ._base import LocalUpdate, Rule, register_rule
 
 
 @register_rule

@@ -1,6 +1,6 @@
 """Feedback alignment (Lillicrap et al. 2016): delta_k = b_k g'(lambda_k) e with a fixed random b."""
 
-from .._rules import LocalUpdate, Rule, register_rule
+from ._base import LocalUpdate, Rule, register_rule
 
 
 @register_rule

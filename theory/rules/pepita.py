@@ -4,7 +4,7 @@
     h_k = g(lambdat_k),   e_out = e ("first") or et = sum_k v_k g(lambdat_k) - y ("modulated").
 """
 
-from .._rules import LocalUpdate, Rule, register_rule, variant
+from ._base import LocalUpdate, Rule, register_rule, variant
 
 
 @register_rule

@@ -1,0 +1,6 @@
+"""Compiled views generated from a rule's one definition (numba), and the kernels they plug into.
+
+rule.py         the compiled rule: traced update -> generated module (cached on disk), its ABI.
+closed.py       the compiled closed-form right-hand side of the feedback family.
+quadrature.py   the compiled numerical-expectation right-hand side (and the kink-aware one).
+"""

@@ -1,0 +1,146 @@
+"""When a run counts as diverged: one policy for the ODE integrators and both simulation engines.
+
+A state has diverged when any order parameter is non-finite, or when one of |Q_kk|, |S_k|, |v_k|
+(the overlaps that run away: R and the off-diagonal Q are bounded by them) exceeds
+:data:`BLOWUP`; at output times the ODE integrators also require the field covariance Omega to
+stay positive semi-definite, up to the integration error (a perfect fit makes Omega singular).
+The run then stops with status -1 and a message saying when and why. So does a right-hand side
+that is non-finite at a finite state (a rule whose update returns NaN or inf there: log of a
+negative number, 0/0, ...): the message names the derivatives that are (:meth:`StateCheck.derivative`),
+and the linear algebra on such states (the whitening of Omega) returns NaN instead of raising.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BLOWUP", "runaway", "why", "why_replicas", "omega_check", "nonfinite_derivative", "StateCheck", "state_check"]
+
+#: |Q_kk|, |S_k| or |v_k| above this counts as divergence.
+BLOWUP = 1e8
+
+
+def runaway(Qd, S, v):
+    """(bad, big): per leading index, whether the state ran away and max(|Q_kk|, |S_k|, |v_k|).
+
+    Qd (..., K) the diagonal of Q, S (..., K), v (..., K); non-finite entries make ``big`` nan.
+    """
+    parts = np.concatenate([np.abs(np.asarray(Qd, float)), np.abs(np.asarray(S, float)), np.abs(np.asarray(v, float))], -1)
+    finite = np.all(np.isfinite(parts), -1)
+    with np.errstate(invalid="ignore"):
+        big = np.where(finite, np.max(np.where(np.isfinite(parts), parts, 0.0), -1, initial=0.0), np.nan)
+    return ~finite | (big > BLOWUP), big
+
+
+def why(Qd, S, v, *, R=None) -> list[str | None]:
+    """Per row (leading axis): None, or why the state counts as diverged."""
+    bad, big = runaway(Qd, S, v)
+    out: list[str | None] = [None] * len(bad)
+    nonfinite = ~np.isfinite(big)
+    if R is not None:
+        nonfinite |= ~np.all(np.isfinite(np.reshape(R, (len(bad), -1))), -1)
+    for j in np.nonzero(bad | nonfinite)[0]:
+        out[j] = ("non-finite order parameters" if nonfinite[j] else
+                  f"order parameters exploded (max |Q_kk|, |v_k|, |S_k| = {big[j]:.3g} > {BLOWUP:g})")
+    return out
+
+
+def why_replicas(Qd, S, v) -> str | None:
+    """For a simulation of many replicas (leading axis): None, or why it counts as diverged, naming the replicas."""
+    bad, big = runaway(Qd, S, v)
+    if not bad.any():
+        return None
+    reps = np.nonzero(bad)[0].tolist()
+    if not np.all(np.isfinite(big[bad])):
+        return f"non-finite order parameters in replica(s) {reps[:8]}"
+    return f"order parameters exploded in replica(s) {reps[:8]} (max |Q_kk|, |v_k|, |S_k| = {np.nanmax(big):.3g} > {BLOWUP:g})"
+
+
+def omega_check(omega, tol) -> list[str | None]:
+    """Per leading index of omega (..., n, n): None, or the message that Omega is not positive
+    semi-definite (smallest eigenvalue below -tol times the largest diagonal entry, at least 1)."""
+    om = np.asarray(omega, float)
+    om = 0.5 * (om + np.swapaxes(om, -1, -2))
+    scale = np.maximum(1.0, np.abs(np.diagonal(om, axis1=-2, axis2=-1)).max(-1))
+    lo = np.linalg.eigvalsh(om)[..., 0]
+    lo, scale = np.atleast_1d(lo), np.atleast_1d(scale)
+    return [f"Omega is no longer positive semi-definite (smallest eigenvalue {l_:.3g})" if l_ < -tol * s_ else None
+            for l_, s_ in zip(lo, scale)]
+
+
+def omega_tolerance(rtol: float, atol: float) -> float:
+    """Tolerance of :func:`omega_check` for an integration at tolerances (rtol, atol)."""
+    return 1e-7 + 100.0 * (rtol + atol)
+
+
+def nonfinite_derivative(dy, names=None) -> list[str | None]:
+    """Per row of dy (B, n): None when every entry is finite, else why: "the right-hand side became
+    non-finite: dQ, dS" with ``names`` (name, start, stop) the blocks of the flat state, or the
+    indices of the non-finite entries without them."""
+    dy = np.atleast_2d(np.asarray(dy, float))
+    bad = ~np.isfinite(dy)
+    out: list[str | None] = [None] * len(dy)
+    for j in np.nonzero(bad.any(-1))[0]:
+        if names:
+            what = ", ".join(f"d{name}" for name, a, b in names if bad[j, a:b].any())
+        else:
+            idx = np.nonzero(bad[j])[0].tolist()
+            what = f"entries {idx[:8]}{' ...' if len(idx) > 8 else ''} of dy/dt"
+        out[j] = f"the right-hand side became non-finite: {what}"
+    return out
+
+
+def state_blocks(K: int, M: int, n: int) -> tuple:
+    """(name, start, stop) of the blocks of a flat state of length n (theory._state: Q, R, S, v, then U, P
+    with mirroring)."""
+    from .._state import vector_size
+
+    sizes = [("Q", K * K), ("R", K * M), ("S", K), ("v", K)] + ([("U", M), ("P", 1)] if n == vector_size(K, M, True) else [])
+    out, i = [], 0
+    for name, size in sizes:
+        out.append((name, i, i + size))
+        i += size
+    return tuple(out)
+
+
+class StateCheck:
+    """The policy as the ODE driver's ``diagnose(y, idx, at_output)`` for flat states y (B, n) = (Q, R, S, v)
+    (with mirroring also U, P), and its :meth:`derivative` check (theory.solver.driver asks it why a right-hand
+    side is non-finite).
+
+    T, U, P are the constants of one state, or (per_point) of every point of a batch, indexed by idx.
+    """
+
+    def __init__(self, K: int, M: int, T, U, P, *, rtol: float, atol: float, per_point: bool = False):
+        self.K, self.M, self.T, self.U, self.P, self.per_point = K, M, T, U, P, per_point
+        self.tol = omega_tolerance(rtol, atol)
+
+    def __call__(self, y, idx, at_output):
+        from .._state import field_covariance, mirror_part, unpack
+
+        K, M, T, U, P = self.K, self.M, self.T, self.U, self.P
+        y = np.asarray(y, float)
+        Q, R, S, v = unpack(y, K, M)
+        mir = mirror_part(y, K, M)  # feedback mirroring: U and P are state
+        out = why(np.diagonal(Q, axis1=-2, axis2=-1), S, v, R=R)
+        if at_output:
+            ok = np.array([w is None for w in out])
+            if ok.any():
+                sel = np.asarray(idx)[ok]
+                consts = (T[sel], U[sel], P[sel]) if self.per_point else (T, U, P)
+                if mir is not None:
+                    consts = (consts[0], mir[0][ok], mir[1][ok])
+                om = field_covariance(Q[ok], R[ok], consts[0], S[ok], consts[1], consts[2])
+                for j, w in zip(np.nonzero(ok)[0], omega_check(om, self.tol)):
+                    out[j] = w
+        return out
+
+    def derivative(self, dy) -> list[str | None]:
+        """Per row of dy (B, n): None, or which derivatives are non-finite (:func:`nonfinite_derivative`)."""
+        dy = np.atleast_2d(np.asarray(dy, float))
+        return nonfinite_derivative(dy, state_blocks(self.K, self.M, dy.shape[-1]))
+
+
+def state_check(K: int, M: int, T, U, P, *, rtol: float, atol: float, per_point: bool = False) -> StateCheck:
+    """The policy as the ODE driver's ``diagnose`` (:class:`StateCheck`)."""
+    return StateCheck(K, M, T, U, P, rtol=rtol, atol=atol, per_point=per_point)
