@@ -597,3 +597,18 @@ def test_escape_time_from_perturbed_weights_against_the_exact_sampler(bp_plateau
         medians.append(med)
     slope = np.polyfit(np.log(Ds), medians, 1)[0]
     assert slope == pytest.approx(0.5 / fp.eigenvalues[0].real, rel=0.08)
+
+
+def test_afa_plateau_at_large_feedback_by_homotopy():
+    """At sigma_F = 2.5 afa's symmetric-subspace flow from the default start runs away, but the plateau exists:
+    symmetric_plateau follows it from sigma_F = 1 by continuation; the result is a symmetric fixed point there."""
+    with pytest.raises(theory.FixedPointError):
+        theory.symmetric_plateau("afa", eta=0.5, sigma_F=2.5, homotopy=False)
+    fp = theory.symmetric_plateau("afa", eta=0.5, sigma_F=2.5)
+    assert "continued in sigma_F" in fp.info["homotopy"]
+    assert fp.hyper.sigma_F == 2.5 and fp.residual < 1e-10
+    st = fp.state
+    np.testing.assert_allclose(np.diag(st.Q), st.Q[0, 0], rtol=1e-8)
+    np.testing.assert_allclose(st.S, st.S[0], rtol=1e-8)
+    dy = theory.rhs(st, "afa", eta=0.5, sigma_F=2.5)
+    assert max(np.max(np.abs(np.asarray(d))) for d in dy.values() if d is not None) < 1e-9

@@ -194,3 +194,60 @@ def test_load_of_a_non_path_is_a_type_error_naming_the_path(load, where, path):
 def test_order_params_need_at_least_one_unit(K, M):
     with pytest.raises(ValueError, match=r"OrderParams: needs K >= 1 student and M >= 1 teacher units"):
         theory.OrderParams(Q=np.eye(K), R=np.zeros((K, M)), T=np.eye(M), v=np.ones(K), v_star=np.ones(M))
+
+
+@pytest.mark.parametrize("kw, named", [(dict(kappa_F=0.3), "kappa_F"), (dict(mirror_norm=True), "mirror_norm"),
+                                       (dict(kappa_F=0.1, mirror_norm=True), "mirror_norm")])
+def test_mirroring_options_without_mirroring_are_refused(kw, named):
+    """kappa_F and mirror_norm do nothing without eta_F: an error naming them, not a silent no-op."""
+    st = theory.random_state(2, 2, D=100, seed=0)
+    with pytest.raises(ValueError, match=f"integrate: .*{named}.*no effect without feedback mirroring"):
+        theory.integrate(st, "afa", [0.0, 1.0], eta=0.5, **kw)
+    with pytest.raises(ValueError, match=named):
+        theory.HyperParams(eta=0.5).replace  # noqa: B018  (the object itself is fine; resolution checks)
+        theory.sweep([st], "afa", [0.0, 1.0], eta=0.5, progress=False, **kw)
+    # explicit eta_F = 0 (mirroring asked to be off) or mirroring on: accepted
+    assert theory.integrate(st, "afa", [0.0, 1.0], eta=0.5, eta_F=0.0, **kw).status == 0
+    assert theory.integrate(st, "afa", [0.0, 1.0], eta=0.5, eta_F=0.2, **kw).status == 0
+
+
+def _saved_trajectory(tmp_path, mirror=False):
+    st = theory.random_state(2, 2, D=100, seed=1)
+    kw = dict(eta_F=0.3) if mirror else {}
+    traj = theory.integrate(st, "afa", [0.0, 0.5, 1.0], eta=0.5, **kw)
+    return traj, traj.save(tmp_path / "traj.npz")
+
+
+def _rewrite_npz(path, drop=(), change=None):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k not in drop}
+    if change:
+        arrays.update(change(arrays))
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("drop", [("U_t", "P_t"), ("P_t",), ("U_t",)])
+def test_mirrored_trajectory_without_its_U_or_P_is_refused(tmp_path, drop):
+    traj, path = _saved_trajectory(tmp_path, mirror=True)
+    assert theory.Trajectory.load(path).U_t is not None
+    _rewrite_npz(path, drop=drop)
+    with pytest.raises(theory.LoadError, match="Trajectory.load: .*(lacks|without)"):
+        theory.Trajectory.load(path)
+
+
+def test_netcdf_trajectory_with_nan_is_refused_as_the_npz_one(tmp_path):
+    pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    traj, path = _saved_trajectory(tmp_path)
+    ds = traj.to_xarray()
+    ds["Q"].values[1, 0, 0] = np.nan
+    with pytest.raises(theory.LoadError, match="from_xarray: array Q has non-finite entries"):
+        theory.Trajectory.from_xarray(ds)
+    _rewrite_npz(path, change=lambda a: {"Q": np.where(np.arange(a["Q"].size).reshape(a["Q"].shape) == 0, np.nan, a["Q"])})
+    with pytest.raises(theory.LoadError, match="Trajectory.load: .*array Q has non-finite entries"):
+        theory.Trajectory.load(path)
+    # a mirrored netCDF trajectory without P_t
+    traj_m, _ = _saved_trajectory(tmp_path, mirror=True)
+    with pytest.raises(theory.LoadError, match="lacks P_t"):
+        theory.Trajectory.from_xarray(traj_m.to_xarray().drop_vars("P_t"))
+    assert theory.Trajectory.from_xarray(traj_m.to_xarray()).P_t is not None

@@ -189,8 +189,26 @@ def hyper_params(params: HyperParams | None, fields: dict[str, Any]) -> HyperPar
     if params is None:
         if "eta" not in fields:
             raise ValueError("eta (the first-layer learning rate) is required")
-        return HyperParams(**fields)
-    return params.replace(**fields) if fields else params
+        out = HyperParams(**fields)
+    else:
+        out = params.replace(**fields) if fields else params
+    _check_mirroring_options(out, fields)
+    return out
+
+
+def _check_mirroring_options(hyper: HyperParams, fields: dict[str, Any]) -> None:
+    """kappa_F and mirror_norm act only under feedback mirroring: set without eta_F they would be ignored.
+
+    An explicit eta_F (0 included: mirroring asked to be off) makes them legitimate, as does a params
+    object that already mirrors.
+    """
+    if "eta_F" in fields or hyper.mirroring:
+        return
+    inert = [f"{k} = {fields[k]!r}" for k, off in (("kappa_F", 0.0), ("mirror_norm", False))
+             if k in fields and fields[k] is not None and fields[k] != off]
+    if inert:
+        raise ValueError(f"{' and '.join(inert)} {'has' if len(inert) == 1 else 'have'} no effect without feedback "
+                         "mirroring; set eta_F > 0 (the mirroring rate), or eta_F=0 to keep it off explicitly")
 
 
 def record(rule: Rule, hyper: HyperParams) -> dict[str, Any]:

@@ -131,7 +131,7 @@ ACTIVATIONS: dict[str, Activation] = {
         integrals_module="theory.activations.erf",
     ),
     "linear": Activation("linear", g=lambda z: z, dg=lambda z: 1.0 + 0.0 * z, i2=_i2_linear, closed_forms=True,
-                         piecewise_linear=True, code=3, integrals_module="theory.expectations.closed:_Linear"),
+                         piecewise_linear=True, code=3, integrals_module="theory.activations.linear"),
     "relu": Activation("relu", g=_relu, dg=_heaviside, i2=_i2_relu, closed_forms=True, piecewise_linear=True, code=2,
                        integrals_module="theory.activations.relu"),
     "tanh": Activation("tanh", g=_tanh, dg=lambda z: 1.0 - _tanh(z) ** 2, code=1),

@@ -667,7 +667,7 @@ def _image(label: str, pk, pm) -> str:
 def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None, K: int | None = None,
                       M: int | None = None, q0: float = 0.5, r0: float = 0.0, s0: float = 0.05, v0=None,
                       t_max: float = 1e4, guess: OrderParams | None = None, quadrature=None, tol: float = TOL,
-                      marginal_tol: float | None = None,
+                      marginal_tol: float | None = None, homotopy: bool = True,
                       throw: bool = True, **options) -> FixedPoint:
     """The symmetric (unspecialised) plateau, where every student unit is the same: a :class:`FixedPoint`.
 
@@ -680,6 +680,10 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
     U, P, v_star, b; or K and M with those defaults. ``guess``: a state to start Newton's method from instead of
     integrating (projected on the subspace), e.g. afa's plateau for pepita, its first-order expansion, which is
     much cheaper than integrating pepita's ODE. The other options are :func:`fixed_point`'s.
+
+    ``homotopy``: where that fails at sigma_F > 1 (from the default start the symmetric subspace's flow can run away
+    at large feedback, e.g. afa at sigma_F >= 2, although the plateau exists), find the plateau at sigma_F = 1 and
+    follow it by :func:`theory.continuation` in sigma_F to the requested value (``info["homotopy"]`` then says so).
     """
     where = "symmetric_plateau"
     if constants is None:
@@ -699,6 +703,43 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
     dyn = make_dynamics(start, rule, params, quadrature=quadrature, where=where,
                         extra=checks.parameters(symmetric_plateau), **options)
     _check_constant(dyn, where)
+    kw = dict(t_max=t_max, tol=tol, marginal_tol=marginal_tol, where=where)
+    sigma_F = float(dyn.hyper.sigma_F)
+    if not homotopy or sigma_F <= 1.0 or guess is not None:
+        return _plateau(dyn, start, guess, throw=throw, **kw)
+    try:
+        return _plateau(dyn, start, guess, throw=True, **kw)
+    except FixedPointError as direct:
+        return _plateau_by_homotopy(dyn, start, direct, throw=throw, **kw)
+
+
+def _plateau_by_homotopy(dyn: Dynamics, start: OrderParams, direct: FixedPointError, *, throw: bool,
+                         t_max, tol, marginal_tol, where) -> FixedPoint:
+    """The symmetric plateau at dyn's sigma_F > 1, followed from sigma_F = 1 by continuation."""
+    from .continuation import continuation  # continuation builds on this module
+
+    sigma_F = float(dyn.hyper.sigma_F)
+    low = dataclasses.replace(dyn, hyper=dataclasses.replace(dyn.hyper, sigma_F=1.0))
+    try:
+        base = _plateau(low, start, None, throw=True, t_max=t_max, tol=tol, marginal_tol=marginal_tol, where=where)
+        branch = continuation(base, "sigma_F", (1.0, sigma_F), direction="up", tol=tol)
+    except (FixedPointError, ValueError) as exc:
+        raise FixedPointError(f"{direct}; and by continuation from sigma_F = 1: {exc}", direct.result) from None
+    i = int(np.argmin(np.abs(branch.values - sigma_F)))
+    if abs(branch.values[i] - sigma_F) > 1e-9 * max(1.0, sigma_F):
+        if throw:
+            raise FixedPointError(f"{direct}; and continuation from sigma_F = 1 stopped at sigma_F = "
+                                  f"{branch.values.max():.6g} ({branch.message})", direct.result)
+    co = _Coordinates.of(dyn, branch.states[i])
+    x, nfev, njev, msg = _solve(co, co.x_of(branch.states[i]), tol=tol, method="hybr", max_iter=100)
+    info = dict(homotopy=f"continued in sigma_F from 1 ({len(branch)} points; {branch.message})",
+                subspace_dimension=None, symmetric_time=None)
+    return _result(co, x, tol=tol, marginal_tol=marginal_tol, nfev=nfev, njev=njev, message=msg, throw=throw,
+                   accuracy=True, where=where, extra=dict(tol=tol, finder=where), info=info)
+
+
+def _plateau(dyn: Dynamics, start: OrderParams, guess, *, t_max, tol, marginal_tol, throw, where) -> FixedPoint:
+    """symmetric_plateau at the resolved dynamics: the symmetric subspace's attractor, then Newton."""
     co = _Coordinates.of(dyn, start)
     B = _student_symmetry(dyn, co)
     x_start = co.x_of(start)

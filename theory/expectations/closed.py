@@ -18,7 +18,7 @@ and the presynaptic overlaps are xi_u = z_u - sigma_F Ov_u e for the modulated i
     dv_k/dt  = -eta_v E[e g(lambda_k)] = -eta_v sum_j a_j I2(k, j)
 
 The integrals I2, J2, I3, I4 and E[g'(a) g(c) g(d)] come from theory.activations.erf (erf),
-theory.activations.relu (relu: arc-cosine kernels, orthant probabilities) or :class:`_Linear` (polynomial).
+theory.activations.relu (relu: arc-cosine kernels, orthant probabilities) or theory.activations.linear (polynomial).
 Everything is vectorised over leading batch dimensions of the order parameters.
 """
 
@@ -31,44 +31,6 @@ import numpy as np
 from .._state import field_covariance
 
 __all__ = ["closed_form_terms", "assemble"]
-
-
-class _Linear:
-    """The integrals for g(z) = z, g' = 1: I2 = C_ij, J2 = 1, I3(a, u, c) = C_uc, I4(a, b, c, d) = C_cd,
-    E[g'(a) g(c) g(d)] = C_cd, E[g'] = 1 (shapes as theory.activations.erf)."""
-
-    @staticmethod
-    def _idx(C, B):
-        return np.arange(C.shape[-1]) if B is None else np.asarray(B)
-
-    @staticmethod
-    def I2_matrix(C):
-        return np.array(C, dtype=float)
-
-    @staticmethod
-    def J2_matrix(C):
-        return np.ones_like(C, dtype=float)
-
-    @staticmethod
-    def dg_mean(C11):
-        return np.ones_like(np.asarray(C11, dtype=float))
-
-    @classmethod
-    def I3_tensor(cls, C, A, B=None):
-        B = cls._idx(C, B)
-        return np.broadcast_to(C[..., None, :, B], C.shape[:-2] + (len(A), C.shape[-1], len(B)))
-
-    @classmethod
-    def dgg_tensor(cls, C, A, B=None):
-        B = cls._idx(C, B)
-        CBB = C[..., B, :][..., B]
-        return np.broadcast_to(CBB[..., None, :, :], C.shape[:-2] + (len(A), len(B), len(B)))
-
-    @classmethod
-    def I4_tensor(cls, C, A, B=None):
-        B = cls._idx(C, B)
-        CBB = C[..., B, :][..., B]
-        return np.broadcast_to(CBB[..., None, None, :, :], C.shape[:-2] + (len(A), len(A), len(B), len(B)))
 
 
 def integrals(g):

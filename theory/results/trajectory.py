@@ -171,6 +171,8 @@ class Trajectory:
 
         meta = from_attrs(ds, "Trajectory")
         a = lambda name: np.asarray(ds[name].values)  # noqa: E731
+        names = ("t", "Q", "R", "S", "v", "U_t", "P_t")
+        _check_loaded("Trajectory.from_xarray", {k: a(k) for k in names if k in ds}, meta.get("params"), a("T").shape[0])
         try:
             s0 = OrderParams(Q=a("state0_Q"), R=a("state0_R"), T=a("T"), v=a("state0_v"), v_star=a("v_star"),
                              S=a("state0_S"), U=a("U"), P=float(a("P")), b=a("b") if "b" in ds else None)
@@ -214,13 +216,10 @@ class Trajectory:
         need = ("t", "Q", "R", "S", "v", "state0_Q", "state0_R", "state0_T", "state0_v", "state0_v_star", "state0_P")
         meta, z = load_npz(path, "Trajectory", need)
         what = f"Trajectory.load: {str(path)!r}"
-        n, (K, M) = len(z["t"]), np.shape(z["state0_R"])
-        check_arrays(what, z, dict(t=(None,), Q=(n, K, K), R=(n, K, M), S=(n, K), v=(n, K)), finite=("t", "Q", "R", "S", "v"))
+        _check_loaded(what, z, meta.get("params"), np.shape(z["state0_R"])[-1])
         try:
             s0 = {k[len("state0_"):]: z[k] for k in z if k.startswith("state0_")}
             s0["P"] = float(s0["P"])
-            if "U_t" in z:
-                check_arrays(what, z, dict(U_t=(n, M), P_t=(n,)), finite=("U_t", "P_t"))
             traj = cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0), params=meta["params"],
                        status=meta["status"], message=meta["message"], nfev=meta["nfev"],
                        U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None)
@@ -229,6 +228,32 @@ class Trajectory:
         # the angles as computed when saved (the rule's class need not be registered here)
         traj.__dict__["angles"] = {k[len("angle_"):]: _read_only(z[k]) for k in z if k.startswith("angle_")}
         return traj
+
+
+def _mirrored_by(params) -> bool:
+    """Whether the recorded hyper-parameters mirror f (eta_F a schedule or > 0): U and P then move."""
+    if not isinstance(params, dict):
+        return False
+    return params.get("eta_F_schedule", "constant") != "constant" or float(params.get("eta_F") or 0.0) != 0.0
+
+
+def _check_loaded(what: str, arrays: dict, params, M: int) -> None:
+    """One check for every loader (npz and netCDF): shapes, finite values, and U_t, P_t present exactly
+    when the recorded parameters mirror f. LoadError otherwise."""
+    for name in ("t", "Q", "R", "S", "v"):
+        if name not in arrays:
+            raise LoadError(f"{what}: damaged (no array {name})")
+    n, K = len(arrays["t"]), np.shape(arrays["Q"])[-1]
+    check_arrays(what, arrays, dict(t=(None,), Q=(n, K, K), R=(n, K, M), S=(n, K), v=(n, K)),
+                 finite=("t", "Q", "R", "S", "v"))
+    present = [k for k in ("U_t", "P_t") if k in arrays]
+    if _mirrored_by(params) and len(present) < 2:
+        raise LoadError(f"{what}: the run mirrors f (eta_F = {params.get('eta_F')}, {params.get('eta_F_schedule')}) "
+                        f"but the file lacks {' and '.join(k for k in ('U_t', 'P_t') if k not in present)} (damaged file)")
+    if len(present) == 1:
+        raise LoadError(f"{what}: holds {present[0]} without {({'U_t', 'P_t'} - set(present)).pop()} (damaged file)")
+    if present:
+        check_arrays(what, arrays, dict(U_t=(n, M), P_t=(n,)), finite=("U_t", "P_t"))
 
 
 def _read_only(a):
