@@ -2,8 +2,7 @@
 
 The same quadrature as :mod:`theory.expectations.numerical` (the numpy reference, batched over states), written
 as loops over the nodes: the whitened fields of every node, the rule's compiled one-sample update
-(:mod:`theory._codegen.rule`, generated from ``Rule.update``; called here as a first-class function on
-chunks of nodes), and the reductions
+(:mod:`theory._codegen.rule`, generated from ``Rule.update``; called on chunks of nodes), and the reductions
 
     X_ku = sum_p w_p delta_k(p) xi_u(p),   DD_kl = sum_p w_p delta_k(p) delta_l(p),   EH_k = sum_p w_p e_out(p) h_k(p),
 
@@ -14,6 +13,12 @@ hold this against the numpy engine to rounding (same nodes, same weights).
 
 For piecewise-linear activations (relu) the kink-aware variant (:mod:`theory._kinks`) replaces the
 tensor rule along one direction by exact integration between the kinks.
+
+The kernels ``numerical_terms``, ``numerical_terms_kinks``, ``numerical_rhs`` and ``numerical_rhs_kinks``
+are templates (:mod:`theory._codegen.template`): they call the rule's ``update`` and ``kinks`` and read
+its ``KINK_DEPTH``, here the template's placeholders, and every rule's generated module holds a copy of
+them bound to its own (numba compiles a direct, inlined call, cached beside that module). The helpers
+they call are compiled once, here, whatever the rule.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ except ImportError:  # pragma: no cover
     numba = None
     HAVE_NUMBA = False
 
-from .closed import _assemble, _omega  # noqa: F401 (the generated modules import them from here)
 from ..ode.layout import HEADER, PARAM
+from .closed import _assemble, _omega
+from .template import KINK_DEPTH, jit, kinks, update
 
-__all__ = ["numerical_terms", "numerical_terms_kinks", "kernel_source", "line_basis", "CHUNK"]
+__all__ = ["CHUNK", "line_basis", "numerical_rhs", "numerical_rhs_kinks", "numerical_terms", "numerical_terms_kinks"]
 
 #: nodes per call of the rule's update
 CHUNK = 128
@@ -118,8 +124,8 @@ def _accumulate(lam, nu, phi, delta, h, res, wts, off, scale, m, om, K, M, X, DD
             dk = w * delta[k, i]
             for u in range(N1):
                 X[k, u] += dk * z[u]
-            for l in range(K):
-                DD[k, l] += dk * delta[l, i]
+            for q in range(K):
+                DD[k, q] += dk * delta[q, i]
             EH[k] += w * res[1, i] * h[k, i]
 
 
@@ -147,12 +153,13 @@ def _node_block(p, K, M):
     return N, d, p[q + 2 : q + 2 + N * d], p[q + 2 + N * d : q + 2 + N * d + N]
 
 
+@jit(error_model="numpy")
 def numerical_terms(y, p, X, DD, EH):
     """The expectations X (K, K+M+1), DD (K, K), EH (K) (added to the arrays given, zeros) by the node rule
     in p, with the rule's compiled ``update``.
 
-    Not compiled here: its source is copied into every rule's generated module (theory._codegen.rule),
-    where ``update`` is that rule's compiled update (a direct call, inlined by numba, and cached)."""
+    A template (module docstring): compiled in every rule's generated module, where ``update`` is that
+    rule's compiled update."""
     K, M = int(p[PARAM.K]), int(p[PARAM.M])
     n = K + M
     sigma, sigma_F, gk = p[PARAM.sigma], p[PARAM.sigma_F], int(p[PARAM.gk])
@@ -175,7 +182,7 @@ def numerical_terms(y, p, X, DD, EH):
             phi[i] = z[n]
             if noise:
                 zeta[i] = nodes[base + n]
-        update(lam, nu, zeta, v, vs, S, b, m, 0, sigma, sigma_F, gk, delta, h, res)  # noqa: F821
+        update(lam, nu, zeta, v, vs, S, b, m, 0, sigma, sigma_F, gk, delta, h, res)
         _accumulate(lam, nu, phi, delta, h, res, weights, start, 1.0, m, om, K, M, X, DD, EH)
 
 
@@ -244,6 +251,7 @@ def _piece_weights(a, b, first, last, t1, t2, t3, W):
     W[2] = (m2 - (t1 + t2) * m1 + t1 * t2 * m0) / ((t3 - t1) * (t3 - t2))
 
 
+@jit(error_model="numpy")
 def numerical_terms_kinks(y, p, X, DD, EH):
     """The expectations X, DD, EH (as :func:`numerical_terms`) by the kink-aware rule: exact along lines,
     the node rule in p across them.
@@ -256,8 +264,8 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     < L: their zeros are found exactly, level by level, and each piece is integrated exactly against
     the Gaussian weight from three points (Lagrange weights of the moments of phi on the piece).
 
-    Not compiled here: copied into every rule's generated module, where ``update``, ``kinks`` (the
-    arguments of g and g' at given fields) and ``KINK_DEPTH`` are the rule's own (theory._codegen.rule).
+    A template (module docstring): compiled in every rule's generated module, where ``update``, ``kinks``
+    (the arguments of g and g' at given fields) and ``KINK_DEPTH`` are the rule's own (theory._codegen.rule).
     """
     K, M = int(p[PARAM.K]), int(p[PARAM.M])
     n = K + M
@@ -270,10 +278,10 @@ def numerical_terms_kinks(y, p, X, DD, EH):
     d = dout + 1
     noise = d > n
     H = line_basis(G, d)
-    nk = len(KINK_DEPTH)  # noqa: F821
+    nk = len(KINK_DEPTH)
     maxdepth = 0
     for j in range(nk):
-        maxdepth = max(maxdepth, KINK_DEPTH[j])  # noqa: F821
+        maxdepth = max(maxdepth, KINK_DEPTH[j])
     cap = 3 * MAX_BREAKS
     lam, nu, zeta, phi, delta, h, res = _buffers(K, M, cap)
     karg = np.empty((max(nk, 1), cap))
@@ -308,14 +316,14 @@ def numerical_terms_kinks(y, p, X, DD, EH):
                 tt[2 * iv + 1] = lo + 2.0 * (hi - lo) / 3.0
             _line_points(z0, dz, u0[n] if noise else 0.0, dirv[n] if noise else 0.0, tt, npts, K, M, noise, lam, nu,
                          phi, zeta)
-            kinks(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, karg)  # noqa: F821
+            kinks(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, karg)
             m = 0
             for iv in range(nbr - 1):
                 lo, hi = br[iv], br[iv + 1]
                 nb_new[m] = lo
                 m += 1
                 for j in range(nk):
-                    if KINK_DEPTH[j] != level:  # noqa: F821
+                    if KINK_DEPTH[j] != level:
                         continue
                     ka, kb = karg[j, 2 * iv], karg[j, 2 * iv + 1]
                     if ka == kb:
@@ -351,33 +359,30 @@ def numerical_terms_kinks(y, p, X, DD, EH):
             ww[3 * iv], ww[3 * iv + 1], ww[3 * iv + 2] = W[0], W[1], W[2]
         _line_points(z0, dz, u0[n] if noise else 0.0, dirv[n] if noise else 0.0, tt, npts, K, M, noise, lam, nu, phi,
                      zeta)
-        update(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, delta, h, res)  # noqa: F821
+        update(lam, nu, zeta, v, vs, S, b, npts, 0, sigma, sigma_F, gk, delta, h, res)
         _accumulate(lam, nu, phi, delta, h, res, ww, 0, weights[o], npts, om, K, M, X, DD, EH)
 
 
-def _rhs_wrapper(t, y, p, out):
-    """dy/dt (written to ``out``) from the expectations of TERMS (theory.expectations.closed.assemble)."""
+@jit(error_model="numpy")
+def numerical_rhs(t, y, p, out):
+    """dy/dt (written to ``out``) from the expectations of :func:`numerical_terms` (theory.expectations.closed.assemble)."""
     K, M = int(p[PARAM.K]), int(p[PARAM.M])
     X = np.zeros((K, K + M + 1))
     DD = np.zeros((K, K))
     EH = np.zeros(K)
-    TERMS(y, p, X, DD, EH)  # noqa: F821
+    numerical_terms(y, p, X, DD, EH)
     _assemble(t, y, p, _omega(y, p, K, M), X, DD, EH, K, M, out)
 
 
-def kernel_source() -> list[str]:
-    """Generated-module source of ``numerical_terms``, ``numerical_terms_kinks`` and the right-hand sides
-    ``numerical_rhs``, ``numerical_rhs_kinks`` built on them (compiled on first use)."""
-    import inspect
-
-    jit = "@numba.njit(cache=True, error_model=\"numpy\")"
-    src = []
-    for fn in (numerical_terms, numerical_terms_kinks):
-        src += ["", "", jit, *inspect.getsource(fn).splitlines()]
-    wrap = inspect.getsource(_rhs_wrapper)
-    for terms, name in (("numerical_terms", "numerical_rhs"), ("numerical_terms_kinks", "numerical_rhs_kinks")):
-        src += ["", "", jit, *wrap.replace("_rhs_wrapper", name).replace("TERMS", terms).replace("  # noqa: F821", "").splitlines()]
-    return src
+@jit(error_model="numpy")
+def numerical_rhs_kinks(t, y, p, out):
+    """dy/dt (written to ``out``) from the expectations of :func:`numerical_terms_kinks`."""
+    K, M = int(p[PARAM.K]), int(p[PARAM.M])
+    X = np.zeros((K, K + M + 1))
+    DD = np.zeros((K, K))
+    EH = np.zeros(K)
+    numerical_terms_kinks(y, p, X, DD, EH)
+    _assemble(t, y, p, _omega(y, p, K, M), X, DD, EH, K, M, out)
 
 
 if HAVE_NUMBA:

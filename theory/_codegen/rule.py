@@ -3,14 +3,23 @@
 A rule is written once, in array style, for numpy and torch. Its compiled views are *generated*
 from that definition: :func:`compiled_rule` runs the rule's ``update`` (and ``feedback``) on sympy
 symbols (the symbolic array namespace below stands in for numpy), turns the resulting expressions
-for delta, alpha, e_out, h and e into straight-line Python (common subexpressions eliminated),
-writes it to a module in the cache folder and compiles it with numba (``cache=True``, so a later
-process loads the machine code from disk). Nothing here knows any rule; the tests hold every
-generated function against ``Rule.local_update`` for every registered rule and variant.
+for delta, alpha, e_out, h and e into straight-line code (common subexpressions eliminated, as ast),
+splices it into the templates of :mod:`theory._codegen.template` (real, linted functions whose
+placeholders the generated module binds to the rule's own; the numerical kernels of
+:mod:`theory._codegen.quadrature` are templates too), writes the module to the cache folder and
+compiles it with numba (``cache=True``, so a later process loads the machine code from disk).
+Nothing here knows any rule; the tests hold every generated function against ``Rule.local_update``
+for every registered rule and variant.
 
-The generic compiled kernels (the reduced sampler's chain, the ODE integrators, the numerical
-expectations) are compiled once, whatever the rule, and receive the rule's functions as
-first-class function values with the fixed signatures below:
+The cache (:func:`cache_dir`) is keyed by :func:`_rule_key`: the sources of the rule's classes and of
+the user modules they use (a helper imported from another file included), every source of this
+package, its version, the rule's options, K and M. It is kept under ``$PEPITA_DYNAMICS_CACHE_MAX``
+bytes (:func:`cache_max`, default 200M): writing a new module removes the least recently used ones
+with numba's files beside them (:func:`prune_cache`), never one this process has loaded.
+
+The generic compiled kernels (the reduced sampler's chain, the ODE integrators) are compiled once,
+whatever the rule, and receive the rule's functions as first-class function values with the fixed
+signatures below (the numerical expectations are templates instead, compiled in each rule's module):
 
 ``update(lam, nu, zeta, v, v_star, S, b, n, sv, sigma, sigma_F, gk, delta, h, out)``
     for samples t < n: fields lam[k, t], nu[m, t], zeta[t]; state v[k, s], v_star[m, s], S[k, s],
@@ -28,23 +37,31 @@ entry point uses the generic numpy/torch path instead, which is correct for any 
 
 from __future__ import annotations
 
+import ast
+import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import importlib.util
 import math
 import os
+import re
+import stat
 import sys
 import tempfile
+import time
+import types
 from pathlib import Path
 
 import numpy as np
 
-from ..ode.layout import HEADER, PARAM, constants, header
+from ..ode.layout import HEADER, PARAM, header
 
 try:
     import numba
     from numba import types as nbt
+    from numba.core.dispatcher import Dispatcher as _Dispatcher
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - numba is a dependency, but stay importable without it
@@ -52,7 +69,7 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     HAVE_NUMBA = False
 
 __all__ = ["compiled_rule", "CompiledRule", "ACTIVATION_CODES", "activation_code", "symbolic_namespace",
-           "ode_params", "numerical_params", "ODE_HEADER", "cache_dir", "HAVE_NUMBA"]
+           "ode_params", "numerical_params", "ODE_HEADER", "cache_dir", "cache_max", "prune_cache", "HAVE_NUMBA"]
 
 def _activation_codes() -> dict[str, int]:
     from ..activations._base import ACTIVATIONS
@@ -117,6 +134,8 @@ if HAVE_NUMBA:
     ROWS_SIG = nbt.void(_A1, _A2, _A2, _A2)
     UPDATE_TYPE = nbt.FunctionType(UPDATE_SIG)
     RHS_TYPE = nbt.FunctionType(RHS_SIG)
+else:  # pragma: no cover
+    UPDATE_SIG = COEF_SIG = RHS_SIG = ROWS_SIG = UPDATE_TYPE = RHS_TYPE = None
 
 
 def function_pointer(fn, sig=None):
@@ -188,12 +207,6 @@ def numerical_params(base: np.ndarray, nodes: np.ndarray, weights: np.ndarray) -
     followed by the node block [N, d, nodes (N, d) row by row, weights (N,)]."""
     nodes = np.asarray(nodes, dtype=float)
     return np.concatenate([base, [len(weights), nodes.shape[1]], nodes.ravel(), np.asarray(weights, float)])
-
-
-def _offsets(K, M):
-    """Offsets of v, S in the flat state y = (Q, R, S, v) and of b in p."""
-    off_S = K * K + K * M
-    return dict(S=off_S, v=off_S + K, b=constants(K, M)["b"].start)
 
 
 # ====================================================================== the symbolic stand-in for numpy
@@ -269,7 +282,7 @@ def _printer():
         def _print_Function(self, expr):
             name = expr.func.__name__
             if name in ("g", "dg"):
-                return f"_{name}({self._print(expr.args[0])}, gk)"
+                return f"{name}_scalar({self._print(expr.args[0])}, gk)"  # theory._codegen.template
             return super()._print_Function(expr)
 
         def _print_Max(self, expr):
@@ -287,88 +300,92 @@ def _printer():
     return Printer(dict(fully_qualified_modules=True, standard="python3"))
 
 
-def _body(assignments, indent):
-    """Straight-line code for [(target, expr)], with common subexpressions eliminated."""
+def _expr(text: str) -> ast.expr:
+    """The ast of one expression printed by sympy's Python printer (:func:`_printer`)."""
+    return ast.parse(text, mode="eval").body
+
+
+def _name(name: str, store: bool = False) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Store() if store else ast.Load())
+
+
+def _item(array: str, *index, store: bool = False) -> ast.Subscript:
+    """``array[i, j]`` (ints and names) as ast."""
+    idx = [ast.Constant(i) if isinstance(i, int) else _name(i) for i in index]
+    return ast.Subscript(value=_name(array), slice=idx[0] if len(idx) == 1 else ast.Tuple(elts=idx, ctx=ast.Load()),
+                         ctx=ast.Store() if store else ast.Load())
+
+
+def _assign(target, value) -> ast.Assign:
+    return ast.Assign(targets=[target], value=value)
+
+
+def _body(assignments):
+    """Straight-line code (ast statements) for [(target ast, expr)], with common subexpressions eliminated,
+    and the symbols it reads."""
     import sympy as sp
 
     exprs = [e for _, e in assignments]
     reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("_c"), optimizations=None)
     pr = _printer()
-    pad = " " * indent
-    lines = [f"{pad}{s.name} = {pr.doprint(e)}" for s, e in reps]
-    lines += [f"{pad}{target} = {pr.doprint(e)}" for (target, _), e in zip(assignments, reduced)]
-    return lines, set().union(*(e.free_symbols for e in exprs)) if exprs else set()
+    code = [_assign(_name(s.name, store=True), _expr(pr.doprint(e))) for s, e in reps]
+    code += [_assign(target, _expr(pr.doprint(e))) for (target, _), e in zip(assignments, reduced)]
+    return code, set().union(*(e.free_symbols for e in exprs)) if exprs else set()
 
 
-def _loads(used, K, M, index_field, index_state, indent):
-    pad = " " * indent
-    lines = []
+def _loads(used, K, M):
+    """The loads of the symbols ``used`` inside a template's sample loop (theory._codegen.template.update:
+    sample t, state s = t * sv)."""
     names = {s.name for s in used}
+    lines = []
     for k in range(K):
-        for arr in ("lam",):
-            if f"{arr}_{k}" in names:
-                lines.append(f"{pad}{arr}_{k} = {arr}[{k}, {index_field}]")
+        if f"lam_{k}" in names:
+            lines.append(_assign(_name(f"lam_{k}", True), _item("lam", k, "t")))
         for arr in ("v", "S", "b"):
             if f"{arr}_{k}" in names:
-                lines.append(f"{pad}{arr}_{k} = {arr}[{k}, {index_state}]")
+                lines.append(_assign(_name(f"{arr}_{k}", True), _item(arr, k, "s")))
     for m in range(M):
         if f"nu_{m}" in names:
-            lines.append(f"{pad}nu_{m} = nu[{m}, {index_field}]")
+            lines.append(_assign(_name(f"nu_{m}", True), _item("nu", m, "t")))
         if f"v_star_{m}" in names:
-            lines.append(f"{pad}v_star_{m} = v_star[{m}, {index_state}]")
+            lines.append(_assign(_name(f"v_star_{m}", True), _item("v_star", m, "s")))
     if "zeta_t" in names:
-        lines.append(f"{pad}zeta_t = zeta[{index_field}]")
+        lines.append(_assign(_name("zeta_t", True), _item("zeta", "t")))
+    if any(isinstance(line.value.slice, ast.Tuple) and line.value.slice.elts[1].id == "s" for line in lines):
+        lines.insert(0, _assign(_name("s", True), ast.BinOp(left=_name("t"), op=ast.Mult(), right=_name("sv"))))
     return lines
 
 
+def _sample_code(assignments, K, M):
+    code, used = _body(assignments)
+    return _loads(used, K, M) + code
+
+
 def _source(rule, K, M, traced, feedback) -> str:
-    head = [
-        f"# Generated by theory._codegen.rule from {type(rule).__module__}.{type(rule).__qualname__}",
-        f"# rule {rule.label!r}, K={K}, M={M}; kernels {_kernel_version()}. Do not edit: regenerated on change.",
-        "import math",
-        "import numpy as np",
-        "import numba",
-        "from theory._codegen.rule import UPDATE_SIG, COEF_SIG, RHS_SIG, ROWS_SIG, g_scalar as _g, dg_scalar as _dg",
-        "",
-        "",
-        "@numba.njit(UPDATE_SIG, cache=True, error_model=\"numpy\")",
-        "def update(lam, nu, zeta, v, v_star, S, b, n, sv, sigma, sigma_F, gk, delta, h, out):",
-        "    for t in range(n):",
-        "        s = t * sv",
-    ]
-    targets = [(f"delta[{k}, t]", traced["delta"][k]) for k in range(K)] + [(f"h[{k}, t]", traced["h"][k]) for k in range(K)]
-    targets += [("out[0, t]", traced["alpha"]), ("out[1, t]", traced["e_out"]), ("out[2, t]", traced["e"])]
-    body, used = _body(targets, 8)
-    src = head + _loads(used, K, M, "t", "s", 8) + body
-    src += _kink_source(traced, K, M)
+    """The generated module of ``rule`` at (K, M): the templates of theory._codegen.template and
+    theory._codegen.quadrature, specialised to the traced update (see there for the mechanism)."""
+    from . import quadrature, template
+
+    targets = [(_item("delta", k, "t", store=True), traced["delta"][k]) for k in range(K)]
+    targets += [(_item("h", k, "t", store=True), traced["h"][k]) for k in range(K)]
+    targets += [(_item("out", j, "t", store=True), traced[key]) for j, key in enumerate(("alpha", "e_out", "e"))]
+    found = _kink_args(traced)
+    kink_code = _sample_code([(_item("out", j, "t", store=True), a) for j, (_, a) in enumerate(found)], K, M)
+    parts = [(template.update, _sample_code(targets, K, M)), (template.kinks, kink_code)]
     if feedback is not None:
-        fb_body, fb_used = _body([(f"c[{k}]", feedback[k]) for k in range(K)], 4)
-        loads = [f"    {s.name} = {s.name.rsplit('_', 1)[0]}[{s.name.rsplit('_', 1)[1]}]"
-                 for s in sorted(fb_used, key=lambda s: s.name) if s.name != "sigma_F"]
-        src += ["", "", "@numba.njit(COEF_SIG, cache=True, error_model=\"numpy\")", "def coefficient(v, S, b, sigma_F, c):"] + (loads + fb_body or ["    pass"])
+        code, used = _body([(_item("c", k, store=True), feedback[k]) for k in range(K)])
+        loads = [_assign(_name(s.name, True), _item(s.name.rsplit("_", 1)[0], int(s.name.rsplit("_", 1)[1])))
+                 for s in sorted(used, key=lambda s: s.name) if s.name != "sigma_F"]
+        parts.append((template.coefficient, loads + code))
         from ..rules._facts import derive
 
         if derive(rule, K, M, traced, feedback).closed_form:  # derived from the update (theory.rules._facts)
-            off = _offsets(K, M)
-            src += [
-                "", "",
-                "from theory._codegen.closed import closed_form_rhs_c",
-                "",
-                "",
-                "@numba.njit(RHS_SIG, cache=True, error_model=\"numpy\")",
-                "def closed_rhs(t, y, p, dy):",
-                f"    c = np.empty({K})",
-                f"    coefficient(y[{off['v']}:{off['v'] + K}], y[{off['S']}:{off['S'] + K}], p[{off['b']}:{off['b'] + K}], "
-                f"p[{P_SIGMA_F}], c)",
-                "    closed_form_rhs_c(t, y, p, c, dy)",
-                "",
-                "",
-                "@numba.njit(ROWS_SIG, cache=True, error_model=\"numpy\", nogil=True)",
-                "def closed_rhs_rows(t, Y, Pm, dY):",
-                "    for i in range(Y.shape[0]):",
-                "        closed_rhs(t[i], Y[i], Pm[i], dY[i])",
-            ]
-    return "\n".join(src) + "\n"
+            parts += [(template.closed_rhs, None), (template.closed_rhs_rows, None)]
+    parts += [(fn, None) for fn in (quadrature.numerical_terms, quadrature.numerical_terms_kinks,
+                                    quadrature.numerical_rhs, quadrature.numerical_rhs_kinks)]
+    comments = [f"Generated by theory._codegen.rule from {type(rule).__module__}.{type(rule).__qualname__}",
+                f"rule {rule.label!r}, K={K}, M={M}; kernels {_kernel_version()}. Do not edit: regenerated on change."]
+    return template.module_source(parts, {"K": K, "M": M, "KINK_DEPTH": tuple(dep for dep, _ in found)}, comments)
 
 
 def _kink_args(traced):
@@ -390,25 +407,6 @@ def _kink_args(traced):
                 args.setdefault(sp.srepr(c.args[0]), c.args[0])
     found = sorted(((depth(a), sp.srepr(a), a) for a in args.values()), key=lambda x: (x[0], x[1]))
     return [(dep, a) for dep, _, a in found]
-
-
-def _kink_source(traced, K, M) -> list:
-    """The generated numerical right-hand sides (theory._codegen.quadrature; compiled on first use) and the
-    rule's kink arguments ``kinks`` with their depths ``KINK_DEPTH``."""
-    from . import quadrature as _quad_compiled
-
-    found = _kink_args(traced)
-    src = ["", "", "@numba.njit(cache=True, error_model=\"numpy\")",
-           "def kinks(lam, nu, zeta, v, v_star, S, b, n, sv, sigma, sigma_F, gk, out):"]
-    if found:
-        body, used = _body([(f"out[{j}, t]", a) for j, (_, a) in enumerate(found)], 8)
-        src += ["    for t in range(n):", "        s = t * sv"] + _loads(used, K, M, "t", "s", 8) + body
-    else:
-        src += ["    pass"]
-    src += ["", "", f"KINK_DEPTH = ({''.join(f'{dep}, ' for dep, _ in found)})"]
-    src += ["", "", "from theory._codegen.quadrature import CHUNK, T_MAX, MAX_BREAKS, _omega, _whiten, _constants, _node_block, "
-            "_assemble, _accumulate, _buffers, _fields, _line_points, _piece_weights, line_basis, PARAM"]
-    return src + _quad_compiled.kernel_source()
 
 
 @functools.lru_cache(maxsize=1)
@@ -467,74 +465,339 @@ class CompiledRule:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader (another process) sees the old file or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ====================================================================== the cache's size
+#: the cache folder's default size cap (PEPITA_DYNAMICS_CACHE_MAX)
+CACHE_MAX_DEFAULT = 200 * 2**20
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+#: a temporary file younger than this (seconds) may be a write in progress: never removed
+_TMP_GRACE = 3600.0
+#: digests of the generated modules imported by this process: never pruned
+_LOADED: set = set()
+
+
+def cache_max() -> int:
+    """The size cap of the cache folder in bytes: $PEPITA_DYNAMICS_CACHE_MAX, a number of bytes with an
+    optional suffix K, M, G or T (powers of 1024; "500M", "2G", "1.5G", "300MiB"), 0 for no cap;
+    default 200M (:data:`CACHE_MAX_DEFAULT`). Anything else is a ValueError naming the variable."""
+    raw = os.environ.get("PEPITA_DYNAMICS_CACHE_MAX")
+    if raw is None or not raw.strip():
+        return CACHE_MAX_DEFAULT
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*", raw, flags=re.IGNORECASE)
+    if m is None or (m.group(3) and m.group(3).lower() == "ib" and not m.group(2)):
+        raise ValueError(f"PEPITA_DYNAMICS_CACHE_MAX={raw!r}: expected a size in bytes, optionally with a suffix K, M, "
+                         "G or T (powers of 1024: 500M, 2G), or 0 for no limit")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+def _cache_groups(folder: Path, now: float) -> tuple[int, dict]:
+    """(total size in bytes, {group: [size, last use, priority, paths]}) of the cache folder ``folder``
+    (the ``rules`` folder of :func:`cache_dir` and its ``__pycache__``).
+
+    A generated module is one group with everything named after it: ``rule_<digest>.py``, its use stamp
+    ``rule_<digest>.used``, numba's index and machine code ``__pycache__/rule_<digest>.<function>-<line>.py311.nbi``
+    / ``.<n>.nbc`` (numba's in-tree cache, beside the module), a ``.pyc``, and the ``key_*.txt`` files that
+    point to it. Every other file (facts, a key to nothing, a stale temporary) is a group of its own.
+    Files that vanish while this runs (another process pruning) are skipped."""
+    total, groups = 0, {}
+    modules = set()
+    for directory in (folder, folder / "__pycache__"):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = directory / name
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            total += st.st_size
+            m = re.match(r"rule_([0-9a-f]+)\.", name)
+            if name.startswith(".probe-") or (name.endswith(".tmp") and now - st.st_mtime < _TMP_GRACE):
+                continue  # counted, never removed
+            if m:
+                group = m.group(1)
+                if directory == folder and name.endswith(".py"):
+                    modules.add(group)
+            elif name.startswith("key_") and name.endswith(".txt"):
+                try:
+                    group = path.read_text().strip() or name
+                except OSError:
+                    continue
+            else:
+                group = name
+            g = groups.setdefault(group, [0, 0.0, 2, []])
+            g[0] += st.st_size
+            g[1] = max(g[1], st.st_mtime)
+            g[3].append(path)
+    for group, g in groups.items():  # 0: what is left of a removed module, 1: modules, 2: anything else
+        if re.fullmatch(r"[0-9a-f]+", group) and any(p.name.startswith("rule_") for p in g[3]):
+            g[2] = 1 if group in modules else 0
+    return total, groups
+
+
+def prune_cache(max_bytes: int | None = None, keep=(), folder: Path | None = None) -> list:
+    """Remove the least recently used generated modules (each with numba's cache files, its use stamp and
+    the keys that point to it) until the cache folder holds at most ``max_bytes`` (default: :func:`cache_max`;
+    0: no cap). Never removed: the modules this process imported, the digests in ``keep``, temporary files
+    younger than an hour (writes in progress). Left-overs of a removed module go first, other small files
+    (facts, keys to nothing) last. Safe when several processes share the folder: every removal is one
+    ``unlink`` and a file that has vanished is skipped; a process that finds a module gone regenerates it.
+    Returns the removed groups (digests or file names), oldest first."""
+    cap = cache_max() if max_bytes is None else int(max_bytes)
+    folder = cache_dir() / "rules" if folder is None else Path(folder)
+    if cap <= 0:
+        return []
+    now = time.time()
+    total, groups = _cache_groups(folder, now)
+    protected = _LOADED | set(keep)
+    removed = []
+    for group, (size, _, _, paths) in sorted(groups.items(), key=lambda kv: (kv[1][2], kv[1][1], kv[0])):
+        if total <= cap:
+            break
+        if group in protected:
+            continue
+        for path in sorted(paths, key=lambda p: not p.name.endswith(".py")):  # the module first: then it is gone
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        total -= size
+        removed.append(group)
+    return removed
+
+
+def _touch(path: Path) -> None:
+    """Mark a use (the last-use time :func:`prune_cache` reads): never the module's own mtime, which numba's
+    cache index checks."""
+    with contextlib.suppress(OSError):
+        path.touch()
+
+
+# ====================================================================== the key of a compiled rule
+#: the most source files a rule's key follows (its classes' modules and the user modules they use)
+_MAX_DEPENDENCIES = 256
+
+
+@functools.lru_cache(maxsize=1)
+def _library_roots() -> tuple:
+    """Folders whose files never enter a rule's key: the standard library and site-packages (they change
+    with the installation, not with the user's code), and this package (every source of which is hashed
+    by :func:`_kernel_version`)."""
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    with contextlib.suppress(Exception):
+        roots.update(site.getsitepackages())
+    with contextlib.suppress(Exception):
+        roots.add(site.getusersitepackages())
+    roots.add(str(Path(__file__).resolve().parents[1]))
+    return tuple(sorted(os.path.join(os.path.realpath(r), "") for r in roots if r))
+
+
+def _is_library(path: str) -> bool:
+    real = os.path.realpath(path)
+    return real.startswith(_library_roots()) or bool({"site-packages", "dist-packages"} & set(Path(real).parts))
+
+
+def _unwrap(obj) -> list:
+    """The functions, classes and modules that ``obj`` stands for (methods, properties, partials and
+    numba dispatchers unwrapped)."""
+    for _ in range(8):
+        if isinstance(obj, (staticmethod, classmethod, types.MethodType)):
+            obj = obj.__func__
+        elif isinstance(obj, functools.partial):
+            obj = obj.func
+        elif isinstance(obj, property):
+            return [f for f in (obj.fget, obj.fset, obj.fdel) if f is not None]
+        elif HAVE_NUMBA and isinstance(obj, _Dispatcher):
+            obj = obj.py_func
+        else:
+            break
+    return [obj]
+
+
+def _where(obj):
+    """(source file, namespace, other objects) of the code of ``obj``, or None: a function's file and
+    globals (and what its closure holds), a class's module's (and its attributes), a module's own; an
+    instance stands for its class."""
+    if isinstance(obj, types.FunctionType):
+        cells = []
+        for cell in obj.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                cells.append(cell.cell_contents)
+        return obj.__code__.co_filename, obj.__globals__, cells
+    if isinstance(obj, types.ModuleType):
+        file = getattr(obj, "__file__", None)
+        return (file, vars(obj), []) if file else None
+    cls = obj if isinstance(obj, type) else type(obj)
+    mod = sys.modules.get(getattr(cls, "__module__", None) or "")
+    file = getattr(mod, "__file__", None)
+    if not file:
+        return None
+    return file, vars(mod), list(vars(cls).values()) if cls.__module__ not in ("builtins", "abc") else []
+
+
+def _dependency_files(rule) -> list | None:
+    """The source files the generated code of ``rule`` depends on beyond this package: the files of the
+    rule's classes (always), and, transitively, every file outside the standard library and site-packages
+    that holds a function, class or module reachable from the globals of those classes' modules, their
+    methods' globals and closures, and the rule's own attributes (at most :data:`_MAX_DEPENDENCIES` files).
+    Generated code (a dataclass's ``__init__``: a ``<string>`` file) is covered by the class's file. None
+    when a class's source is unknown (defined interactively) or a dependency's file cannot be read."""
+    import inspect
+
+    files: dict = {}
+    try:
+        for c in type(rule).__mro__:
+            if c.__module__ not in ("builtins", "abc"):
+                files[os.path.realpath(inspect.getsourcefile(c))] = None
+    except (TypeError, OSError):
+        return None
+    queue = collections.deque(c for c in type(rule).__mro__ if c.__module__ not in ("builtins", "abc"))
+    queue.extend(getattr(rule, "__dict__", {}).values())
+    scanned, seen = set(), []
+    seen_ids = set()
+    while queue:
+        for obj in _unwrap(queue.popleft()):
+            if id(obj) in seen_ids:
+                continue
+            seen_ids.add(id(obj))
+            seen.append(obj)  # keeps the ids valid
+            where = _where(obj)
+            if where is None:
+                continue
+            file, namespace, more = where
+            if file.startswith("<") or _is_library(file):
+                continue
+            real = os.path.realpath(file)
+            if real not in files:
+                if len(files) >= _MAX_DEPENDENCIES:
+                    continue
+                if not os.path.isfile(real):
+                    return None
+                files[real] = None
+            queue.extend(more)
+            if id(namespace) not in scanned:
+                scanned.add(id(namespace))
+                queue.extend(namespace.values())
+    return sorted(files)
 
 
 def _rule_key(rule, K: int, M: int) -> str | None:
     """A fingerprint of what the generated code of ``rule`` at (K, M) depends on, computed without
-    tracing: the source file of the rule's module (any edit re-traces), the rule's class and options
-    (its repr), K, M, the kernels' version and the package's. None when the source is unknown (a
-    class defined interactively): such rules are traced in every process."""
-    import inspect
-
+    tracing: the source files of the rule's classes and of the user modules they use
+    (:func:`_dependency_files`; any edit re-traces), the rule's class and options (its repr), K, M,
+    every source of this package (:func:`_kernel_version`) and its version. None when a source is
+    unknown (a class defined interactively): such rules are traced in every process."""
+    files = _dependency_files(rule)
+    if not files:
+        return None
     try:
-        files = {inspect.getsourcefile(c) for c in type(rule).__mro__ if c.__module__ not in ("builtins", "abc")}
-        blobs = [Path(f).read_bytes() for f in sorted(f for f in files if f)]
-    except (TypeError, OSError):
+        blobs = [Path(f).read_bytes() for f in files]
+    except OSError:
         return None
-    if not blobs:
-        return None
-    from ..rules._facts import _version as facts_version
     from .._version import __version__
+    from ..rules._facts import _version as facts_version
 
     h = hashlib.sha256()
     h.update(facts_version().encode())  # what is generated depends on the derived facts (theory.rules._facts)
     for b in blobs:
-        h.update(b)
+        h.update(hashlib.sha256(b).digest())
     h.update(f"{type(rule).__module__}.{type(rule).__qualname__}|{rule!r}|{K}|{M}|{_kernel_version()}|{__version__}".encode())
     return h.hexdigest()[:24]
 
 
+def _known_digest(folder: Path, known: Path | None) -> str | None:
+    """The digest a key file points to, when its module is still there (None: trace again)."""
+    if known is None:
+        return None
+    try:
+        digest = known.read_text().strip()
+    except OSError:
+        return None
+    return digest if digest and (folder / f"rule_{digest}.py").exists() else None
+
+
+def _import_generated(digest: str, path: Path):
+    modname = f"_pepita_rule_{digest}"
+    mod = sys.modules.get(modname)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(modname, None)
+            raise
+    return mod
+
+
 @functools.lru_cache(maxsize=256)
 def compiled_rule(rule, K: int, M: int) -> CompiledRule:
-    """The compiled view of ``rule`` for K student and M teacher units (generated, cached on disk)."""
+    """The compiled view of ``rule`` for K student and M teacher units (generated, cached on disk; the
+    cache is kept under $PEPITA_DYNAMICS_CACHE_MAX: :func:`prune_cache`)."""
     if not HAVE_NUMBA:
         return CompiledRule(rule, K, M, reason="numba is not installed")
+    cache_max()  # a bad PEPITA_DYNAMICS_CACHE_MAX is an error now, not when the cache first fills
     folder = cache_dir() / "rules"
     key = _rule_key(rule, K, M)
     known = folder / f"key_{key}.txt" if key else None
-    digest = None
-    if known is not None and known.exists():  # traced before: no sympy, no tracing (a fast start)
-        digest = known.read_text().strip()
-        if not (folder / f"rule_{digest}.py").exists():
-            digest = None
-    if digest is None:
-        try:
-            traced, feedback = trace(rule, K, M)
-        except Exception as exc:  # any failure of a user's code on symbols: fall back to the generic path
-            return CompiledRule(rule, K, M, reason=f"its update could not be traced symbolically ({type(exc).__name__}: {exc})")
-        src = _source(rule, K, M, traced, feedback)
-        digest = hashlib.sha256(src.encode()).hexdigest()[:20]
+    digest = _known_digest(folder, known)  # traced before: no sympy, no tracing (a fast start)
+    src = None
+    for attempt in range(2):
+        if digest is None:
+            if src is None:
+                try:
+                    traced, feedback = trace(rule, K, M)
+                except Exception as exc:  # any failure of a user's code on symbols: fall back to the generic path
+                    return CompiledRule(rule, K, M, reason=f"its update could not be traced symbolically "
+                                                           f"({type(exc).__name__}: {exc})")
+                try:
+                    src = _source(rule, K, M, traced, feedback)
+                except (ValueError, TypeError, NameError) as exc:
+                    return CompiledRule(rule, K, M, reason=f"its generated code could not be assembled "
+                                                           f"({type(exc).__name__}: {exc})")
+            digest = hashlib.sha256(src.encode()).hexdigest()[:20]
+            path = folder / f"rule_{digest}.py"
+            try:
+                same = path.read_text() == src
+            except OSError:
+                same = False
+            if not same:
+                _write_atomic(path, src)
+            if known is not None:
+                _write_atomic(known, digest)
+            if not same:
+                with contextlib.suppress(OSError):
+                    prune_cache(keep={digest}, folder=folder)
         path = folder / f"rule_{digest}.py"
-        if not path.exists() or path.read_text() != src:
-            _write_atomic(path, src)
-        if known is not None:
-            _write_atomic(known, digest)
-    path = folder / f"rule_{digest}.py"
-    modname = f"_pepita_rule_{digest}"
-    try:
-        mod = sys.modules.get(modname)
-        if mod is None:
-            spec = importlib.util.spec_from_file_location(modname, path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[modname] = mod
-            spec.loader.exec_module(mod)
-    except Exception as exc:
-        sys.modules.pop(modname, None)
-        return CompiledRule(rule, K, M, path=path, reason=f"its generated code did not compile ({type(exc).__name__}: {exc})")
+        try:
+            mod = _import_generated(digest, path)
+        except FileNotFoundError:  # removed by another process's pruning since: generate it again, once
+            digest = None
+            if attempt == 0:
+                continue
+            return CompiledRule(rule, K, M, path=path, reason="its generated module vanished twice while loading")
+        except Exception as exc:
+            return CompiledRule(rule, K, M, path=path, reason=f"its generated code did not compile ({type(exc).__name__}: {exc})")
+        break
+    _LOADED.add(digest)
+    _touch(folder / f"rule_{digest}.used")
     from ..rules._facts import rule_facts
 
     # the kink-aware kernels integrate piecewise quadratics exactly and nothing else: derived (theory.rules._facts)

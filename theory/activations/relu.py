@@ -774,28 +774,42 @@ def _check_psd(name, what, M):
                          f"(smallest eigenvalue {np.min(lo):.3g})")
 
 
-def _assemble(name, names, values):
-    """Covariance entries Cij (i <= j, named as in ``names``) -> validated (..., m, m) matrices.
+def _check_variances(name, vals, keys):
+    """Raise ValueError unless the variances vals[k] (k in keys) are >= 0."""
+    for k in keys:
+        if np.any(vals[k] < 0):
+            raise ValueError(f"{name}: the variance {k} must be >= 0, got min {np.min(vals[k]):.3g}")
 
-    Checks: real and finite, variances >= 0, |Cij| <= sqrt(Cii Cjj) (naming the entry), and the
-    whole matrix positive semi-definite."""
-    vals = {k: _real(name, k, v) for k, v in zip(names, values)}
-    m = max(int(k[1]) for k in names)
-    for k, v in vals.items():
-        if k[1] == k[2] and np.any(v < 0):
-            raise ValueError(f"{name}: the variance {k} must be >= 0, got min {np.min(v):.3g}")
-    for k, v in vals.items():
-        if k[1] != k[2]:
-            i, j = f"C{k[1]}{k[1]}", f"C{k[2]}{k[2]}"
-            bound = np.sqrt(vals[i] * vals[j])
-            if np.any(np.abs(v) > bound * (1 + 1e-9) + 1e-12):
-                raise ValueError(f"{name}: ({i}, {k}, {j}) is not a covariance: |{k}| > sqrt({i} {j})")
+
+def _check_bounds(name, vals, keys):
+    """Raise ValueError unless |Cij| <= sqrt(Cii Cjj) (to rounding) for the covariances Cij = vals[k], k in keys."""
+    for k in keys:
+        i, j = f"C{k[1]}{k[1]}", f"C{k[2]}{k[2]}"
+        bound = np.sqrt(vals[i] * vals[j])
+        if np.any(np.abs(vals[k]) > bound * (1 + 1e-9) + 1e-12):
+            raise ValueError(f"{name}: ({i}, {k}, {j}) is not a covariance: |{k}| > sqrt({i} {j})")
+
+
+def _symmetric(vals, m):
+    """The (..., m, m) symmetric matrices of the entries vals {Cij: (...)} (i <= j, 1-based; all of them given)."""
     shape = np.broadcast_shapes(*(v.shape for v in vals.values()))
     C = np.empty(shape + (m, m))
     for k, v in vals.items():
         i, j = int(k[1]) - 1, int(k[2]) - 1
         C[..., i, j] = v
         C[..., j, i] = v
+    return C
+
+
+def _assemble(name, names, values):
+    """Covariance entries Cij (i <= j, named as in ``names``) -> validated (..., m, m) matrices.
+
+    Checks: real and finite, variances >= 0, |Cij| <= sqrt(Cii Cjj) (naming the entry), and the
+    whole matrix positive semi-definite."""
+    vals = {k: _real(name, k, v) for k, v in zip(names, values)}
+    _check_variances(name, vals, [k for k in names if k[1] == k[2]])
+    _check_bounds(name, vals, [k for k in names if k[1] != k[2]])
+    C = _symmetric(vals, max(int(k[1]) for k in names))
     _check_psd(name, "(" + ", ".join(names) + ")", C)
     return C
 
@@ -829,11 +843,8 @@ def I3(C11, C12, C13, C23, C33):
     """E[g'(a) b g(c)] for ReLU (the variance C22 of b does not enter; it is not checked)."""
     names = ("C11", "C12", "C13", "C23", "C33")
     vals = {k: _real("I3", k, v) for k, v in zip(names, (C11, C12, C13, C23, C33))}
-    for k in ("C11", "C33"):
-        if np.any(vals[k] < 0):
-            raise ValueError(f"I3: the variance {k} must be >= 0, got min {np.min(vals[k]):.3g}")
-    if np.any(np.abs(vals["C13"]) > np.sqrt(vals["C11"] * vals["C33"]) * (1 + 1e-9) + 1e-12):
-        raise ValueError("I3: (C11, C13, C33) is not a covariance: |C13| > sqrt(C11 C33)")
+    _check_variances("I3", vals, ("C11", "C33"))
+    _check_bounds("I3", vals, ("C13",))
     shape = np.broadcast_shapes(*(v.shape for v in vals.values()))
     C = np.zeros(shape + (3, 3))
     C[..., 0, 0], C[..., 2, 2] = vals["C11"], vals["C33"]

@@ -40,7 +40,9 @@ from typing import Callable
 
 import numpy as np
 
+from .._codegen.rule import function_pointer
 from . import divergence as _divergence
+from . import dop853 as _dop853  # its kernel is looked up at call time, _dop853.dop853_segment (tests replace it)
 from .dop853 import DENSE_A, DENSE_C, DENSE_D, DOP853, MAX_FACTOR, MIN_FACTOR, SAFETY, _combine, initial_steps
 
 __all__ = ["BatchSolution", "drive", "drive_segments", "solve_batched", "Stepper", "ScipyStepper", "CompiledStepper",
@@ -62,6 +64,10 @@ def _too_many(t, max_steps) -> str:
 
 def _too_small(t, floor) -> str:
     return f"solver failure at t = {t:.6g}: step size too small (below {floor:.3g}, {H_FLOOR:g} of the interval)"
+
+
+def _diverged(t, why) -> str:
+    return f"diverged at t = {t:.6g} (steps/D): {why}"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -154,7 +160,7 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
     rhs_check = rhs_check or getattr(diagnose, "derivative", None) or _divergence.nonfinite_derivative
     for j, w in enumerate(check(y0, np.arange(Bn), True)):
         if w is not None:
-            status[j], message[j] = -1, f"diverged at t = {t[0]:.6g} (steps/D): {w}"
+            status[j], message[j] = -1, _diverged(t[0], w)
     live = np.nonzero(status == 0)[0]
     if nt == 1 or live.size == 0:
         return BatchSolution(t, Y, n_rec, status, message, np.zeros(Bn, np.int64), np.zeros(Bn, np.int64), 0)
@@ -169,31 +175,7 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
     try:
         stepper.start(y0[live], live, t, lambda y, idx: check(y, idx, False), rhs_check)
         while active.any():
-            adv = stepper.advance()
-            stop = []
-            for pts, idx, ys in adv.outputs:  # before the failures: what a point produced before it stopped is kept
-                keep = active[pts]
-                pts, idx, ys = pts[keep], idx[keep], ys[keep]
-                if pts.size == 0:
-                    continue
-                why = check(ys, pts, True)
-                for r, w in enumerate(why):
-                    p = pts[r]
-                    if not active[p]:
-                        continue  # an earlier output of this point diverged
-                    if w is not None:
-                        status[p], message[p], active[p] = -1, f"diverged at t = {t[idx[r]]:.6g} (steps/D): {w}", False
-                        stop.append(p)
-                        continue
-                    Y[p, idx[r]] = ys[r]
-                    n_rec[p] = idx[r] + 1
-                    if n_rec[p] == nt:
-                        active[p] = False
-                        stop.append(p)
-            for p, code, msg in adv.failures:
-                if active[p]:
-                    status[p], message[p], active[p] = code, msg, False
-                    stop.append(p)
+            stop = _take(stepper.advance(), check, t, Y, n_rec, status, message, active)
             if stop:
                 stepper.drop(np.asarray(stop))
             if bar is not None and active.any():
@@ -209,11 +191,39 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
     return BatchSolution(t, Y, n_rec, status, message, nfev, n_steps, n_calls)
 
 
+def _take(adv: Advance, check, t, Y, n_rec, status, message, active) -> list:
+    """Record what one call of a stepper produced: its outputs, checked at the output times (a diverged
+    one stops its point), then its failures; updates Y, n_rec, status, message and active in place and
+    returns the points that stopped (finished, diverged or failed)."""
+    nt = t.size
+    stop = []
+    for pts, idx, ys in adv.outputs:  # before the failures: what a point produced before it stopped is kept
+        keep = active[pts]
+        pts, idx, ys = pts[keep], idx[keep], ys[keep]
+        if pts.size == 0:
+            continue
+        why = check(ys, pts, True)
+        for r, w in enumerate(why):
+            p = pts[r]
+            if not active[p]:
+                continue  # an earlier output of this point diverged
+            if w is not None:
+                status[p], message[p], active[p] = -1, _diverged(t[idx[r]], w), False
+                stop.append(p)
+                continue
+            Y[p, idx[r]] = ys[r]
+            n_rec[p] = idx[r] + 1
+            if n_rec[p] == nt:
+                active[p] = False
+                stop.append(p)
+    for p, code, msg in adv.failures:
+        if active[p]:
+            status[p], message[p], active[p] = code, msg, False
+            stop.append(p)
+    return stop
+
+
 # ====================================================================== steppers
-def _diverged(t, why) -> str:
-    return f"diverged at t = {t:.6g} (steps/D): {why}"
-
-
 def _nonfinite_rows(f, points, t0, rhs_check) -> list:
     """Failures (point, -1, message) of the rows of f (derivatives at the initial states) that are not finite."""
     rows = np.nonzero(~np.all(np.isfinite(f), axis=-1))[0]
@@ -335,8 +345,6 @@ class CompiledStepper(Stepper):
 
     def __init__(self, rhs, p: np.ndarray, watch: np.ndarray, *, rtol: float, atol: float, max_steps: int = MAX_STEPS,
                  pool=None, segment: int = SEGMENT):
-        from .._codegen.rule import function_pointer
-
         self.py_rhs, self.rhs, self.rtol, self.atol = rhs, function_pointer(rhs), rtol, atol
         self.p = np.ascontiguousarray(np.atleast_2d(np.asarray(p, dtype=float)))
         self.watch = np.ascontiguousarray(watch, dtype=np.int64)
@@ -361,8 +369,8 @@ class CompiledStepper(Stepper):
         idx = np.arange(b)
         self.f = self._rows(self.tc, self.y, idx)
         with np.errstate(all="ignore"):
-            self.h = initial_steps(lambda tt, yy: self._rows(tt, yy, idx), self.tc, self.y, self.f, self.rtol, self.atol,
-                                   t[-1] - t[0], DOP853.error_order)
+            self.h = initial_steps(lambda tt, yy: self._rows(tt, yy, idx), self.tc, self.y, self.f, self.rtol,
+                                   self.atol, t[-1] - t[0], DOP853.error_order)
         self.h = np.ascontiguousarray(self.h, dtype=float)
         self.floor = H_FLOOR * (t[-1] - t[0])
         self.iout = np.ones(b, np.int64)  # output times computed (in self.Y)
@@ -374,8 +382,6 @@ class CompiledStepper(Stepper):
         self.nfev_, self.steps_ = np.full(b, 2, np.int64), np.zeros(b, np.int64)
 
     def _call(self, stop, lo, hi):
-        from . import dop853 as _dop853  # looked up at call time (tests replace it)
-
         try:
             _dop853.dop853_segment(self.rhs, self.p, self.y, self.tc, self.h, self.f, self.iout, stop, self.nfev_,
                                    self.steps_, self.code, self.Y, self.t, lo, hi, self.rtol, self.atol,
@@ -416,7 +422,8 @@ class CompiledStepper(Stepper):
             if why is not None:
                 adv.failures.append((self.points[r], -1, _diverged(tc, why)))
             else:
-                adv.failures.append((self.points[r], -2, _too_small(tc, self.floor) if code == -2 else _too_many(tc, self.max_steps)))
+                msg = _too_small(tc, self.floor) if code == -2 else _too_many(tc, self.max_steps)
+                adv.failures.append((self.points[r], -2, msg))
         return adv
 
     def _nonfinite(self, r) -> str | None:
@@ -439,7 +446,8 @@ class CompiledStepper(Stepper):
 
     def drop(self, points):
         self.alive &= ~np.isin(self.points, points)
-        self.code[~self.alive] = np.where(self.code[~self.alive] == 0, 1, self.code[~self.alive])  # the kernel skips them
+        # the kernel skips them
+        self.code[~self.alive] = np.where(self.code[~self.alive] == 0, 1, self.code[~self.alive])
 
     def now(self):
         live = self.tc[self.alive]
@@ -461,8 +469,8 @@ class BatchedStepper(Stepper):
     again only when the set of active points changes.
     """
 
-    def __init__(self, subset: Callable[[np.ndarray], Callable], *, rtol: float, atol: float, time_dependent: bool = False,
-                 max_steps: int = MAX_STEPS):
+    def __init__(self, subset: Callable[[np.ndarray], Callable], *, rtol: float, atol: float,
+                 time_dependent: bool = False, max_steps: int = MAX_STEPS):
         self.subset, self.rtol, self.atol, self.time_dependent = subset, rtol, atol, time_dependent
         self.max_steps = int(max_steps)
 
@@ -487,8 +495,8 @@ class BatchedStepper(Stepper):
         self.fun = self.subset(self.act)
         self.f = self._call(self.fun, self.tc, self.y, self.act)
         self.pending = _nonfinite_rows(self.f, self.act, t[0], self.rhs_check)  # reported by the first advance
-        self.h = initial_steps(lambda tt, yy: self._call(self.fun, tt, yy, self.act), self.tc, self.y, self.f, self.rtol,
-                               self.atol, t[-1] - t[0], DOP853.error_order)
+        self.h = initial_steps(lambda tt, yy: self._call(self.fun, tt, yy, self.act), self.tc, self.y, self.f,
+                               self.rtol, self.atol, t[-1] - t[0], DOP853.error_order)
         self.floor = H_FLOOR * (t[-1] - t[0])
 
     def counts(self, B):
@@ -510,29 +518,55 @@ class BatchedStepper(Stepper):
             self.fun = self.subset(self.act)
 
     def advance(self):
-        tab, t, rtol, atol = DOP853, self.t, self.rtol, self.atol
-        act, y, f, tc, h, rej = self.act, self.y, self.f, self.tc, self.h, self.rej
-        b, n = y.shape
-        nt = t.size
-        s = len(tab.B)
-        exponent = -1.0 / (tab.error_order + 1)
-        t_end = t[-1]
+        """One DOP853 step of every active point: trial step, error control, the accepted points move on, the
+        points that stop, then the output times passed (dense output)."""
         adv = Advance()
         if self.pending:  # non-finite right-hand sides at the initial states: stop those points first
             adv.failures, self.pending = self.pending, []
             return adv
-        Kst = np.empty((s + 1, b, n))
-        clipped = tc + h >= t_end
-        hs = np.where(clipped, t_end - tc, h)
+        t_end = self.t[-1]
+        tc = self.tc
+        clipped = tc + self.h >= t_end
+        hs = np.where(clipped, t_end - tc, self.h)
         min_step = np.maximum(self.floor, 10 * np.abs(np.nextafter(tc, np.inf) - tc))
         small = (hs < min_step) & ~(clipped & (hs > 0))
-        Kst[0] = f
+        Kst, y_new, f_new = self._trial(hs, clipped)
+        ok = self._control(Kst, y_new, hs, small)
+        nonfin_before = self._note_nonfinite(Kst, ok)
+        t_old, y_old, f_old = self.tc, self.y, self.f
+        self._accept(ok, clipped, hs, y_new, f_new)
+        stop = self._stops(adv, ok, small, min_step, nonfin_before)
+        t = self.t
+        cross = ok & ~stop & (self.tc >= t[np.minimum(self.iout, t.size - 1)])
+        if cross.any():
+            sel = np.nonzero(cross)[0]
+            F = self._interpolant(sel, Kst, hs, t_old, y_old, f_old)
+            self._dense_outputs(adv, sel, F, hs, t_old, y_old)
+        return adv
+
+    def _trial(self, hs, clipped):
+        """One DOP853 trial step of size hs from every active point: the stages Kst (s + 1, b, n), the trial
+        states and their derivatives (the last stage; at t[-1] exactly for steps clipped to it)."""
+        tab, act, y, tc = DOP853, self.act, self.y, self.tc
+        b, n = y.shape
+        s = len(tab.B)
+        Kst = np.empty((s + 1, b, n))
+        Kst[0] = self.f
         for i in range(1, s):
             dy = _combine(tab.A[i], Kst, i) * hs[:, None]
             Kst[i] = self._call(self.fun, tc + tab.C[i] * hs, y + dy, act)
         y_new = y + hs[:, None] * _combine(tab.B, Kst, s)
-        f_new = self._call(self.fun, np.where(clipped, t_end, tc + hs), y_new, act)
+        f_new = self._call(self.fun, np.where(clipped, self.t[-1], tc + hs), y_new, act)
         Kst[s] = f_new
+        return Kst, y_new, f_new
+
+    def _control(self, Kst, y_new, hs, small):
+        """DOP853's error control: which trial steps are accepted (error below 1 in units of the tolerance, finite,
+        not below the smallest step); sets the next step sizes and which points were rejected."""
+        tab, y, rtol, atol = DOP853, self.y, self.rtol, self.atol
+        n = y.shape[1]
+        s = len(tab.B)
+        exponent = -1.0 / (tab.error_order + 1)
         with np.errstate(all="ignore"):
             sc = atol + np.maximum(np.abs(y), np.abs(y_new)) * rtol
             e5 = _combine(tab.E5, Kst, s + 1) / sc
@@ -542,21 +576,33 @@ class BatchedStepper(Stepper):
             err = np.where((e5n == 0) & (e3n == 0), 0.0, err)
             ok = (err < 1) & np.all(np.isfinite(y_new), axis=-1) & ~small
             fac = np.where(err == 0, MAX_FACTOR, np.minimum(MAX_FACTOR, SAFETY * err**exponent))
-            fac = np.where(rej, np.minimum(1.0, fac), fac)
+            fac = np.where(self.rej, np.minimum(1.0, fac), fac)
             fac_rej = np.maximum(MIN_FACTOR, np.where(np.isfinite(err), SAFETY * err**exponent, MIN_FACTOR))
         self.h = np.where(ok, hs * fac, hs * fac_rej)
         self.rej = ~ok
-        nonfin_before = self.nonfin
+        return ok
+
+    def _note_nonfinite(self, Kst, ok):
+        """Remember the rejected trial steps that met non-finite stages (and where); returns the previous flags."""
+        before = self.nonfin
         self.nonfin = ~ok & ~np.all(np.isfinite(Kst), axis=(0, 2))
         if self.nonfin.any():
             self.bad_dy[self.nonfin] = np.where(np.all(np.isfinite(Kst[:, self.nonfin]), axis=0), 0.0, np.nan)
-        # accepted points move on
-        t_old, y_old, f_old = tc, y, f
-        self.tc = tc = np.where(ok, np.where(clipped, t_end, tc + hs), tc)
-        self.y = y = np.where(ok[:, None], y_new, y)
-        self.f = f = np.where(ok[:, None], f_new, f)
-        self.n_steps[act] += ok
-        stop = np.zeros(b, dtype=bool)
+        return before
+
+    def _accept(self, ok, clipped, hs, y_new, f_new):
+        """The accepted points move on to their trial states."""
+        tc = self.tc
+        self.tc = np.where(ok, np.where(clipped, self.t[-1], tc + hs), tc)
+        self.y = np.where(ok[:, None], y_new, self.y)
+        self.f = np.where(ok[:, None], f_new, self.f)
+        self.n_steps[self.act] += ok
+
+    def _stops(self, adv, ok, small, min_step, nonfin_before):
+        """The points that stop after this step, their failures added to adv: a step below the smallest (a
+        divergence when non-finite trial stages shrank it), too many steps, or a diverged accepted state."""
+        act, tc, y = self.act, self.tc, self.y
+        stop = np.zeros(len(act), dtype=bool)
         for j in np.nonzero(small)[0]:
             if nonfin_before[j]:  # shrunk because of non-finite trial stages: a divergence, not a solver failure
                 why = _shrunk_away(self.rhs_check, self.bad_dy[j], min_step[j])
@@ -574,36 +620,44 @@ class BatchedStepper(Stepper):
                 if w is not None:
                     adv.failures.append((act[j], -1, _diverged(tc[j], w)))
                     stop[j] = True
-        iout = self.iout
-        cross = ok & ~stop & (tc >= t[np.minimum(iout, nt - 1)])
-        if cross.any():
-            # DOP853 dense output (7th order, 3 extra stages) on the points that passed output times
-            sel = np.nonzero(cross)[0]
-            hh = hs[sel][:, None]
-            Kx = np.concatenate([Kst[:, sel], np.empty((3, sel.size, n))])
-            fsub = self.subset(act[sel])
-            for i in range(s + 1, s + 4):
-                dy = _combine(DENSE_A[i], Kx, i) * hh
-                Kx[i] = self._call(fsub, t_old[sel] + DENSE_C[i] * hs[sel], y_old[sel] + dy, act[sel])
-            dY = y[sel] - y_old[sel]
-            F = [dY, hh * f_old[sel] - dY, 2 * dY - hh * (f[sel] + f_old[sel])]
-            F += [hh * _combine(DENSE_D[m], Kx, s + 4) for m in range(DENSE_D.shape[0])]
-            while True:
-                pending = (iout[sel] < nt) & (t[np.minimum(iout[sel], nt - 1)] <= tc[sel])
-                if not pending.any():
-                    break
-                rows = np.nonzero(pending)[0]
-                jj = sel[rows]
-                x = ((t[iout[jj]] - t_old[jj]) / hs[jj])[:, None]
-                yo = np.zeros((rows.size, n))
-                for m, Fm in enumerate(reversed(F)):
-                    yo += Fm[rows]
-                    yo *= x if m % 2 == 0 else (1 - x)
-                yo += y_old[jj]
-                yo = np.where(t[iout[jj]][:, None] == tc[jj][:, None], y[jj], yo)
-                adv.outputs.append((act[jj], iout[jj].copy(), yo))
-                iout[jj] += 1
-        return adv
+        return stop
+
+    def _interpolant(self, sel, Kst, hs, t_old, y_old, f_old):
+        """The coefficients F of DOP853's 7th-order dense output over the steps just taken by the points sel
+        (3 extra stages)."""
+        s = len(DOP853.B)
+        n = self.y.shape[1]
+        act = self.act
+        hh = hs[sel][:, None]
+        Kx = np.concatenate([Kst[:, sel], np.empty((3, sel.size, n))])
+        fsub = self.subset(act[sel])
+        for i in range(s + 1, s + 4):
+            dy = _combine(DENSE_A[i], Kx, i) * hh
+            Kx[i] = self._call(fsub, t_old[sel] + DENSE_C[i] * hs[sel], y_old[sel] + dy, act[sel])
+        dY = self.y[sel] - y_old[sel]
+        F = [dY, hh * f_old[sel] - dY, 2 * dY - hh * (self.f[sel] + f_old[sel])]
+        F += [hh * _combine(DENSE_D[m], Kx, s + 4) for m in range(DENSE_D.shape[0])]
+        return F
+
+    def _dense_outputs(self, adv, sel, F, hs, t_old, y_old):
+        """The output times the points sel passed, from the dense output F, added to adv."""
+        t, tc, y, iout, act = self.t, self.tc, self.y, self.iout, self.act
+        nt, n = t.size, y.shape[1]
+        while True:
+            pending = (iout[sel] < nt) & (t[np.minimum(iout[sel], nt - 1)] <= tc[sel])
+            if not pending.any():
+                break
+            rows = np.nonzero(pending)[0]
+            jj = sel[rows]
+            x = ((t[iout[jj]] - t_old[jj]) / hs[jj])[:, None]
+            yo = np.zeros((rows.size, n))
+            for m, Fm in enumerate(reversed(F)):
+                yo += Fm[rows]
+                yo *= x if m % 2 == 0 else (1 - x)
+            yo += y_old[jj]
+            yo = np.where(t[iout[jj]][:, None] == tc[jj][:, None], y[jj], yo)
+            adv.outputs.append((act[jj], iout[jj].copy(), yo))
+            iout[jj] += 1
 
 
 def solve_batched(subset, y0, t, *, rtol: float = 1e-8, atol: float = 1e-10, diagnose=None, progress: bool = False,
@@ -617,8 +671,8 @@ def solve_batched(subset, y0, t, *, rtol: float = 1e-8, atol: float = 1e-10, dia
                  progress=progress, desc=desc)
 
 
-def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0: np.ndarray, t: np.ndarray, breaks=(), *,
-                   diagnose=None, progress: bool = False, desc: str = "ODE") -> BatchSolution:
+def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0: np.ndarray, t: np.ndarray,
+                   breaks=(), *, diagnose=None, progress: bool = False, desc: str = "ODE") -> BatchSolution:
     """:func:`drive`, stopping and restarting at the times ``breaks`` (where the right-hand side is not
     smooth, e.g. a learning-rate schedule jumps): stepper_on(a, b, points) gives the stepper of [a, b]
     for the points (rows of y0) still running.
@@ -629,7 +683,8 @@ def drive_segments(stepper_on: Callable[[float, float, np.ndarray], Stepper], y0
     t = np.asarray(t, dtype=float)
     inner = sorted({float(b) for b in breaks if t[0] < b < t[-1]})
     if not inner:
-        return drive(stepper_on(t[0], t[-1], np.arange(len(y0))), y0, t, diagnose=diagnose, progress=progress, desc=desc)
+        return drive(stepper_on(t[0], t[-1], np.arange(len(y0))), y0, t, diagnose=diagnose, progress=progress,
+                     desc=desc)
     y0 = np.asarray(y0, dtype=float)
     Bn, n = y0.shape
     nt = t.size

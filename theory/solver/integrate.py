@@ -100,14 +100,29 @@ def integrate(
     Ctrl-C stops the integration and returns what was computed, with status 1.
     """
     tol, max_cost = accuracy_target(expectation_tol, "integrate")
-    dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate", extra=checks.parameters(integrate),
-                        expectation_tol=tol, max_cost=max_cost, **options)
+    dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate",
+                        extra=checks.parameters(integrate), expectation_tol=tol, max_cost=max_cost, **options)
     t = default_times() if t is None else checks.times(t, where="integrate")
     rtol, atol = checks.tolerances(rtol, atol, where="integrate")
     max_steps = checks.integer("max_steps", max_steps, where="integrate", min=1)
     throw = checks.boolean("throw", throw, where="integrate")
     n = state0.to_vector(dyn.mirror).size
     checks.memory(f"{t.size} output times", t.size * (n + 3 * dyn.K * dyn.M + 16) * 8 * 3, where="integrate")
+    solver_cls = _solver_class(method)
+
+    def run(dyn):
+        return _run(dyn, state0, t, method, solver_cls, rtol=rtol, atol=atol, max_steps=max_steps, progress=progress)
+
+    traj = run(dyn)
+    if not dyn.closed_form:
+        traj = _accuracy_control(dyn, traj, run, refine=quadrature is None, tol=tol, max_cost=max_cost)
+    if traj.status < 0 and throw:
+        raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
+    return traj
+
+
+def _solver_class(method):
+    """The scipy OdeSolver class of ``method`` (a name of scipy's solve_ivp METHODS, or the class itself)."""
     methods = scipy.integrate._ivp.ivp.METHODS
     solver_cls = methods.get(method) if isinstance(method, str) else method
     if not isinstance(method, str) and not (isinstance(method, type) and issubclass(method, scipy.integrate.OdeSolver)):
@@ -115,44 +130,49 @@ def integrate(
                         f"subclass, got {checks.describe(method)}")
     if solver_cls is None:
         raise ValueError(f"integrate: unknown method {method!r}; expected one of {sorted(methods)}")
+    return solver_cls
+
+
+def _run(dyn, state0, t, method, solver_cls, *, rtol, atol, max_steps, progress) -> Trajectory:
+    """One run of the driver over t from state0 (restarted at the schedules' breakpoints): the compiled stepper
+    where DOP853 meets a compiled right-hand side, else the scipy solver."""
     K, M = dyn.K, dyn.M
+    params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(dyn.quadrature),
+                  method=getattr(method, "__name__", method), rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M,
+                  units={"t": "steps / D", "angles": "degrees"}, provenance=provenance())
 
-    def run(dyn):
-        params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(dyn.quadrature),
-                      method=getattr(method, "__name__", method), rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M,
-                      units={"t": "steps / D", "angles": "degrees"}, provenance=provenance())
+    def stepper_on(a, b, _points):
+        seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]
+        compiled = seg.compiled() if method == "DOP853" else None
+        if compiled is not None:
+            return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol, max_steps=max_steps)
+        fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
+        return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol, max_steps=max_steps)
 
-        def stepper_on(a, b, _points):
-            seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]
-            compiled = seg.compiled() if method == "DOP853" else None
-            if compiled is not None:
-                return CompiledStepper(*compiled, watched_indices(K, M), rtol=rtol, atol=atol, max_steps=max_steps)
-            fun = (lambda t_, y: seg.rhs(y, t_)) if seg.time_dependent else (lambda t_, y: seg.rhs(y))
-            return ScipyStepper(solver_cls, fun, rtol=rtol, atol=atol, max_steps=max_steps)
+    sol = drive_segments(stepper_on, state0.to_vector(dyn.mirror)[None], t, dyn.hyper.breakpoints(),
+                         diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
+                         desc=f"ODE {dyn.rule.label}")
+    n = int(sol.n_recorded[0])
+    return Trajectory.from_flat(t[:n], sol.y[0, :n], state0, params=params, status=int(sol.status[0]),
+                                message=sol.message[0], nfev=int(sol.nfev[0]))
 
-        sol = drive_segments(stepper_on, state0.to_vector(dyn.mirror)[None], t, dyn.hyper.breakpoints(),
-                             diagnose=state_check(K, M, dyn.T, dyn.U, dyn.P, rtol=rtol, atol=atol), progress=progress,
-                             desc=f"ODE {dyn.rule.label}")
-        n = int(sol.n_recorded[0])
-        return Trajectory.from_flat(t[:n], sol.y[0, :n], state0, params=params, status=int(sol.status[0]),
-                                    message=sol.message[0], nfev=int(sol.nfev[0]))
 
-    traj = run(dyn)
-    if not dyn.closed_form:
-        est = _final_estimate(dyn, traj)
-        if quadrature is None and traj.status >= 0 and est is not None and est > tol:
-            finer = _refine_at_end(dyn, traj, tol, max_cost)  # the state moved where the rule is coarse
-            if finer is not None:
-                dyn = finer
-                traj = run(dyn)
-                est = _final_estimate(dyn, traj)
-        traj.params["expectation_tol"] = float(tol)
-        traj.params["expectation_error"] = est
-        note = accuracy_note(est, tol)
-        if note is not None:
-            warnings.warn(AccuracyWarning(f"integrate: rule {dyn.rule.label}, g={dyn.g.name}: {note}"), stacklevel=2)
-    if traj.status < 0 and throw:
-        raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
+def _accuracy_control(dyn, traj, run, *, refine, tol, max_cost) -> Trajectory:
+    """A numerical view's accuracy: the estimate at the last recorded state; above tol (and ``refine``: no quadrature
+    given), the rule refined there and the run repeated once. Records the estimate in traj.params and warns
+    (theory.AccuracyWarning, at integrate's caller) when it is above tol."""
+    est = _final_estimate(dyn, traj)
+    if refine and traj.status >= 0 and est is not None and est > tol:
+        finer = _refine_at_end(dyn, traj, tol, max_cost)  # the state moved where the rule is coarse
+        if finer is not None:
+            dyn = finer
+            traj = run(dyn)
+            est = _final_estimate(dyn, traj)
+    traj.params["expectation_tol"] = float(tol)
+    traj.params["expectation_error"] = est
+    note = accuracy_note(est, tol)
+    if note is not None:
+        warnings.warn(AccuracyWarning(f"integrate: rule {dyn.rule.label}, g={dyn.g.name}: {note}"), stacklevel=3)
     return traj
 
 

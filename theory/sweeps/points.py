@@ -21,7 +21,19 @@ from .._state import OrderParams
 
 __all__ = ["GRID_ONLY", "expand"]
 
-GRID_ONLY = object()  # marks a required parameter that may come from the grid instead
+class _GridOnly:
+    """The default of a required parameter that may come from the grid instead (shows as GRID_ONLY)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "GRID_ONLY"
+
+    def __reduce__(self):
+        return "GRID_ONLY"  # unpickles to this very object: ``is GRID_ONLY`` holds in executor workers
+
+
+GRID_ONLY = _GridOnly()
 
 
 def _is_seq(name, val) -> bool:

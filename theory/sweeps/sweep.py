@@ -38,18 +38,22 @@ import os
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from .. import _checks as checks
 from .._checks import LoadError
+from .._codegen.rule import HAVE_NUMBA, numerical_params, ode_params
+from ..expectations.numerical import (AccuracyWarning, accuracy_note, accuracy_target, expectation_error, node_rule,
+                                      select_at)
 from ..results.io import FORMAT, json_default
+from ..results.labelled import to_attrs, xarray
 from ..solver.divergence import state_check
 from ..solver.driver import MAX_STEPS, BatchedStepper, BatchSolution, CompiledStepper, drive_segments
 from ..ode.dynamics import Dynamics
 from ..ode.views import closed_form_applies, rhs_view
-from .._hyper import HYPER_FIELDS, HyperBatch, HyperParams, record, rule_option_names
+from .._hyper import HYPER_FIELDS, HyperBatch, HyperParams, hyper_params, record, rule_option_names
 from ..solver.integrate import default_times, watched_indices
 from .._observables import alignment_angles, generalisation_error, specialisation
 from .points import GRID_ONLY, expand
@@ -122,15 +126,11 @@ class _Chunk:
     def compiled_params(self) -> np.ndarray:
         """(B, p) parameter rows of the compiled right-hand side, one per point (theory._codegen.rule.ode_params; for
         numerical expectations followed by the quadrature's node block, numerical_params)."""
-        from .._codegen.rule import numerical_params, ode_params
-
         rows = [ode_params(self.K, self.M, self.T[i], self.U[i], float(self.P[i]), self.v_star[i],
                            None if self.b is None else self.b[i], self.hyper.point(i), self.rule.modulated, self.mirror)
                 for i in range(len(self.y0))]
         view = self.view
         if not view.closed:
-            from ..expectations.numerical import node_rule
-
             nodes, weights = node_rule(self.rule, self.hyper.g, self.K, self.M, self.hyper.sigma, view.quadrature)
             rows = [numerical_params(p, nodes, weights) for p in rows]
         return np.stack(rows)
@@ -221,8 +221,6 @@ def _factory(chunk: _Chunk, compiled: bool = True, pool: concurrent.futures.Thre
 
 def _batch_kernel():
     """Whether compiled batched right-hand sides exist (numba installed): True, or None."""
-    from .._codegen.rule import HAVE_NUMBA
-
     return True if HAVE_NUMBA else None
 
 
@@ -265,8 +263,6 @@ class SweepResult:
         """An xarray Dataset of the learning curves: eg (point, t), with every table column as a
         coordinate along ``point`` (so ``ds.eg.where(ds.rule == "bp")``, ``ds.groupby("eta")`` work) and
         the table's attributes (units, tolerances, provenance) as JSON attributes. Needs xarray."""
-        from ..results.labelled import to_attrs, xarray
-
         xr = xarray()
         coords = {"t": self.t, "point": np.arange(len(self))}
         for c in self.table.columns:
@@ -290,12 +286,14 @@ class SweepResult:
             if side.is_file():
                 meta = json.loads(side.read_text())
                 if meta.get("kind") != "SweepTable":
-                    raise LoadError(f"SweepResult.read_table: {str(side)!r} holds a {meta.get('kind')}, not a SweepTable")
+                    raise LoadError(f"SweepResult.read_table: {str(side)!r} holds a {meta.get('kind')}, "
+                                    "not a SweepTable")
                 frame.attrs.update(meta["attrs"], points=meta["points"], t=meta["t"])
         except LoadError:
             raise
         except (ValueError, KeyError, OSError, pd.errors.ParserError) as exc:
-            raise LoadError(f"SweepResult.read_table: {str(path)!r}: not a sweep table ({type(exc).__name__}: {exc})") from None
+            raise LoadError(f"SweepResult.read_table: {str(path)!r}: not a sweep table "
+                            f"({type(exc).__name__}: {exc})") from None
         if "point" not in frame.columns or "status" not in frame.columns:
             raise LoadError(f"SweepResult.read_table: {str(path)!r}: not a sweep table (no point/status columns)")
         return frame
@@ -331,7 +329,8 @@ class SweepResult:
                     if key not in op_keys:
                         op_keys.append(key)
             per_point.append((n, flat))
-        out: dict[str, list] = {"point": [], "t": [], "eg": [], **{f"angle_{k}": [] for k in ang_keys}, **{k: [] for k in op_keys}}
+        out: dict[str, list] = {"point": [], "t": [], "eg": [], **{f"angle_{k}": [] for k in ang_keys},
+                                **{k: [] for k in op_keys}}
         for i, (n, flat) in enumerate(per_point):
             out["point"].append(np.full(n, i))
             out["t"].append(self.t[:n])
@@ -407,8 +406,58 @@ def sweep(
     keeps what was computed (unfinished points get status 1).
     """
     opt_names = rule_option_names()
-    checks.reject_unknown([k for k in options if k not in HYPER_FIELDS], tuple(opt_names) + HYPER_FIELDS + checks.parameters(sweep),
-                          where="sweep")
+    cols, tags = _expand_request(states, rule, t, params, options, grid, tags, opt_names)
+    run = _settings(t, rtol, atol, eg_target, progress, plateau_options, chunk_size, threads, max_steps, executor)
+    points = _validated_points(cols, tags, params, opt_names)
+    tol, max_cost = accuracy_target(expectation_tol, "sweep")
+    chunk_size = run.chunk_size if run.chunk_size is not None else _default_chunk_size(len(points), executor)
+    chunks = _chunks(_groups(points, quadrature), points, run, quadrature, tol, max_cost, chunk_size)
+    if executor is None:
+        sols, interrupted = _run_here(chunks, run.threads, run.progress)
+    else:
+        sols, interrupted = _run_on(executor, chunks, run.progress)
+    return _assemble(points, chunks, sols, run, quadrature, interrupted, tol)
+
+
+# ---------------------------------------------------------------------- the request
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Settings:
+    """A sweep's validated options (shared by all points)."""
+
+    t: np.ndarray
+    rtol: float
+    atol: float
+    eg_target: float | None
+    progress: bool
+    plateau: dict  # PLATEAU_DEFAULTS with the overrides
+    chunk_size: int | None
+    threads: int | None
+    max_steps: int
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Points:
+    """A sweep's points, validated: the expanded columns and, per point, its state, rule and HyperParams."""
+
+    cols: dict  # name -> per-point values (theory.sweeps.points.expand)
+    tags: dict
+    states: list  # the distinct initial states, in order of first use
+    sidx: np.ndarray  # per point: index into states
+    rules: list
+    hypers: list
+
+    def __len__(self) -> int:
+        return len(self.sidx)
+
+    def state(self, i) -> OrderParams:
+        return self.states[self.sidx[i]]
+
+
+def _expand_request(states, rule, t, params, options, grid, tags, opt_names) -> tuple[dict, dict]:
+    """Check the request's names and kinds, expand it into per-point columns (theory.sweeps.points.expand) and
+    refuse it when its curves would not fit in memory: (cols, tags)."""
+    checks.reject_unknown([k for k in options if k not in HYPER_FIELDS],
+                          tuple(opt_names) + HYPER_FIELDS + checks.parameters(sweep), where="sweep")
     sweepable = ("states", "rule") + HYPER_FIELDS + tuple(sorted(opt_names))
     if params is not None and not isinstance(params, HyperParams):
         raise TypeError(f"sweep: params must be a theory.HyperParams, got {type(params).__name__}")
@@ -428,8 +477,12 @@ def sweep(
         t = checks.times(t, where="sweep")
     checks.memory(f"{npts} points x {np.size(t) if t is not None else 201} output times",
                   npts * (np.size(t) if t is not None else 201) * 8 * 64, where="sweep")
+    return cols, tags
 
-    # ---- options
+
+def _settings(t, rtol, atol, eg_target, progress, plateau_options, chunk_size, threads, max_steps,
+              executor) -> _Settings:
+    """The options shared by all points, validated (the executor only checked)."""
     t = default_times() if t is None else checks.times(t, where="sweep")
     rtol, atol = checks.tolerances(rtol, atol, where="sweep")
     if eg_target is not None:
@@ -447,12 +500,18 @@ def sweep(
     if threads is not None:
         threads = checks.integer("threads", threads, where="sweep", min=1)
     max_steps = checks.integer("max_steps", max_steps, where="sweep", min=1)
-    if executor is not None and not isinstance(executor, concurrent.futures.Executor) and not hasattr(executor, "submit"):
+    is_executor = isinstance(executor, concurrent.futures.Executor) or hasattr(executor, "submit")
+    if executor is not None and not is_executor:
         raise TypeError(f"sweep: executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
+    return _Settings(t=t, rtol=rtol, atol=atol, eg_target=eg_target, progress=progress, plateau=popts,
+                     chunk_size=chunk_size, threads=threads, max_steps=max_steps)
 
-    # ---- validate each point, identify distinct states
+
+def _validated_points(cols, tags, params, opt_names) -> _Points:
+    """Each point's state (the distinct states numbered once), rule and HyperParams; a bad point is named."""
     state_list: list[OrderParams] = []
     state_ids: dict[int, int] = {}
+    npts = len(cols["rule"])
     sidx = np.empty(npts, dtype=int)
     rules: list[Rule] = []
     hypers: list[HyperParams] = []
@@ -469,96 +528,135 @@ def sweep(
         try:
             r = make_rule(cols["rule"][i], **{k: cols[k][i] for k in rule_keys})
             hv = {k: cols[k][i] for k in hyper_keys}
-            hp = params.replace(**hv) if params is not None else HyperParams(**hv)
+            hp = hyper_params(params, hv)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"sweep: point {i}: {exc}") from None
         if "b" in r.reads and s.b is None:
-            raise ValueError(f"sweep: rule {r.name!r} needs the feedback vector b; state {sidx[i]} (point {i}) has none")
+            raise ValueError(f"sweep: rule {r.name!r} needs the feedback vector b; state {sidx[i]} (point {i}) "
+                             "has none")
         rules.append(r)
         hypers.append(hp)
+    return _Points(cols=cols, tags=tags, states=state_list, sidx=sidx, rules=rules, hypers=hypers)
 
-    from ..expectations.numerical import accuracy_target, select_at
 
-    tol, max_cost = accuracy_target(expectation_tol, "sweep")
+# ---------------------------------------------------------------------- chunks by view
+class _Group(NamedTuple):
+    """What the points of one group share: one batched right-hand side (a view, theory.ode.views) serves them."""
 
-    # ---- group points that can share one batched right-hand side
-    groups: dict[tuple, list[int]] = {}
-    for i in range(npts):
-        s, r, hp = state_list[sidx[i]], rules[i], hypers[i]
+    rule: Rule
+    activation: str
+    train_second_layer: bool
+    K: int
+    M: int
+    has_b: bool
+    closed: bool
+    breaks: tuple  # the schedules' breakpoints: the segments of the run
+    mirror: bool
+    sigma: float | None = None  # numerical views: one (sigma, sigma_F) per call
+    sigma_F: float | None = None
+
+
+def _groups(points: _Points, quadrature) -> dict[_Group, list[int]]:
+    """The points, grouped by what their batched right-hand side needs (in order of first point)."""
+    groups: dict[_Group, list[int]] = {}
+    for i in range(len(points)):
+        s, r, hp = points.state(i), points.rules[i], points.hypers[i]
         closed = closed_form_applies(r, hp.g, quadrature, s.K, s.M)
-        key = (r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed, hp.breakpoints(), hp.mirroring)
+        key = _Group(r, hp.g.name, hp.train_second_layer, s.K, s.M, s.b is not None, closed, hp.breakpoints(),
+                     hp.mirroring)
         if not closed:
-            key = key + (hp.sigma, hp.sigma_F)
+            key = key._replace(sigma=hp.sigma, sigma_F=hp.sigma_F)
         groups.setdefault(key, []).append(i)
+    return groups
 
-    if chunk_size is None:
-        workers = getattr(executor, "_max_workers", None) or (os.cpu_count() or 1) if executor is not None else 1
-        chunk_size = min(1024, max(1, math.ceil(npts / workers)))
+
+def _default_chunk_size(npts: int, executor) -> int:
+    """The points split evenly over the executor's workers (all here without one), at most 1024 per chunk."""
+    workers = getattr(executor, "_max_workers", None) or (os.cpu_count() or 1) if executor is not None else 1
+    return min(1024, max(1, math.ceil(npts / workers)))
+
+
+def _chunks(groups, points: _Points, run: _Settings, quadrature, tol, max_cost,
+            chunk_size) -> list[tuple[list[int], _Job]]:
+    """Each group cut into chunks of at most chunk_size points: (the chunk's points, its job)."""
     chunks: list[tuple[list[int], _Job]] = []
     for key, members in groups.items():
-        r, _, _, K, M, has_b, _, breaks, mirror = key[:9]
         # numerical points carry the quadrature's node block in their compiled parameter rows: fewer per chunk
-        size = chunk_size if key[6] else min(chunk_size, NUMERICAL_CHUNK)
+        size = chunk_size if key.closed else min(chunk_size, NUMERICAL_CHUNK)
         for c0 in range(0, len(members), size):
             pts = members[c0 : c0 + size]
-            ss = [state_list[sidx[i]] for i in pts]
             quad = quadrature
-            if quadrature is None and not key[6]:  # numerical: the ladder's rule at the first point's state
-                quad = select_at(r, ss[0], hypers[pts[0]], tol=tol, max_cost=max_cost)[0]
-            chunks.append((pts, _Job(chunk=_Chunk(
-                rule=r, hyper=HyperBatch.of([hypers[i].on(t[0], t[0]) for i in pts]),
-                quadrature=quad, K=K, M=M,
-                y0=np.stack([s.to_vector(mirror) for s in ss]), T=np.stack([s.T for s in ss]),
-                U=np.stack([s.U for s in ss]), P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
-                b=np.stack([s.b for s in ss]) if has_b else None, t=t, rtol=rtol, atol=atol, mirror=mirror,
-            ), hypers=tuple(hypers[i] for i in pts), breaks=breaks, max_steps=max_steps)))
+            if quadrature is None and not key.closed:  # numerical: the ladder's rule at the first point's state
+                quad = select_at(key.rule, points.state(pts[0]), points.hypers[pts[0]], tol=tol, max_cost=max_cost)[0]
+            chunks.append((pts, _job(key, pts, points, run, quad)))
+    return chunks
 
-    # ---- run
+
+def _job(key: _Group, pts, points: _Points, run: _Settings, quadrature) -> _Job:
+    """The job integrating the points pts of one group (their states stacked) with the given quadrature."""
+    ss = [points.state(i) for i in pts]
+    hypers = points.hypers
+    t = run.t
+    return _Job(chunk=_Chunk(
+        rule=key.rule, hyper=HyperBatch.of([hypers[i].on(t[0], t[0]) for i in pts]),
+        quadrature=quadrature, K=key.K, M=key.M,
+        y0=np.stack([s.to_vector(key.mirror) for s in ss]), T=np.stack([s.T for s in ss]),
+        U=np.stack([s.U for s in ss]), P=np.array([s.P for s in ss]), v_star=np.stack([s.v_star for s in ss]),
+        b=np.stack([s.b for s in ss]) if key.has_b else None, t=t, rtol=run.rtol, atol=run.atol, mirror=key.mirror,
+    ), hypers=tuple(hypers[i] for i in pts), breaks=key.breaks, max_steps=run.max_steps)
+
+
+# ---------------------------------------------------------------------- running the chunks
+def _run_here(chunks, threads, progress) -> tuple[list, bool]:
+    """Run the chunks here, one after another, each batched right-hand side shared by ``threads`` threads:
+    (the solutions, None for chunks that did not run; whether Ctrl-C stopped the sweep)."""
     sols: list[BatchSolution | None] = [None] * len(chunks)
     interrupted = False
-    if executor is None:
-        nthreads = max(1, min(os.cpu_count() or 1, 8)) if threads is None else int(threads)
-        pool = concurrent.futures.ThreadPoolExecutor(nthreads) if nthreads > 1 else None
-        try:
-            for ci, (pts, job) in enumerate(chunks):
-                desc = f"sweep {job.chunk.rule.label} ({ci + 1}/{len(chunks)}, {len(pts)} points)"
-                sols[ci] = job.run(pool=pool, progress=progress, desc=desc)
-                if np.any(sols[ci].status == 1):
-                    interrupted = True
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if pool is not None:
-                pool.shutdown()
-    else:
-        futures = {executor.submit(_run_job, job): ci for ci, (_, job) in enumerate(chunks)}
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    nthreads = max(1, min(os.cpu_count() or 1, 8)) if threads is None else int(threads)
+    pool = concurrent.futures.ThreadPoolExecutor(nthreads) if nthreads > 1 else None
+    try:
+        for ci, (pts, job) in enumerate(chunks):
+            desc = f"sweep {job.chunk.rule.label} ({ci + 1}/{len(chunks)}, {len(pts)} points)"
+            sols[ci] = job.run(pool=pool, progress=progress, desc=desc)
+            if np.any(sols[ci].status == 1):
+                interrupted = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return sols, interrupted
 
-            bar = tqdm(total=len(chunks), desc="sweep chunks", leave=False)
-        try:
-            for fut in concurrent.futures.as_completed(futures):
-                sols[futures[fut]] = fut.result()
-                if bar is not None:
-                    bar.update(1)
-        except KeyboardInterrupt:
-            interrupted = True
-            for fut in futures:
-                fut.cancel()
-        finally:
+
+def _run_on(executor, chunks, progress) -> tuple[list, bool]:
+    """Run the chunks as tasks of ``executor`` (a progress bar over chunks): as :func:`_run_here`."""
+    sols: list[BatchSolution | None] = [None] * len(chunks)
+    interrupted = False
+    futures = {executor.submit(_run_job, job): ci for ci, (_, job) in enumerate(chunks)}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chunks), desc="sweep chunks", leave=False)
+    try:
+        for fut in concurrent.futures.as_completed(futures):
+            sols[futures[fut]] = fut.result()
             if bar is not None:
-                bar.close()
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+        for fut in futures:
+            fut.cancel()
+    finally:
+        if bar is not None:
+            bar.close()
+    return sols, interrupted
 
-    return _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_target, popts, quadrature,
-                     rtol, atol, interrupted, tol)
 
-
+# ---------------------------------------------------------------------- the table
 def _estimates(chunks, Ys, hypers, npts):
     """Each point's expectation error estimate at its last recorded state (NaN for closed forms)."""
-    from ..expectations.numerical import expectation_error
-
     out = np.full(npts, np.nan)
     for pts, job in chunks:
         ch = job.chunk
@@ -584,109 +682,163 @@ def _estimates(chunks, Ys, hypers, npts):
 _FIXED_COLUMNS = ("point", "state", "K", "M", "activation", "status", "message", "t_end", "nfev", "n_steps",
                   "eg_initial", "eg_final", "eg_min", "t_target", "plateau_length", "plateau_start", "plateau_end",
                   "plateau_eg", "plateau_escaped")
+#: The HyperParams fields of the table, after activation and train_second_layer.
+_HYPER_COLUMNS = ("eta", "eta_v", "sigma", "sigma_F", "weight_decay", "batch", "eta_schedule", "eta_v_schedule",
+                  "eta_F", "eta_F_schedule", "kappa_F", "mirror_norm", "t_pre")
 
 
-def _assemble(cols, tags, sidx, state_list, rules, hypers, chunks, sols, t, eg_target, popts, quadrature, rtol, atol,
-              interrupted, tol):
-    npts = len(sidx)
-    nt = t.size
-    status = np.ones(npts, dtype=int)
-    message = ["interrupted before it ran"] * npts
-    nfev = np.zeros(npts, dtype=np.int64)
-    n_steps = np.zeros(npts, dtype=np.int64)
-    Ys: list = [None] * npts
-    eg = np.full((npts, nt), np.nan)
-    angles_t: list = [dict() for _ in range(npts)]
-    spread_end = np.full(npts, np.nan)
+@dataclasses.dataclass(eq=False)
+class _Curves:
+    """Per point: how its run ended and its recorded curves (what the table summarises)."""
+
+    status: np.ndarray
+    message: list
+    nfev: np.ndarray
+    n_steps: np.ndarray
+    Ys: list  # (n_t, n) flat order parameters, NaN after the point stopped
+    eg: np.ndarray  # (n_points, n_t)
+    angles: list  # dict name -> (n_t,) degrees
+    spread_end: np.ndarray  # the unspecialised spread at the last recorded time (theory.plateau's spec test)
+
+    @property
+    def n_recorded(self) -> np.ndarray:
+        return np.array([int(np.sum(np.isfinite(Y[:, 0]))) for Y in self.Ys])
+
+
+def _assemble(points: _Points, chunks, sols, run: _Settings, quadrature, interrupted, tol) -> SweepResult:
+    """The SweepResult of the chunks' solutions: the points' curves, the table and the per-point records."""
+    npts, t = len(points), run.t
+    curves = _curves(chunks, sols, npts, t.size)
+    if interrupted:
+        _mark_interrupted(curves)
+    table = _parameter_columns(points)
+    param_columns = tuple(c for c in table if c != "point") + tuple(points.tags)
+    for k in points.tags:
+        table[k] = np.array(points.cols[k])
+    table.update(_summary_columns(curves, run))
+    table["expectation_error"] = _estimates(chunks, curves.Ys, points.hypers, npts)
+    _warn_inaccurate(table["expectation_error"], tol)
+    prov = provenance()
+    params = _point_records(points, chunks, run, quadrature, tol, table["expectation_error"], prov)
+    frame = _frame(table)
+    frame.attrs.update(units={"t": "steps / D", "angles": "degrees", "t_*, plateau_*": "steps / D"}, provenance=prov,
+                       rtol=run.rtol, atol=run.atol, quadrature=repr(quadrature), plateau_options=dict(run.plateau),
+                       eg_target=run.eg_target)
+    return SweepResult(table=frame, t=t, eg=curves.eg, states=tuple(points.states), _Y=curves.Ys, _params=params,
+                       _angles=curves.angles, _param_columns=param_columns)
+
+
+def _curves(chunks, sols, npts, nt) -> _Curves:
+    """Each point's outcome and curves (eg, angles, spread) from its chunk's solution; a chunk that did not run
+    leaves its points at their initial states with status 1."""
+    out = _Curves(status=np.ones(npts, dtype=int), message=["interrupted before it ran"] * npts,
+                  nfev=np.zeros(npts, dtype=np.int64), n_steps=np.zeros(npts, dtype=np.int64), Ys=[None] * npts,
+                  eg=np.full((npts, nt), np.nan), angles=[dict() for _ in range(npts)],
+                  spread_end=np.full(npts, np.nan))
     for (pts, job), sol in zip(chunks, sols):
         ch = job.chunk
         pts = np.asarray(pts)
-        b = len(pts)
-        Y = np.full((b, nt, ch.y0.shape[1]), np.nan) if sol is None else sol.y
+        Y = np.full((len(pts), nt, ch.y0.shape[1]), np.nan) if sol is None else sol.y
         if sol is None:
             Y[:, 0] = ch.y0
         else:
-            status[pts], nfev[pts], n_steps[pts] = sol.status, sol.nfev, sol.n_steps
+            out.status[pts], out.nfev[pts], out.n_steps[pts] = sol.status, sol.nfev, sol.n_steps
             for j, p in enumerate(pts):
-                message[p] = sol.message[j]
-        Q, R, S, v = unpack(Y, ch.K, ch.M)
-        Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
-        mir = mirror_part(Y, ch.K, ch.M)
-        U, P = (ch.U[:, None], ch.P[:, None]) if mir is None else mir
-        ns = SimpleNamespace(Q=Q, R=R, S=S, v=v, T=ch.T[:, None], U=U, P=P,
-                             v_star=ch.v_star[:, None], b=None if ch.b is None else ch.b[:, None])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            eg[pts] = generalisation_error(ns, ch.hyper.g)
-            for sF in np.unique(ch.hyper.sigma_F):
-                sel = np.nonzero(ch.hyper.sigma_F == sF)[0]
-                sub = SimpleNamespace(**{k: (None if val is None else val[sel]) for k, val in vars(ns).items()})
-                ang = alignment_angles(sub, ch.rule, float(sF))
-                for jj, j in enumerate(sel):
-                    angles_t[pts[j]] = {k: a[jj] for k, a in ang.items()}
-            spread = unspecialised_spread(specialisation(ns)) if ch.M > 1 else np.full(Q.shape[:2], np.nan)  # (b, nt)
+                out.message[p] = sol.message[j]
+        out.eg[pts], angles, spread = _observables(ch, Y)
         for j, p in enumerate(pts):
-            Ys[p] = Y[j]
+            out.angles[p] = angles[j]
+            out.Ys[p] = Y[j]
             nrec = int(np.sum(np.isfinite(Y[j, :, 0])))
-            spread_end[p] = spread[j, nrec - 1]
-    if interrupted:
-        for i in range(npts):
-            if status[i] == 0 and not np.isfinite(eg[i, -1]):
-                status[i] = 1
+            out.spread_end[p] = spread[j, nrec - 1]
+    return out
 
-    # ---- summary columns
-    nrec = np.array([int(np.sum(np.isfinite(Ys[i][:, 0]))) for i in range(npts)])
-    last = nrec - 1
+
+def _observables(ch: _Chunk, Y):
+    """The observables of a chunk's curves Y (b, n_t, n): eg (b, n_t), per point the alignment angles
+    {name: (n_t,)}, and the unspecialised spread (b, n_t) (NaN for M = 1)."""
+    Q, R, S, v = unpack(Y, ch.K, ch.M)
+    Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+    mir = mirror_part(Y, ch.K, ch.M)
+    U, P = (ch.U[:, None], ch.P[:, None]) if mir is None else mir
+    ns = SimpleNamespace(Q=Q, R=R, S=S, v=v, T=ch.T[:, None], U=U, P=P,
+                         v_star=ch.v_star[:, None], b=None if ch.b is None else ch.b[:, None])
+    angles: list = [dict() for _ in range(len(Y))]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eg = generalisation_error(ns, ch.hyper.g)
+        for sF in np.unique(ch.hyper.sigma_F):  # the angles take one sigma_F per call
+            sel = np.nonzero(ch.hyper.sigma_F == sF)[0]
+            sub = SimpleNamespace(**{k: (None if val is None else val[sel]) for k, val in vars(ns).items()})
+            ang = alignment_angles(sub, ch.rule, float(sF))
+            for jj, j in enumerate(sel):
+                angles[j] = {k: a[jj] for k, a in ang.items()}
+        spread = unspecialised_spread(specialisation(ns)) if ch.M > 1 else np.full(Q.shape[:2], np.nan)  # (b, nt)
+    return eg, angles, spread
+
+
+def _mark_interrupted(curves: _Curves) -> None:
+    """After Ctrl-C: a point that reports success but did not reach the last time is interrupted (status 1)."""
+    for i in range(len(curves.status)):
+        if curves.status[i] == 0 and not np.isfinite(curves.eg[i, -1]):
+            curves.status[i] = 1
+
+
+def _parameter_columns(points: _Points) -> dict[str, Any]:
+    """The table's first columns: point, state, K, M, the rule and its options, the HyperParams fields."""
+    rules, hypers, sidx = points.rules, points.hypers, points.sidx
     option_names = list(dict.fromkeys(["error"] + [k for r in rules for k in r.options() if k != "presynaptic"]))
-    table: dict[str, Any] = {
-        "point": np.arange(npts), "state": sidx,
-        "K": np.array([state_list[s].K for s in sidx]), "M": np.array([state_list[s].M for s in sidx]),
+    return {
+        "point": np.arange(len(points)), "state": sidx,
+        "K": np.array([points.states[s].K for s in sidx]), "M": np.array([points.states[s].M for s in sidx]),
         "rule": np.array([r.name for r in rules]), "presynaptic": np.array([r.presynaptic for r in rules]),
         **{k: np.array([getattr(r, k, "") for r in rules]) for k in option_names},
         "activation": np.array([h.g.name for h in hypers]),
         "train_second_layer": np.array([h.train_second_layer for h in hypers]),
-        **{k: np.array([h.as_dict()[k] for h in hypers]) for k in ("eta", "eta_v", "sigma", "sigma_F", "weight_decay",
-                                                                    "batch", "eta_schedule", "eta_v_schedule",
-                                                                    "eta_F", "eta_F_schedule", "kappa_F", "mirror_norm",
-                                                                    "t_pre")},
+        **{k: np.array([h.as_dict()[k] for h in hypers]) for k in _HYPER_COLUMNS},
     }
-    param_columns = tuple(c for c in table if c != "point") + tuple(tags)
-    for k in tags:
-        table[k] = np.array(cols[k])
+
+
+def _summary_columns(curves: _Curves, run: _Settings) -> dict[str, Any]:
+    """The outcome and summaries of each curve: status .. n_steps, eg_initial/final/min, t_target (with eg_target),
+    the plateau (theory.plateau) and the alignment angles at the last recorded time."""
+    t, eg, status = run.t, curves.eg, curves.status
+    nrec = curves.n_recorded
+    last = nrec - 1
+    npts = len(status)
     with np.errstate(invalid="ignore"):
-        table.update(
-            status=status, message=np.array(message), t_end=t[last], nfev=nfev, n_steps=n_steps,
+        cols: dict[str, Any] = dict(
+            status=status, message=np.array(curves.message), t_end=t[last], nfev=curves.nfev, n_steps=curves.n_steps,
             eg_initial=eg[:, 0], eg_final=np.where(status == 0, eg[:, -1], np.nan), eg_min=np.nanmin(eg, axis=1),
         )
-    if eg_target is not None:
-        table["t_target"] = np.array([crossing_time(t[: nrec[i]], eg[i, : nrec[i]], float(eg_target)) for i in range(npts)])
-    pl = [plateau(t[: nrec[i]], eg[i, : nrec[i]], spread_end[i], **popts) for i in range(npts)]
+    if run.eg_target is not None:
+        cols["t_target"] = np.array([crossing_time(t[: nrec[i]], eg[i, : nrec[i]], float(run.eg_target))
+                                     for i in range(npts)])
+    pl = [plateau(t[: nrec[i]], eg[i, : nrec[i]], curves.spread_end[i], **run.plateau) for i in range(npts)]
     for j, name in enumerate(("plateau_length", "plateau_start", "plateau_end", "plateau_eg", "plateau_escaped")):
-        table[name] = np.array([p[j] for p in pl])
-    ang_keys = sorted({k for a in angles_t for k in a})
-    for k in ang_keys:
-        table[f"angle_{k}"] = np.array([angles_t[i][k][last[i]] if k in angles_t[i] else np.nan for i in range(npts)])
+        cols[name] = np.array([p[j] for p in pl])
+    angles = curves.angles
+    for k in sorted({k for a in angles for k in a}):
+        cols[f"angle_{k}"] = np.array([angles[i][k][last[i]] if k in angles[i] else np.nan for i in range(npts)])
+    return cols
 
-    table["expectation_error"] = _estimates(chunks, Ys, hypers, npts)
-    above = table["expectation_error"] > tol
+
+def _warn_inaccurate(errors, tol) -> None:
+    """One AccuracyWarning (at sweep's caller) when some points' expectation error estimates exceed tol."""
+    above = errors > tol
     if np.any(above):
-        from ..expectations.numerical import AccuracyWarning, accuracy_note
+        worst = int(np.nanargmax(errors))
+        warnings.warn(AccuracyWarning(f"sweep: {int(above.sum())} of {len(errors)} points, e.g. point {worst}: "
+                                      + accuracy_note(float(errors[worst]), tol)), stacklevel=4)
 
-        worst = int(np.nanargmax(table["expectation_error"]))
-        warnings.warn(AccuracyWarning(f"sweep: {int(above.sum())} of {npts} points, e.g. point {worst}: "
-                                      + accuracy_note(float(table["expectation_error"][worst]), tol)), stacklevel=3)
+
+def _point_records(points: _Points, chunks, run: _Settings, quadrature, tol, errors, prov) -> list[dict]:
+    """Per point: the Trajectory params dict (rule, HyperParams, quadrature, tolerances, units, provenance)."""
     quad_of = {p: job.chunk.quadrature for pts, job in chunks for p in pts}
-    prov = provenance()
-    params = [dict(**record(rules[i], hypers[i]), quadrature=repr(quad_of.get(i, quadrature)), method="DOP853 (batched)",
-                   rtol=rtol, atol=atol, K=state_list[sidx[i]].K, M=state_list[sidx[i]].M, tags=tuple(tags),
-                   units={"t": "steps / D", "angles": "degrees"}, provenance=prov, expectation_tol=float(tol),
-                   expectation_error=None if np.isnan(table["expectation_error"][i]) else float(table["expectation_error"][i]))
-              for i in range(npts)]
-    frame = _frame(table)
-    frame.attrs.update(units={"t": "steps / D", "angles": "degrees", "t_*, plateau_*": "steps / D"}, provenance=prov,
-                       rtol=rtol, atol=atol, quadrature=repr(quadrature), plateau_options=dict(popts),
-                       eg_target=eg_target)
-    return SweepResult(table=frame, t=t, eg=eg, states=tuple(state_list), _Y=Ys, _params=params, _angles=angles_t,
-                       _param_columns=param_columns)
+    return [dict(**record(points.rules[i], points.hypers[i]), quadrature=repr(quad_of.get(i, quadrature)),
+                 method="DOP853 (batched)", rtol=run.rtol, atol=run.atol, K=points.state(i).K, M=points.state(i).M,
+                 tags=tuple(points.tags), units={"t": "steps / D", "angles": "degrees"}, provenance=prov,
+                 expectation_tol=float(tol), expectation_error=None if np.isnan(errors[i]) else float(errors[i]))
+            for i in range(len(points))]
 
 
 def _frame(columns: dict):
