@@ -204,7 +204,6 @@ def test_mirroring_options_without_mirroring_are_refused(kw, named):
     with pytest.raises(ValueError, match=f"integrate: .*{named}.*no effect without feedback mirroring"):
         theory.integrate(st, "afa", [0.0, 1.0], eta=0.5, **kw)
     with pytest.raises(ValueError, match=named):
-        theory.HyperParams(eta=0.5).replace  # noqa: B018  (the object itself is fine; resolution checks)
         theory.sweep([st], "afa", [0.0, 1.0], eta=0.5, progress=False, **kw)
     # explicit eta_F = 0 (mirroring asked to be off) or mirroring on: accepted
     assert theory.integrate(st, "afa", [0.0, 1.0], eta=0.5, eta_F=0.0, **kw).status == 0

@@ -726,10 +726,9 @@ def _plateau_by_homotopy(dyn: Dynamics, start: OrderParams, direct: FixedPointEr
     except (FixedPointError, ValueError) as exc:
         raise FixedPointError(f"{direct}; and by continuation from sigma_F = 1: {exc}", direct.result) from None
     i = int(np.argmin(np.abs(branch.values - sigma_F)))
-    if abs(branch.values[i] - sigma_F) > 1e-9 * max(1.0, sigma_F):
-        if throw:
-            raise FixedPointError(f"{direct}; and continuation from sigma_F = 1 stopped at sigma_F = "
-                                  f"{branch.values.max():.6g} ({branch.message})", direct.result)
+    if throw and abs(branch.values[i] - sigma_F) > 1e-9 * max(1.0, sigma_F):
+        raise FixedPointError(f"{direct}; and continuation from sigma_F = 1 stopped at sigma_F = "
+                              f"{branch.values.max():.6g} ({branch.message})", direct.result)
     co = _Coordinates.of(dyn, branch.states[i])
     x, nfev, njev, msg = _solve(co, co.x_of(branch.states[i]), tol=tol, method="hybr", max_iter=100)
     info = dict(homotopy=f"continued in sigma_F from 1 ({len(branch)} points; {branch.message})",
