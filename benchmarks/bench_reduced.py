@@ -68,7 +68,8 @@ def rate_draws_only(D, replicas, steps):
     (what the kernel was given before it drew its own), in replica-steps / s."""
     import numpy as np
 
-    from simulate import _reduced_kernel, _rng
+    from simulate.engines.reduced import kernel as _reduced_kernel
+    from simulate.engines.reduced import rng as _rng
 
     r = 5
     shapes = np.array([0.5 * (D - r)])

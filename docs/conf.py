@@ -6,10 +6,12 @@ The notebooks are copied from ``notebooks/`` and executed at the small size duri
 figures recorded in ``benchmarks/results/``.
 """
 
+import logging
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -35,12 +37,16 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+# ".rst" first: autosummary writes its generated pages (reStructuredText) with the first suffix whose parser it
+# takes for reST, and it takes any suffix whose parser it cannot look up, ".md" included; the pages would then
+# be read as Markdown and show their directives as text instead of the API.
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 root_doc = "index"
 
 autosummary_generate = True
 autosummary_imported_members = True
+autosummary_ignore_module_all = False  # a module's page (simulate.plots) lists its __all__, not what it imports
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -192,3 +198,52 @@ def _write_benchmarks_page():
 
 
 _write_benchmarks_page()
+
+
+# --------------------------------------------------------------------------- docstrings written as plain text
+class _DocstringMarkup(logging.Filter):
+    """Keeps reST complaints about docstrings from failing the build (``-W``), and collects them.
+
+    The docstrings are written to be read as text (``help()``, the source): hanging indents, ``**options``,
+    ``|x|``. docutils renders them as written but warns about the markup; the pages' own warnings (the
+    Markdown pages, the notebooks) still fail the build. The complaints are listed in
+    ``<outdir>/docstring_markup.txt``, for whoever edits a docstring to clear its own."""
+
+    found: ClassVar[list[str]] = []
+
+    def filter(self, record):
+        where = str(getattr(record, "location", "") or "")
+        if getattr(record, "type", "") == "docutils" and ("docstring of " in where or "<autosummary>" in where):
+            self.found.append(f"{where}: {record.getMessage()}")
+            return False
+        return True
+
+
+def _install_docstring_filter(app):
+    for handler in logging.getLogger("sphinx").handlers:
+        if type(handler).__name__ == "WarningStreamHandler":
+            handler.filters.insert(0, _DocstringMarkup())  # ahead of the filter that counts warnings
+
+
+def _report_docstring_markup(app, exception):
+    if exception is None and _DocstringMarkup.found:
+        path = Path(app.outdir) / "docstring_markup.txt"
+        path.write_text("\n".join(sorted(set(_DocstringMarkup.found))) + "\n")
+        print(f"{len(set(_DocstringMarkup.found))} reST complaints about docstrings (rendered as written): {path}")
+
+
+def _plain_problematic(app, doctree, docname):
+    """In the API pages, markup docutils could not read (``**options``, ``|x|``, ``R_``) is shown as the text it
+    is, not as a link to an error message that the pages leave out (a broken anchor)."""
+    if not docname.startswith("api/"):
+        return
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.problematic)):
+        node.replace_self(nodes.inline(node.astext(), node.astext(), ids=node["ids"]))
+
+
+def setup(app):
+    app.connect("builder-inited", _install_docstring_filter)
+    app.connect("doctree-resolved", _plain_problematic)
+    app.connect("build-finished", _report_docstring_markup)

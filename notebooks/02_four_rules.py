@@ -42,7 +42,7 @@ print("size:", SIZE)
 
 # %%
 import simulate
-from simulate._plots import plot_angles, plot_directions, plot_eg
+from simulate import plots
 
 D = 200 if SMALL else 500
 REPLICAS = 3 if SMALL else 16
@@ -53,18 +53,31 @@ cmp = simulate.compare(init, ("bp", "fa", "afa", "pepita"), t, eta=1.0, sigma_F=
                        replicas=REPLICAS, seed=0, progress=False, n_test=2000)
 print(cmp.summary())
 
-# %%
-fig = plot_eg(cmp)
-save(fig, "02_eg.png")
+# %% [markdown]
+# `simulate.plots.fig2` draws the panels of the paper's Fig. 2 from the comparison. Colour is the
+# rule; a solid line with its band is the simulation (mean +- standard error over the replicas), a
+# dashed line the ODE, dots the test-set eps_g, a dotted line the ODE's plateau escape. Next to the
+# learning curves: how v aligns with the teacher v* and how each rule's feedback aligns with v (bp's
+# feedback is v itself: 0 degrees). Below, for K = 2, the directions in the plane of v (replicas thin,
+# ODE dashed), of the feedback, of v* and of the degenerate solutions s * v*; a direction that turns
+# past 180 degrees leaves the panel at one edge and comes back at the other.
 
 # %%
-fig = plot_angles(cmp)
-save(fig, "02_angles.png")
+fig = plots.fig2(cmp)
+save(fig, "02_fig2.png")
 
 # %% [markdown]
-# For K = 2 every vector of the second layer lives in a plane: the directions of v (replicas thin,
-# ODE dashed), of the feedback, of the teacher v* and of the degenerate solutions s * v*.
+# Each panel is a function of its own, drawing into a new figure or into axes of yours (`ax=`), and
+# taking a Comparison, a `simulate.SimulationResult` or a `theory.Trajectory`: here all four
+# alignment angles (THEORY.md section 5), and the learning curves of the ODEs alone.
 
 # %%
-fig = plot_directions(cmp)
-save(fig, "02_directions.png")
+fig = plots.angles(cmp)
+save(fig, "02_angles.png")
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
+plots.learning_curves({key: trs[0] for key, trs in cmp.trajectories.items()}, ax=ax)
+save(fig, "02_ode_eg.png")

@@ -10,9 +10,11 @@ Public API (notation of THEORY.md):
     Comparison          per-rule results, trajectories and agreement measures; .summary(), save/load.
     run_reduced         the exact order-parameter sampler (also run(..., engine="reduced")); empirical_eg.
     finite_size_study   plateau escape times and eg spread against D (reduced sampler); plateau_escape_times.
-    register_engine     plug another simulation engine into run/compare (e.g. the reduced sampler).
+    register_engine     plug another simulation engine into run/compare: fn(spec) -> Records, or an engine object.
+    RunSpec, Records    what an engine receives (the run, validated once) and what it returns.
+    plots               figures (module): learning_curves, angles, directions, fig2 (the PEPITA paper's Fig. 2).
 
-Figures live in simulate._plots; the command line ``pepita-dynamics`` in simulate._cli.
+The command line ``pepita-dynamics`` lives in simulate._cli.
 """
 
 import importlib
@@ -21,14 +23,15 @@ import importlib
 # ``ode`` do not pay for torch; the first simulation does.
 _WHERE = {
     "PEPITA_ODE_RULE": "_compare", "Agreement": "_compare", "Comparison": "_compare", "compare": "_compare",
-    "ENGINES": "_engine", "Records": "_engine", "RunSpec": "_engine", "register_engine": "_engine", "run": "_engine",
+    "ENGINES": "_run", "register_engine": "_run", "run": "_run", "run_reduced": "_run",
+    "Records": "_spec", "RunSpec": "_spec",
     "Initialisation": "_init", "Weights": "_init",
     "SimulationResult": "_result",
-    "empirical_eg": "_reduced", "run_reduced": "_reduced",  # _engine imports _reduced: it registers engine "reduced"
+    "empirical_eg": "engines.reduced.empirical",
     "finite_size_study": "_finite_size", "plateau_escape_times": "_finite_size",
 }
 
-__all__ = ["__version__", *_WHERE]
+__all__ = ["__version__", *_WHERE, "plots"]
 
 
 def __getattr__(name):
@@ -36,6 +39,8 @@ def __getattr__(name):
         from theory import __version__
 
         return __version__
+    if name == "plots":  # a submodule: imported on first use, like the names above (it imports matplotlib)
+        return importlib.import_module(f"{__name__}.plots")
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module 'simulate' has no attribute {name!r}")
@@ -45,4 +50,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | set(_WHERE) | {"plots"})

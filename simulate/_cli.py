@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--independent-init", action="store_true", help="each replica draws its own initial student")
     pc.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     pc.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default: the engine's (full float32, reduced float64)")
-    pc.add_argument("--n-test", type=int, default=COMPARE_DEFAULTS["n_test"], help="held-out inputs for the empirical test error (default 10000; 0 with --engine reduced when "
-                    "the activation's eps_g has a closed form, where it only re-estimates eg)")
+    pc.add_argument("--n-test", type=int, default=COMPARE_DEFAULTS["n_test"], help="sample of the empirical test error (default: the engine's; full 10000 held-out inputs; reduced "
+                    "0 when the activation's eps_g has a closed form, where it only re-estimates eg, else 1000)")
     pc.add_argument("--engine", default="full", help="simulation engine (full, or a registered one such as reduced)")
     po = sub.add_parser("ode", help="ODE learning curves of all rules from a default initial condition")
     _common(po, D=1000, t_max=1000.0)
@@ -183,7 +183,7 @@ def cmd_compare(a) -> int:
     from ._compare import Comparison, compare
     from ._init import Initialisation
     _headless()
-    from ._plots import plot_angles, plot_directions, plot_eg
+    from .plots import angles as plot_angles, directions as plot_directions, learning_curves as plot_eg
 
     out = _out(a)
     rules = [_variants(r, a) for r in _rules(a)]
@@ -215,7 +215,7 @@ def cmd_ode(a) -> int:
     import theory
 
     _headless()
-    from ._plots import plot_ode_curves
+    from .plots import learning_curves as plot_ode_curves
 
     out = _out(a)
     state0 = theory.random_state(a.K, a.M, D=a.D, seed=a.init_seed)
@@ -280,7 +280,7 @@ def cmd_sweep(a) -> int:
     import theory
 
     _headless()
-    from ._plots import plot_phase_diagrams
+    from .plots import phase_diagrams as plot_phase_diagrams
 
     out = _out(a)
     grid = _grid(a.grid)

@@ -28,7 +28,7 @@ import theory
 from theory import _internal
 from theory import HyperParams, Trajectory, make_rule, plateau_split
 
-from ._engine import run
+from ._run import run
 from ._init import Initialisation
 from ._result import SimulationResult
 
@@ -130,6 +130,13 @@ class Comparison:
     @property
     def agreement(self) -> dict[str, Agreement]:
         return {k: _agreement(self.results[k], self.ode_t(k), self.ode_eg(k), self.ode_angles(k)) for k in self.results}
+
+    def plot(self, **kw):
+        """The PEPITA paper's Fig. 2 for this comparison (:func:`simulate.plots.fig2`): eps_g with the
+        simulations' bands, the alignment angles and the directions; keywords as fig2. Returns the Figure."""
+        from . import plots
+
+        return plots.fig2(self, **kw)
 
     def summary(self) -> str:
         """A short text report of the agreement of every rule."""
@@ -308,12 +315,45 @@ def compare(
     the comparison so far (the command line saves it there, so that nothing is lost).
     """
     where = "compare"
+    hyper_opts, rule_opts = _internal.split_options(options, where=where, extra=_internal.checks.parameters(compare))
+    made = _rules(rules, rule_opts, where)
+    try:
+        hyper = _internal.hyper_params(params, hyper_opts)
+    except ValueError as exc:
+        raise ValueError(f"compare: {exc}") from None
+    if t is None:
+        t = np.concatenate([[0.0], np.geomspace(0.05, 100.0, 60)])
+    sim = dict(replicas=replicas, independent_init=independent_init, device=device, dtype=dtype, seed=seed,
+               n_test=n_test, engine=engine, progress=progress, throw=throw)
+    ode_opts = dict(quadrature=quadrature, rtol=rtol, atol=atol, throw=throw, progress=progress)
+    parts = _Parts()
+    for rule in made:
+        try:
+            res = run(init, rule, t, hyper, **sim)
+            ode_rule, note = ode_rule_for(rule)
+            ode, stopped = _odes(res, ode_rule, hyper, ode_opts)
+        except KeyboardInterrupt:
+            parts.status = "interrupted"
+            break
+        if res.status == 1 or stopped:
+            parts.status = "interrupted"
+        parts.add(rule_key(rule), res, ode, ode_rule.label, note)
+        if on_rule is not None:
+            on_rule(parts.comparison(t, rtol, atol))
+        if parts.status == "interrupted":
+            break  # Ctrl-C stops everything: the rules not started are left out
+    if not parts.results:
+        raise KeyboardInterrupt
+    return parts.comparison(t, rtol, atol)
+
+
+def _rules(rules, rule_opts: dict, where: str) -> list[theory.Rule]:
+    """The rules of a comparison, each rule given by name with the options it has; distinct keys."""
     if isinstance(rules, (str, theory.Rule)):
         rules = [rules]
     rules = list(rules)
     if len(rules) == 0:
-        raise ValueError("compare: rules must name at least one rule")
-    hyper_opts, rule_opts = _internal.split_options(options, where=where, extra=_internal.checks.parameters(compare))
+        raise ValueError(f"{where}: rules must name at least one rule")
     made, used = [], set()
     for r in rules:
         if isinstance(r, theory.Rule):
@@ -325,55 +365,50 @@ def compare(
         made.append(make_rule(base, **mine))
     unused = sorted(k for k in set(rule_opts) - used if rule_opts[k] is not None)
     if unused:
-        raise ValueError(f"compare: option(s) {unused} apply to none of the rules {[r.label for r in made]}")
-    try:
-        hyper = _internal.hyper_params(params, hyper_opts)
-    except ValueError as exc:
-        raise ValueError(f"compare: {exc}") from None
+        raise ValueError(f"{where}: option(s) {unused} apply to none of the rules {[r.label for r in made]}")
     keys = [rule_key(r) for r in made]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"compare: rules must be distinct, got {keys}")
-    if t is None:
-        t = np.concatenate([[0.0], np.geomspace(0.05, 100.0, 60)])
-    results, trajs, ode_rules, notes = {}, {}, {}, {}
-    status = "finished"
+        raise ValueError(f"{where}: rules must be distinct, got {keys}")
+    return made
 
-    def comparison():
-        first = next(iter(results.values())).params
-        params = {k: first[k] for k in ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas",
-                                        "independent_init", "device", "dtype", "seed", "n_test", "engine", "eta", "eta_v",
-                                        "sigma", "sigma_F", "weight_decay", "train_second_layer", "batch", "eta_schedule",
-                                        "eta_v_schedule", "eta_F", "eta_F_schedule", "kappa_F", "mirror_norm", "t_pre")
-                  if k in first}
-        params.update(g=first["activation"], rules=list(results), rtol=rtol, atol=atol, status=status,
+
+def _odes(res: SimulationResult, ode_rule, hyper, ode_opts: dict) -> tuple[list[Trajectory], bool]:
+    """The ODEs of ``ode_rule`` from a simulation's measured initial states (one per replica when they differ),
+    at its recording times; and whether Ctrl-C stopped them (an interrupted ODE returns what it computed)."""
+    starts = [res.initial_state(r) for r in range(res.replicas)] if res.independent_init else [res.initial_state(0)]
+    ode = []
+    for s0 in starts:
+        ode.append(theory.integrate(s0, ode_rule, res.t, hyper, **ode_opts))
+        if ode[-1].status == 1:
+            return ode, True
+    return ode, False
+
+
+#: the parameters of a comparison taken from its first simulation
+_SHARED_PARAMS = ("K", "M", "D", "init_seed", "w_std", "v_std", "v_star", "replicas", "independent_init", "device",
+                  "dtype", "seed", "n_test", "engine", "eta", "eta_v", "sigma", "sigma_F", "weight_decay",
+                  "train_second_layer", "batch", "eta_schedule", "eta_v_schedule", "eta_F", "eta_F_schedule", "kappa_F",
+                  "mirror_norm", "t_pre")
+
+
+@dataclasses.dataclass
+class _Parts:
+    """A comparison as it is built, rule by rule."""
+
+    results: dict = dataclasses.field(default_factory=dict)
+    trajectories: dict = dataclasses.field(default_factory=dict)
+    ode_rules: dict = dataclasses.field(default_factory=dict)
+    notes: dict = dataclasses.field(default_factory=dict)
+    status: str = "finished"
+
+    def add(self, key, res, ode, ode_rule, note):
+        self.results[key], self.trajectories[key], self.ode_rules[key], self.notes[key] = res, ode, ode_rule, note
+
+    def comparison(self, t, rtol, atol) -> Comparison:
+        first = next(iter(self.results.values())).params
+        params = {k: first[k] for k in _SHARED_PARAMS if k in first}
+        params.update(g=first["activation"], rules=list(self.results), rtol=rtol, atol=atol, status=self.status,
                       t=[float(x) for x in np.asarray(t, float).ravel()], units=first["units"],
                       provenance=first["provenance"])
-        return Comparison(results=dict(results), trajectories=dict(trajs), ode_rules=dict(ode_rules), notes=dict(notes),
-                          params=params)
-
-    for key, rule in zip(keys, made):
-        try:
-            res = run(init, rule, t, hyper, replicas=replicas, independent_init=independent_init, device=device,
-                      dtype=dtype, seed=seed, n_test=n_test, engine=engine, progress=progress, throw=throw)
-            ode_rule, note = ode_rule_for(rule)
-            starts = [res.initial_state(r) for r in range(res.replicas)] if independent_init else [res.initial_state(0)]
-            ode = []
-            for s0 in starts:  # an interrupted ODE returns what it computed (status 1)
-                ode.append(theory.integrate(s0, ode_rule, res.t, hyper, quadrature=quadrature, rtol=rtol, atol=atol,
-                                            throw=throw, progress=progress))
-                if ode[-1].status == 1:
-                    break
-        except KeyboardInterrupt:
-            status = "interrupted"
-            break
-        if res.status == 1 or any(tr.status == 1 for tr in ode) or len(ode) < len(starts):
-            status = "interrupted"
-        trajs[key] = ode
-        results[key], ode_rules[key], notes[key] = res, ode_rule.label, note
-        if on_rule is not None:
-            on_rule(comparison())
-        if status == "interrupted":
-            break  # Ctrl-C stops everything: the rules not started are left out
-    if not results:
-        raise KeyboardInterrupt
-    return comparison()
+        return Comparison(results=dict(self.results), trajectories=dict(self.trajectories),
+                          ode_rules=dict(self.ode_rules), notes=dict(self.notes), params=params)

@@ -56,7 +56,7 @@ def finite_size_study(rule: str = "bp", Ds=(10**3, 10**4, 10**5), params=None, *
     :class:`theory.HyperParams`, its fields and the rule's options as keyword arguments (eta
     defaults to 2).
     """
-    from ._engine import run
+    from ._run import run
     from ._init import Initialisation
 
     where = "finite_size_study"

@@ -95,6 +95,15 @@ class Weights:
     def M(self) -> int:
         return self.W_star.shape[0]
 
+    def to(self, device=None, dtype=None) -> "Weights":
+        """The same weights cast to ``dtype`` and moved to ``device`` (a shared student stays one view)."""
+        mv = lambda a: a.to(device=device, dtype=dtype).contiguous()  # noqa: E731
+        if self.shared:
+            W, v = mv(self.W[:1]).expand(self.W.shape), mv(self.v[:1]).expand(self.v.shape)
+        else:
+            W, v = mv(self.W), mv(self.v)
+        return Weights(W=W, W_star=mv(self.W_star), v=v, v_star=mv(self.v_star), f=mv(self.f), b=mv(self.b))
+
     def order_params(self, r: int | None = None):
         """Measured :class:`theory.OrderParams` (float64) of replica r, or a list over replicas when r is None."""
         if r is None:

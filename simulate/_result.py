@@ -19,7 +19,7 @@ import theory
 from theory import _internal
 from theory import OrderParams, alignment_angles, generalisation_error, rule_from_params
 
-__all__ = ["SimulationResult"]
+__all__ = ["SimulationResult", "run_params"]
 
 _CONSTANTS = ("T", "U", "P", "v_star", "b")
 
@@ -72,6 +72,19 @@ class SimulationResult:
         angles = alignment_angles(obs, rule_from_params(params), params.get("sigma_F", 1.0))
         return cls(t=np.asarray(t, dtype=float), Q=Q, R=R, S=S, v=v, eg=eg, eg_test=np.asarray(eg_test, dtype=float),
                    angles=angles, params=params, status=status, message=message, U_t=U, P_t=P, **constants)
+
+    @classmethod
+    def from_run(cls, spec, rec) -> "SimulationResult":
+        """The result of an engine's :class:`simulate.Records` for its :class:`simulate.RunSpec`: times
+        steps / D, the constants of the initial state (with a replica axis when the replicas started from
+        different students), and the params of :func:`run_params`."""
+        constants = {k: getattr(spec.state, k) for k in _CONSTANTS}
+        if spec.independent:
+            ndim = dict(T=2, U=1, P=0, v_star=1, b=1)
+            constants = {k: None if c is None else _per_replica(c, spec.replicas, ndim[k]) for k, c in constants.items()}
+        eg_test = rec.eg_test if rec.eg_test is not None else np.full(rec.Q.shape[:2], np.nan)
+        return cls.from_records(rec.steps / spec.D, rec.Q, rec.R, rec.S, rec.v, constants, eg_test,
+                                run_params(spec, rec), status=rec.status, message=rec.message, U=rec.U, P=rec.P)
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -247,6 +260,29 @@ class SimulationResult:
                        U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None, **consts)
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
+
+
+def run_params(spec, rec) -> dict[str, Any]:
+    """The params of a simulation's result, from its :class:`simulate.RunSpec` and the engine's Records: the
+    rule and hyper-parameters (as theory records them), K, M, D, the initialisation (when the run drew its
+    weights), replicas, device, dtype, seeds, n_test, engine, the recorded steps and samples, units,
+    provenance, and what the engine adds (``rec.info``: its backend, wall time, ...)."""
+    hyper, steps = spec.hyper, [int(s) for s in rec.steps]
+    out = dict(**_internal.run_params(spec.rule, hyper), K=spec.K, M=spec.M, D=spec.D)
+    if spec.init is not None:
+        i = spec.init
+        out.update(init_seed=i.seed, w_std=i.w_std, v_std=i.v_std, v_star=i.v_star)
+    out.update(replicas=spec.replicas, independent_init=spec.independent, device=str(spec.device),
+               dtype=str(spec.dtype).replace("torch.", ""), seed=spec.seed, n_test=spec.n_test, engine=spec.engine,
+               steps=steps, samples=[s * hyper.batch for s in steps], units={"t": "steps / D", "angles": "degrees"},
+               provenance=theory.provenance(str(spec.device)))
+    return out | dict(rec.info)
+
+
+def _per_replica(c, replicas: int, ndim: int) -> np.ndarray:
+    """A constant with a leading replica axis (broadcast when it is shared)."""
+    c = np.asarray(c, dtype=float)
+    return c if c.ndim > ndim else np.broadcast_to(c, (replicas,) + c.shape).copy()
 
 
 def _observable_view(Q, R, S, v, constants, U=None, P=None):

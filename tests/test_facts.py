@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import theory
-from simulate._engine import FullStep
+from simulate.engines.full import FullStep
 from theory.expectations.closed import closed_form_terms
 from theory._codegen.rule import compiled_rule
 from theory.rules._facts import RuleFacts, check_declaration, closed_form_applies, rule_facts

@@ -17,8 +17,8 @@ import torch
 
 import simulate
 import theory
-from simulate._engine import FullStep
-from simulate._reduced import ReducedStep
+from simulate.engines.full import FullStep
+from simulate.engines.reduced.step import ReducedStep
 from theory.expectations.mirror import expected_dg, mirror_derivatives, mirror_terms
 
 from .test_compare import _max_t, _one_thread  # noqa: F401  (its autouse fixture: one torch thread here too)

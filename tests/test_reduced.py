@@ -1,4 +1,4 @@
-"""The exact order-parameter sampler (simulate._reduced) against the D-dimensional dynamics it reduces.
+"""The exact order-parameter sampler (simulate.engines.reduced) against the D-dimensional dynamics it reduces.
 
 1. One step, deterministically: the same input x applied to explicit weights and to their Gram
    matrix gives the same new order parameters (tests the derivation of the G update, |xp|^2
@@ -7,7 +7,7 @@
    matches a full D-dimensional simulation (a small reference loop written here from the same
    Rule.local_update), by two-sample KS tests and a comparison of means in standard errors.
 3. As D grows the mean approaches the ODE and the spread shrinks like 1/sqrt(D) (slow).
-4. The compiled CPU kernel (simulate._reduced_kernel, backend "numba") against the rule definition
+4. The compiled CPU kernel (simulate.engines.reduced.kernel, backend "numba") against the rule definition
    Rule.local_update and against the torch step, one step from random states, for every rule,
    variant and activation; its results do not depend on the thread count.
 """
@@ -23,8 +23,10 @@ import torch
 
 import theory
 from theory import _internal
-from simulate import _reduced_kernel
-from simulate._reduced import ReducedStep, _psd_cholesky, empirical_eg, reduced_chain, run_reduced
+from simulate import empirical_eg, run_reduced
+from simulate.engines.reduced import kernel as _reduced_kernel
+from simulate.engines.reduced.chain import reduced_chain
+from simulate.engines.reduced.step import ReducedStep, _psd_cholesky
 
 VARIANTS = [
     dict(rule="bp"),
@@ -143,7 +145,7 @@ def _per_replica_state(K, M, D, R_, seed):
 
 def _kernel_and_torch_step(state, rule, *, D, g, R_, seed=4, **cfg):
     """One step of the numba chain and of ReducedStep with the same draws: the (Q, R, S, v) increments of each."""
-    from simulate._reduced import _NumbaChain
+    from simulate.engines.reduced.backends import _NumbaChain
 
     K, M = state.R.shape[-2:]
     r = K + M + 1

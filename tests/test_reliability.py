@@ -271,7 +271,7 @@ def test_interrupt_inside_compiled_code_is_an_interrupt(monkeypatch):
 
 
 def test_interrupted_reduced_run_keeps_the_state_where_it_stopped(monkeypatch):
-    import simulate._reduced as red
+    import simulate.engines.reduced.backends as red
 
     calls = {"n": 0}
     orig = red._NumbaChain.advance
@@ -333,7 +333,7 @@ def test_unknown_keywords_are_refused_everywhere(name, value):
         return
     with pytest.raises(TypeError, match=name):
         theory.integrate(STATE, "bp", [0, 1], eta=1.0, **{name: value})
-    from simulate._reduced import reduced_chain
+    from simulate.engines.reduced.chain import reduced_chain
 
     if name in set(_internal.checks.parameters(simulate.run_reduced)) | set(_internal.checks.parameters(reduced_chain)):
         return  # a real keyword of the sampler (D, dtype, seed, ...): the checks of its value are tested elsewhere

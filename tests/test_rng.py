@@ -1,4 +1,4 @@
-"""The counter-based random numbers of the reduced sampler's kernel (simulate._rng).
+"""The counter-based random numbers of the reduced sampler's kernel (simulate.engines.reduced.rng).
 
 1. Philox4x64-10 bit for bit against numpy's Philox (the same function, a well-kept implementation).
 2. The ziggurat's tables close, and its normals, the Gamma sampler (chi-square) and the words are
@@ -17,7 +17,8 @@ import pytest
 import scipy.stats
 
 import simulate
-from simulate import _reduced_kernel, _rng
+from simulate.engines.reduced import kernel as _reduced_kernel
+from simulate.engines.reduced import rng as _rng
 
 numba = pytest.importorskip("numba")
 

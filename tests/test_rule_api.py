@@ -27,8 +27,8 @@ import torch
 import simulate
 import theory
 from theory import _internal
-from simulate._engine import FullStep
-from simulate._reduced import ReducedStep
+from simulate.engines.full import FullStep
+from simulate.engines.reduced.step import ReducedStep
 from theory.expectations.closed import closed_form_terms
 from theory.rules._facts import rule_facts
 from theory.expectations.montecarlo import monte_carlo_terms

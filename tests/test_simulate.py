@@ -190,7 +190,7 @@ def test_divergence_is_reported():
 
 
 def test_interrupt_keeps_records(monkeypatch):
-    import simulate._engine as eng
+    import simulate.engines.full as eng
 
     calls = {"n": 0}
     real = eng._diagnose

@@ -22,8 +22,9 @@ import torch
 
 import simulate
 import theory
-from simulate._reduced import ReducedStep, _NumbaChain
-from simulate._reduced_kernel import ChunkSampler
+from simulate.engines.reduced.backends import _NumbaChain
+from simulate.engines.reduced.kernel import ChunkSampler
+from simulate.engines.reduced.step import ReducedStep
 
 from .test_compare import _deviations, _max_t
 from .test_reduced import _assert_same_law, _per_replica_state, _square_root, _weights

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import theory
-from simulate._reduced import _numba_ok
+from simulate.engines.reduced.backends import _numba_ok
 from theory._codegen.rule import HAVE_NUMBA
 from theory.rules._facts import rule_facts
 from theory.expectations.numerical import GaussHermite, KinkAware, numerical_terms

@@ -345,7 +345,7 @@ def gram_vectors(net: Net) -> np.ndarray:
 def inputs_from_draws(net: Net, A, eps, L, rng):
     """Inputs X (B, D) whose fields (nu, phi, lambda) are A eps_s and whose parts orthogonal to the r
     vectors have Gram matrix L L^T: the D-dimensional samples a reduced-engine step with draws (eps, L)
-    stands for (simulate._reduced module docstring). eps (B, r); L (B, B) lower triangular."""
+    stands for (simulate.engines.reduced.step module docstring). eps (B, r); L (B, B) lower triangular."""
     V = gram_vectors(net)
     D, r = V.shape
     E = V @ np.linalg.inv(A).T / math.sqrt(D)  # orthonormal columns with V^T E / sqrt D = A

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-import simulate._reduced_kernel
+import simulate.engines.reduced.kernel
 import theory
 import theory.activations.erf
 import theory.expectations.numerical
-from simulate._engine import FullStep
-from simulate._reduced import ReducedStep
+from simulate.engines.full import FullStep
+from simulate.engines.reduced.step import ReducedStep
 from theory.ode.derivatives import dynamics_jacobian
 
 from .helpers import (
@@ -109,14 +109,14 @@ def test_an_altered_reduced_step_term_is_caught(monkeypatch):
 def test_an_altered_kernel_term_is_caught(monkeypatch):
     rule = theory.make_rule("pepita")
     check_reduced_numba(rule, "erf", "plain", seed=3)
-    kernel = simulate._reduced_kernel.chain_block
+    kernel = simulate.engines.reduced.kernel.chain_block
 
     def altered(*args):
         args = list(args)
         args[19] = args[19] * (1 + 1e-6)  # etas: the learning rate of each step
         kernel(*args)
 
-    monkeypatch.setattr(simulate._reduced_kernel, "chain_block", altered)
+    monkeypatch.setattr(simulate.engines.reduced.kernel, "chain_block", altered)
     with pytest.raises(AssertionError, match="reduced numba"):
         check_reduced_numba(rule, "erf", "plain", seed=3)
 

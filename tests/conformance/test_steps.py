@@ -4,10 +4,10 @@ For every rule and variant (helpers.RULES), activation and option (helpers.OPTIO
 batch of 3, feedback mirroring with and without the norm kept, a power-law schedule evaluated at t = 2, a
 frozen second layer), one step of
 
-- the full D-dimensional engine (simulate._engine.FullStep, float64) on given inputs x,
-- the reduced exact sampler's torch step (simulate._reduced.ReducedStep) on given draws (eps, chi^2 or the
+- the full D-dimensional engine (simulate.engines.full.FullStep, float64) on given inputs x,
+- the reduced exact sampler's torch step (simulate.engines.reduced.step.ReducedStep) on given draws (eps, chi^2 or the
   Wishart factor, zeta), and its mirroring step,
-- the reduced sampler's numba kernel (simulate._reduced_kernel via _NumbaChain), whose draws are recomputed
+- the reduced sampler's numba kernel (simulate.engines.reduced.kernel via _NumbaChain), whose draws are recomputed
   by ChunkSampler.draw (the kernel draws inside),
 
 equals :func:`helpers.definition_step` (numpy, written from Rule.local_update only) applied to the same
@@ -25,9 +25,10 @@ import pytest
 import torch
 
 import theory
-from simulate._engine import FullStep
-from simulate._reduced import ReducedStep, _NumbaChain
-from simulate._reduced_kernel import ChunkSampler
+from simulate.engines.full import FullStep
+from simulate.engines.reduced.backends import _NumbaChain
+from simulate.engines.reduced.kernel import ChunkSampler
+from simulate.engines.reduced.step import ReducedStep
 
 from .helpers import (
     ACTIVATIONS,
@@ -151,7 +152,7 @@ def check_reduced_torch(rule, g, option, seed):
 def check_reduced_numba(rule, g, option, seed):
     hyper = hyper_for(option, g)
     if hyper.mirroring:
-        pytest.skip("the numba backend does not run feedback mirroring (simulate._reduced._resolve_backend refuses it)")
+        pytest.skip("the numba backend does not run feedback mirroring (simulate.engines.reduced.backends.resolve_backend refuses it)")
     if not compiled_ok(rule, K, M):
         assert rule.name in UNTRACEABLE, f"{rule.label}: no compiled view: {theory.compiled_rule(rule, K, M).reason}"
         pytest.skip("untraceable rule: no numba kernel (by design)")

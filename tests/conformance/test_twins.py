@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import theory
-from simulate._reduced import ReducedStep
+from simulate.engines.reduced.step import ReducedStep
 from theory.expectations.numerical import GaussHermite
 
 from .helpers import (

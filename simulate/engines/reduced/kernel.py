@@ -1,6 +1,6 @@
-"""Compiled CPU kernel (numba) of the exact order-parameter chain of :mod:`simulate._reduced`.
+"""Compiled CPU kernel (numba) of the exact order-parameter chain (engine "reduced", :mod:`.step`).
 
-The torch implementation :class:`simulate._reduced.ReducedStep` is the reference (and the CUDA
+The torch implementation :class:`simulate.engines.reduced.step.ReducedStep` is the reference (and the CUDA
 path). On the CPU its cost is torch's per-operation overhead on tensors of a few elements; this
 module runs a whole chunk of steps for a block of 32 replicas in one compiled call, in float64,
 the replicas of a block interleaved (structure of arrays) and the blocks spread over threads.
@@ -9,7 +9,7 @@ one definition, :func:`theory.compiled_rule`) as a first-class function, so it i
 for every rule. The tests hold one kernel step against ``ReducedStep`` for every registered rule,
 variant and activation.
 
-Per step and replica (fields ordered (nu, phi, lambda) as in _reduced, eps ~ N(0, I_r)):
+Per step and replica (fields ordered (nu, phi, lambda) as in :mod:`.step`, eps ~ N(0, I_r)):
 
     (nu, phi) = A11 eps_1,   L21 = [R, S] Binv,   L22 L22^T = Q - L21 L21^T (PSD Cholesky),
     lambda = L21 eps_1 + L22 eps_2,
@@ -20,7 +20,7 @@ Per step and replica (fields ordered (nu, phi, lambda) as in _reduced, eps ~ N(0
     v' = v - (eta_v/D) e_out h            (unchanged when the second layer is frozen),
 
 with c = eta kappa / D. The random numbers are drawn inside the kernel, each replica and step
-from its own counter-based stream (seed, replica, step) (:mod:`simulate._rng`: Philox4x64-10,
+from its own counter-based stream (seed, replica, step) (:mod:`simulate.engines.reduced.rng`: Philox4x64-10,
 a ziggurat for normals, Marsaglia-Tsang for the chi-square), so a run does not depend on the
 number of threads, the block size or the chunking, and no array of draws goes through memory.
 """
@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _rng
+from . import rng as _rng
 
 try:
     import numba
@@ -50,7 +50,7 @@ __all__ = ["HAVE_NUMBA", "chain_block", "ChunkSampler", "Draws", "RNG_REPLICA_BL
 #: replicas per block: one kernel work item, its replicas interleaved (the draws do not depend on it)
 RNG_REPLICA_BLOCK = 32
 
-_PIVOT_TOL = 1e-13  # as simulate._reduced._psd_cholesky
+_PIVOT_TOL = 1e-13  # as simulate.engines.reduced.step._psd_cholesky
 
 
 def _jit(*args, **kw):
@@ -63,7 +63,7 @@ def _jit(*args, **kw):
 @_jit(inline="never")
 def _draw_step(key, b0, nv, step, shapes, noisy, eps_s, gam_s, offd_s, zeta_s):
     """The draws of one step for replicas b0 .. b0 + nv - 1, replica b0 + t in column t: each from its
-    own stream (seed, replica, step) of :mod:`simulate._rng`, in this order: eps (Bs r standard
+    own stream (seed, replica, step) of :mod:`simulate.engines.reduced.rng`, in this order: eps (Bs r standard
     normals, sample s's (nu, phi, lambda) coordinates in rows s r .. s r + r - 1), gam (Bs variables
     Gamma(shapes[s])), offd (Bs (Bs - 1) / 2 standard normals: the Bartlett factor's off-diagonal),
     and zeta (Bs standard normals) when ``noisy``."""
@@ -111,7 +111,7 @@ def _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T
     for t in range(nv):
         ct = (b0 + t) * per
         for k in range(K):
-            for l in range(K):
+            for l in range(K):  # noqa: E741  (Q_kl: the notation of THEORY.md)
                 q[k, l, t] = Q[b0 + t, k, l]
             for m in range(M):
                 rr[k, m, t] = R[b0 + t, k, m]
@@ -242,7 +242,7 @@ def _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T
                 for t in range(nv):
                     xl[bs, k, t] = lam[bs, k, t] + res[bs, 0, t] * s[k, t]
         for k in range(K):
-            for l in range(k, K):
+            for l in range(k, K):  # noqa: E741  (Q_kl: the notation of THEORY.md)
                 for t in range(nv):
                     acc[t] = 0.0
                 for bs in range(Bs):
@@ -284,7 +284,7 @@ def _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T
                     vv[k, t] = vv[k, t] - acc[t]
     for t in range(nv):
         for k in range(K):
-            for l in range(K):
+            for l in range(K):  # noqa: E741  (Q_kl: the notation of THEORY.md)
                 Q[b0 + t, k, l] = q[k, l, t]
             for m in range(M):
                 R[b0 + t, k, m] = rr[k, m, t]
@@ -300,7 +300,7 @@ def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, 
 
     Q (nR, K, K), R (nR, K, M), S (nR, K), v (nR, K): the state of all replicas (float64, C-contiguous).
     The random numbers are drawn inside, from the counter-based streams (seed, replica, step) of
-    :mod:`simulate._rng` under ``key`` (:func:`simulate._rng.key_of` of the seed): per step and
+    :mod:`simulate.engines.reduced.rng` under ``key`` (:func:`simulate.engines.reduced.rng.key_of` of the seed): per step and
     replica, Bs r standard normals eps, Bs Gamma(shapes[s]) variables gam (shapes[s] = (D - r - s)/2,
     so that 2 gam ~ chi^2_{D-r-s}: the Bartlett factor of the Wishart(D - r, I_Bs) Gram matrix of
     the inputs' components orthogonal to the r vectors; Bs = 1: chi^2_{D-r}), Bs (Bs - 1)/2 normals
@@ -374,7 +374,7 @@ class ChunkSampler:
     Replicas are split into blocks of B = ``block`` (default :data:`RNG_REPLICA_BLOCK`), one kernel
     work item each (its replicas interleaved in the kernel's loops), run by ``threads`` worker threads (:meth:`map_blocks`). The random numbers are
     not drawn here: the kernel draws them inside, each replica and step from its own counter-based
-    stream (seed, replica, step) (:mod:`simulate._rng`, Philox4x64-10 under ``key``), so a run does
+    stream (seed, replica, step) (:mod:`simulate.engines.reduced.rng`, Philox4x64-10 under ``key``), so a run does
     not depend on B, the threads or the chunking. :meth:`draw` computes the same numbers for the
     tests and benchmarks, in the layout of :class:`Draws`.
     """
