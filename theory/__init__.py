@@ -28,6 +28,7 @@ ODEs
     symmetric_plateau, specialised_solution, degenerate_solution, teacher_constants   finders of fixed points.
     continuation, Branch, Bifurcation, plot_bifurcation   continuation in one hyper-parameter, bifurcations.
     DivergenceError        raised when a run diverges (carries the partial trajectory).
+    optimal_protocol, OptimalProtocol   schedules of eta, eta_v, sigma_F, eta_F minimising the error, with baselines.
 
 Numerical expectations (rules without closed forms, any activation)
     GaussHermite, SparseGrid, QMC, KinkAware   quadrature rules for integrate(..., quadrature=...).
@@ -82,6 +83,7 @@ from .results.trajectory import DivergenceError, Trajectory
 from .analysis.fixed_points import (Escape, FixedPoint, FixedPointError, degenerate_solution, fixed_point,
                                     specialised_solution, symmetric_plateau, teacher_constants)
 from .analysis.continuation import Bifurcation, Branch, continuation, plot_bifurcation
+from .control.protocol import OptimalProtocol, optimal_protocol
 from . import _internal  # noqa: F401  (simulate's plumbing, theory._internal; not public)
 
 __all__ = [
@@ -93,6 +95,7 @@ __all__ = [
     "integrate", "rhs", "jacobian", "Jacobian", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
     "fixed_point", "FixedPoint", "FixedPointError", "Escape", "symmetric_plateau", "specialised_solution",
     "degenerate_solution", "teacher_constants", "continuation", "Branch", "Bifurcation", "plot_bifurcation",
+    "optimal_protocol", "OptimalProtocol",
     "GaussHermite", "QMC", "SparseGrid", "KinkAware", "numerical_terms", "AccuracyWarning",
     "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
     "alignment_angles", "angle", "generalisation_error", "specialisation",
