@@ -22,6 +22,13 @@ from theory import OrderParams, alignment_angles, generalisation_error, rule_fro
 __all__ = ["SimulationResult", "run_params"]
 
 _CONSTANTS = ("T", "U", "P", "v_star", "b")
+#: the dataclass fields of the constants U and P (their values at t[0]; ``U``, ``P`` are the properties)
+_FIELD = {"U": "U0", "P": "P0"}
+
+
+def _as_fields(constants: dict) -> dict:
+    """Constants keyed T, U, P, v_star, b as the dataclass fields (U0, P0)."""
+    return {_FIELD.get(k, k): c for k, c in constants.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -30,16 +37,16 @@ class SimulationResult:
 
     Q (R_, n, K, K), R (R_, n, K, M), S (R_, n, K), v (R_, n, K): measured overlaps (float64),
     Q = W W^T / D, R = W W*^T / D, S = W f / D.
-    T (M, M), U (M,), P (), v_star (M,), b (K,): constants; with independent initial weights
-    they carry a leading replica axis (R_, ...).
+    T (M, M), U0 (M,), P0 (), v_star (M,), b (K,): constants (U0, P0: U and P at t[0]); with independent
+    initial weights they carry a leading replica axis (R_, ...).
     eg (R_, n): closed-form generalisation error of the measured order parameters.
     eg_test (R_, n): 1/2 mean over a fixed held-out set of n_test Gaussian inputs of
     (yhat - sum_m v*_m g(nu_m))^2 (noise-free teacher), i.e. the same quantity estimated directly.
     angles: dict name -> (R_, n) degrees, as :func:`theory.alignment_angles`.
     status: 0 finished, 1 interrupted (Ctrl-C), -1 diverged; message says when and why.
-    U_t (R_, n, M), P_t (R_, n): under feedback mirroring (f learns), U and P measured over time
-    (the constants U, P are then their initial values); None otherwise. ``mean("U")``, ``mean("P")``
-    work in both cases.
+    U_t (R_, n, M), P_t (R_, n): under feedback mirroring (f learns), U and P measured over time; None
+    otherwise. ``U`` and ``P`` mean what they mean on :class:`theory.Trajectory`: the series U_t, P_t
+    under mirroring, else the constants U0, P0. ``mean("U")``, ``mean("P")`` work in both cases.
     """
 
     t: np.ndarray
@@ -48,8 +55,8 @@ class SimulationResult:
     S: np.ndarray
     v: np.ndarray
     T: np.ndarray
-    U: np.ndarray
-    P: Any
+    U0: np.ndarray
+    P0: Any
     v_star: np.ndarray
     b: np.ndarray | None
     eg: np.ndarray
@@ -71,7 +78,7 @@ class SimulationResult:
         eg = generalisation_error(obs, params.get("activation", "erf"))
         angles = alignment_angles(obs, rule_from_params(params), params.get("sigma_F", 1.0))
         return cls(t=np.asarray(t, dtype=float), Q=Q, R=R, S=S, v=v, eg=eg, eg_test=np.asarray(eg_test, dtype=float),
-                   angles=angles, params=params, status=status, message=message, U_t=U, P_t=P, **constants)
+                   angles=angles, params=params, status=status, message=message, U_t=U, P_t=P, **_as_fields(constants))
 
     @classmethod
     def from_run(cls, spec, rec) -> "SimulationResult":
@@ -121,13 +128,26 @@ class SimulationResult:
         """Whether f learned (feedback mirroring): U_t and P_t hold U and P over time."""
         return self.U_t is not None
 
+    @property
+    def U(self) -> np.ndarray:
+        """U = W* f / D: the series U_t (R_, n, M) under feedback mirroring, else the constant U0."""
+        return self.U0 if self.U_t is None else self.U_t
+
+    @property
+    def P(self):
+        """P = |f|^2 / D: the series P_t (R_, n) under feedback mirroring, else the constant P0."""
+        return self.P0 if self.P_t is None else self.P_t
+
+    def _constant(self, k: str):
+        return getattr(self, _FIELD.get(k, k))
+
     def _get(self, name: str) -> np.ndarray:
         if name in ("t", "Q", "R", "S", "v", "eg", "eg_test"):
             return np.asarray(getattr(self, name))
         if name in ("U", "P"):
             if self.mirrored:
                 return np.asarray(getattr(self, f"{name}_t"))
-            c = np.asarray(getattr(self, name), dtype=float)
+            c = np.asarray(self._constant(name), dtype=float)
             c = c if self.independent_init else np.broadcast_to(c, (self.replicas,) + c.shape)
             return np.broadcast_to(c[:, None], (self.replicas, len(self.t)) + c.shape[1:])
         key = name[len("angle:"):] if name.startswith("angle:") else name
@@ -158,7 +178,7 @@ class SimulationResult:
         """T, U, P, v_star, b of replica r."""
         out = {}
         for k in _CONSTANTS:
-            val = getattr(self, k)
+            val = self._constant(k)
             if val is not None and self.independent_init:
                 val = np.asarray(val)[r]
             out[k] = val
@@ -193,8 +213,8 @@ class SimulationResult:
         data["eg_test"] = (("replica", "t"), self.eg_test)
         lead = ("replica",) if self.independent_init else ()
         for k, dims in (("T", ("m", "n")), ("U", ("m",)), ("P", ()), ("v_star", ("m",)), ("b", ("k",))):
-            if getattr(self, k) is not None:
-                data[k] = (lead + dims, np.asarray(getattr(self, k)))
+            if self._constant(k) is not None:
+                data[k] = (lead + dims, np.asarray(self._constant(k)))
         if self.mirrored:
             data.update(U_t=(("replica", "t", "m"), self.U_t), P_t=(("replica", "t"), self.P_t))
         coords = dict(replica=np.arange(self.replicas), t=self.t, k=np.arange(self.K), l=np.arange(self.K),
@@ -215,7 +235,7 @@ class SimulationResult:
             angles = {str(n): a("angles")[..., i] for i, n in enumerate(ds["angle"].values)} if "angles" in ds else {}
             return cls(t=a("t"), Q=a("Q"), R=a("R"), S=a("S"), v=a("v"), eg=a("eg"), eg_test=a("eg_test"), angles=angles,
                        params=meta["params"], status=int(meta["status"]), message=meta["message"],
-                       U_t=a("U_t") if "U_t" in ds else None, P_t=a("P_t") if "P_t" in ds else None, **consts)
+                       U_t=a("U_t") if "U_t" in ds else None, P_t=a("P_t") if "P_t" in ds else None, **_as_fields(consts))
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"SimulationResult.from_xarray: damaged ({type(exc).__name__}: {exc})") from None
 
@@ -231,8 +251,8 @@ class SimulationResult:
         if self.mirrored:
             arrays.update(U_t=self.U_t, P_t=self.P_t)
         for k in _CONSTANTS:
-            if getattr(self, k) is not None:
-                arrays[f"const_{k}"] = np.asarray(getattr(self, k))
+            if self._constant(k) is not None:
+                arrays[f"const_{k}"] = np.asarray(self._constant(k))
         for i, (k, val) in enumerate(self.angles.items()):
             arrays[f"angle_{i}"] = val
         return _internal.io.save_npz(path, "SimulationResult", meta, arrays)
@@ -257,7 +277,7 @@ class SimulationResult:
                 _internal.io.check_arrays(what, z, dict(U_t=(Rn, n, M), P_t=(Rn, n)), finite=("U_t", "P_t"))
             return cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], eg=z["eg"], eg_test=z["eg_test"], angles=angles,
                        params=meta["params"], status=meta["status"], message=meta["message"],
-                       U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None, **consts)
+                       U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None, **_as_fields(consts))
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
 
