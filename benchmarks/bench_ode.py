@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
+import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
 import numpy as np
 
 import theory
-
-import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
 
 
 def best_of(fn, repeats):
@@ -57,9 +56,12 @@ def paths(st, repeats):
         w_c, tr_c = best_of(lambda: theory.integrate(st, rule, t, eta=1.0), repeats)
         w_s, tr_s = best_of(lambda: theory.integrate(st, rule, t, eta=1.0, method="RK45"), 1)
         w_n, tr_n = best_of(lambda: theory.integrate(st, rule, t, eta=1.0, quadrature="gauss-hermite"), 1)
-        print(f"  {rule:14s} compiled closed form + compiled DOP853 {w_c * 1e3:8.1f} ms | compiled closed form + scipy RK45 "
-              f"{w_s * 1e3:8.1f} ms | generic numerical expectations GH(20) + scipy DOP853 {w_n:6.2f} s "
-              f"(max |eg - compiled| {np.abs(tr_n.eg - tr_c.eg).max():.1e})")
+        print(
+            f"  {rule:14s} compiled closed form + compiled DOP853 {w_c * 1e3:8.1f} ms | compiled closed form + "
+            f"scipy RK45 "
+            f"{w_s * 1e3:8.1f} ms | generic numerical expectations GH(20) + scipy DOP853 {w_n:6.2f} s "
+            f"(max |eg - compiled| {np.abs(tr_n.eg - tr_c.eg).max():.1e})"
+        )
 
 
 def main():
@@ -75,16 +77,24 @@ def main():
     ref = theory.integrate(st, "bp", t, rtol=1e-12, atol=1e-14, **kw)
     wall, tr = best_of(lambda: theory.integrate(st, "bp", t, rtol=1e-8, atol=1e-10, **kw), args.repeats)
     err = np.max(np.abs(tr.eg - ref.eg))
-    print("K = M = 2, bp, eta = %g, random initial overlaps (D = 1000), t = 0 .. 1000" % args.eta)
-    print("  eg at t = " + ", ".join(f"{tt:g}: {np.interp(tt, ref.t, ref.eg):.3g}" for tt in (0, 1, 10, 30, 100, 300, 1000)))
-    print(f"  integrate (DOP853, rtol 1e-8):           {wall * 1e3:8.1f} ms   nfev {tr.nfev:6d}   max|eg - ref| {err:.1e}")
+    print(f"K = M = 2, bp, eta = {args.eta:g}, random initial overlaps (D = 1000), t = 0 .. 1000")
+    print(
+        "  eg at t = "
+        + ", ".join(f"{tt:g}: {np.interp(tt, ref.t, ref.eg):.3g}" for tt in (0, 1, 10, 30, 100, 300, 1000))
+    )
+    print(
+        f"  integrate (DOP853, rtol 1e-8):           {wall * 1e3:8.1f} ms   nfev {tr.nfev:6d}   max|eg - ref| {err:.1e}"
+    )
 
     dyn = theory.make_dynamics(st, "bp", **kw)
     y0 = st.to_vector()
     wall_e, Ye = best_of(lambda: euler(dyn, y0, 1000.0, 0.01, t), 1)
     eg_e = theory.generalisation_error(st.from_vector(Ye[-1], validate=False))
     eg_e_all = np.array([theory.generalisation_error(st.from_vector(y, validate=False)) for y in Ye])
-    print(f"  Euler dt = 0.01, compiled RHS:           {wall_e * 1e3:8.1f} ms   nfev {100_000:6d}   max|eg - ref| {np.max(np.abs(eg_e_all - ref.eg)):.1e}")
+    print(
+        f"  Euler dt = 0.01, compiled RHS:           {wall_e * 1e3:8.1f} ms   nfev {100_000:6d}   max|eg - ref| "
+        f"{np.max(np.abs(eg_e_all - ref.eg)):.1e}"
+    )
     numpy_dyn = theory.make_dynamics(st, "bp", **kw)
     object.__setattr__(numpy_dyn, "use_jit", False)
     n_probe = 2000
@@ -96,16 +106,24 @@ def main():
     print(f"  Euler dt = 0.01, numpy RHS (extrapolated from {n_probe} steps): {per * 1e5:8.2f} s")
     print(f"  public compiled C++ Euler (issue's figure): 210 ms -> ratio {0.21 / wall:.1f}x; target < 50 ms: "
           f"{'met' if wall < 0.05 else 'NOT met'}")
-    print(f"  speed-up over Euler with the same compiled RHS: {wall_e / wall:.1f}x  (final eg: Euler {eg_e:.3g}, ref {ref.eg[-1]:.3g})")
+    print(
+        f"  speed-up over Euler with the same compiled RHS: {wall_e / wall:.1f}x  (final eg: Euler {eg_e:.3g}, ref "
+        f"{ref.eg[-1]:.3g})"
+    )
 
     paths(st, args.repeats)
 
     st10 = theory.random_state(10, 10, D=1000, seed=1)
     theory.integrate(st10, "bp", [0, 1], **kw)
-    wall10, tr10 = best_of(lambda: theory.integrate(st10, "bp", t, rtol=1e-8, atol=1e-10, **kw), max(1, args.repeats // 2))
-    print("K = M = 10, bp, eta = %g, t = 0 .. 1000" % args.eta)
-    print(f"  integrate (DOP853, rtol 1e-8):           {wall10:8.3f} s    nfev {tr10.nfev:6d}   eg(1000) {tr10.eg[-1]:.3g}; "
-          f"target < 2 s: {'met' if wall10 < 2 else 'NOT met'}")
+    wall10, tr10 = best_of(
+        lambda: theory.integrate(st10, "bp", t, rtol=1e-8, atol=1e-10, **kw), max(1, args.repeats // 2)
+    )
+    print(f"K = M = 10, bp, eta = {args.eta:g}, t = 0 .. 1000")
+    print(
+        f"  integrate (DOP853, rtol 1e-8):           {wall10:8.3f} s    nfev {tr10.nfev:6d}   eg(1000) "
+        f"{tr10.eg[-1]:.3g}; "
+        f"target < 2 s: {'met' if wall10 < 2 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

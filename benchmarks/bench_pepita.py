@@ -22,10 +22,10 @@ import time
 import numpy as np
 
 import theory
-from theory.expectations.montecarlo import monte_carlo_terms
-from theory.expectations.closed import assemble
-from theory.expectations.numerical import GaussHermite, numerical_terms
 from theory._state import pack, unpack
+from theory.expectations.closed import assemble
+from theory.expectations.montecarlo import monte_carlo_terms
+from theory.expectations.numerical import GaussHermite, numerical_terms
 
 
 def terms_error(traj, quad, ref_quad, rule="pepita", sigma_F=1.0, n_states=6):
@@ -79,7 +79,9 @@ def main(quick=False):
         rows[label] = (tr, dt)
         print(f"  target {label}: {q}  measured expectation error {err:.1e}  wall {dt:6.2f} s  nfev {tr.nfev}  "
               f"eg(300) = {tr.eg[-1]:.8f}")
-    print(f"  eg(300) difference between the two accuracies: {abs(rows['1e-5'][0].eg[-1] - rows['1e-7'][0].eg[-1]):.1e}")
+    print(
+        f"  eg(300) difference between the two accuracies: {abs(rows['1e-5'][0].eg[-1] - rows['1e-7'][0].eg[-1]):.1e}"
+    )
 
     print("== K = M = 4 (d = 8), default QMC(2^14 x 8), eta = 0.3, t = 0..50, rtol 1e-6 ==")
     st4 = theory.random_state(4, 4, D=1000, seed=0)
@@ -119,8 +121,10 @@ def main(quick=False):
         p = theory.integrate(st, "pepita", tt, quadrature=GaussHermite(16), **kw)
         a = theory.integrate(st, "afa", tt, **kw)
         cells = [f"{x.eg[i]:.5f}" if i < len(x.eg) else "diverged" for i in (1, 2) for x in (p, a)]
-        print(f"  {sF:6.1f}   {cells[0]:>14} {cells[1]:>12}   {cells[2]:>14} {cells[3]:>12}  {np.abs(p.S[-1]).max():.3f}"
-              + ("" if p.status == 0 and a.status == 0 else f"  [{p.message} | {a.message}]"))
+        print(
+            f"  {sF:6.1f}   {cells[0]:>14} {cells[1]:>12}   {cells[2]:>14} {cells[3]:>12}  {np.abs(p.S[-1]).max():.3f}"
+            + ("" if p.status == 0 and a.status == 0 else f"  [{p.message} | {a.message}]")
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Same run, same machine, K = M = 2, erf, eta = 1, bp and pepita, at D = 500 and D
 - reduced, torch backend (the reference / CUDA path): simulate.run_reduced(backend="torch"), float64.
 Prints the rates (the reduced sampler's from its own wall time, run_reduced's params["wall_s"]:
 the chain without measuring the initial weights' overlaps) and the ratios reduced / full, and the
-rate of the numba backend's in-kernel draws alone (its floor), next to numpy's SFC64 drawing the same variables. Target (issue #5): ratio >= 50 at D = 500, and the
+rate of the numba backend's in-kernel draws alone (its floor), next to numpy's SFC64 drawing the same variables.
+Target (issue #5): ratio >= 50 at D = 500, and the
 reduced rate flat in D. Each rate is the best of ``--repeats`` timed runs after a warm-up (the
 machine may be shared).
 
@@ -29,12 +30,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
 import numba
 import torch
 
 import simulate
-
-import _user_rules  # noqa: F401  (registers "sign-symmetry", a rule written as a user would)
 
 
 def rate_full(rule, D, replicas, steps, device, repeats):
@@ -101,10 +101,13 @@ def finite_size(specs, replicas):
                                             progress=False)
         rows.append(row)
         rate = replicas * round(row["t_max"] * row["D"]) / row["wall_s"]
-        print(f"{row['D']:7d} {row['t_max']:6g} {row['escaped_fraction']:8.2f} {row['escape_q0.1']:8.1f} "
-              f"{row['escape_q0.5']:8.1f} {row['escape_q0.9']:8.1f} {row['escape_mean']:8.1f} {row['escape_std']:7.1f} "
-              f"{row['ode_escape']:8.1f} {row['eg_std@10']:10.3g} {row['eg_std@50']:10.3g} {row['wall_s']:7.0f} {rate:12.3g}",
-              flush=True)
+        print(
+            f"{row['D']:7d} {row['t_max']:6g} {row['escaped_fraction']:8.2f} {row['escape_q0.1']:8.1f} "
+            f"{row['escape_q0.5']:8.1f} {row['escape_q0.9']:8.1f} {row['escape_mean']:8.1f} {row['escape_std']:7.1f} "
+            f"{row['ode_escape']:8.1f} {row['eg_std@10']:10.3g} {row['eg_std@50']:10.3g} {row['wall_s']:7.0f} "
+            f"{rate:12.3g}",
+            flush=True,
+        )
     return rows
 
 
@@ -113,7 +116,9 @@ def main(argv=None):
     p.add_argument("--replicas-full", type=int, default=256)
     p.add_argument("--replicas-reduced", type=int, default=4096)
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--steps-torch", type=int, default=200, help="steps for the (slow) torch backend of the reduced sampler")
+    p.add_argument(
+        "--steps-torch", type=int, default=200, help="steps for the (slow) torch backend of the reduced sampler"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--finite-size", nargs="+", metavar="D:T_MAX", help="run the bp finite-size study instead")
@@ -122,9 +127,12 @@ def main(argv=None):
     if a.finite_size:
         finite_size(a.finite_size, a.fs_replicas)
         return
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
-          f"({numba.config.NUMBA_NUM_THREADS} threads), device {a.device}; K = M = 2, erf, eta = 1; steps: {a.steps} "
-          f"(torch backend {a.steps_torch}); replicas: full {a.replicas_full}, reduced {a.replicas_reduced}; best of {a.repeats}")
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
+        f"({numba.config.NUMBA_NUM_THREADS} threads), device {a.device}; K = M = 2, erf, eta = 1; steps: {a.steps} "
+        f"(torch backend {a.steps_torch}); replicas: full {a.replicas_full}, reduced {a.replicas_reduced}; best of "
+        f"{a.repeats}"
+    )
     print(f"{'rule':7s} {'D':>6s} {'full':>10s} {'numba':>10s} {'torch':>10s} {'numba/full':>11s} {'torch/full':>11s} "
           f"{'numba/torch':>12s}   (replica-steps / s)")
     rates = {}
@@ -134,7 +142,10 @@ def main(argv=None):
             nb = rate_reduced(rule, D, a.replicas_reduced, a.steps, "cpu", "numba", a.repeats)
             tr = rate_reduced(rule, D, a.replicas_reduced, a.steps_torch, a.device, "torch", a.repeats)
             rates[rule, D] = nb, tr
-            print(f"{rule:7s} {D:6d} {full:10.3g} {nb:10.3g} {tr:10.3g} {nb / full:11.1f} {tr / full:11.1f} {nb / tr:12.1f}")
+            print(
+                f"{rule:7s} {D:6d} {full:10.3g} {nb:10.3g} {tr:10.3g} {nb / full:11.1f} {tr / full:11.1f} "
+                f"{nb / tr:12.1f}"
+            )
     draws, sfc = rate_draws_only(500, a.replicas_reduced, a.steps)
     print(f"draws alone (r = 5 normals + 1 gamma per replica-step), one thread: in the kernel (Philox4x64-10 streams "
           f"keyed by seed, replica, step) {draws:.3g} replica-steps / s; numpy SFC64 in bulk {sfc:.3g} "

@@ -32,8 +32,8 @@ import numpy as np
 
 import theory
 from theory.expectations.closed import closed_form_terms
-from theory.ode.dynamics import make_dynamics
 from theory.expectations.numerical import GaussHermite, KinkAware, numerical_terms
+from theory.ode.dynamics import make_dynamics
 
 
 def timed(fn):
@@ -73,12 +73,19 @@ def main(quick=False):
     tr, dt = timed(lambda: theory.integrate(st, "bp", t300, eta=0.5, g="relu"))
     dyn = dataclasses.replace(make_dynamics(st, "bp", eta=0.5, g="relu", quadrature=GaussHermite(32)), use_jit=False)
     _, t_call = timed(lambda: dyn.rhs(st.to_vector()))
-    err, rel = term_error([tr.state(i) for i in range(0, len(tr.t), 20)], "bp", GaussHermite(32),
-                          lambda s: closed_form_terms(theory.make_rule("bp"), s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star,
-                                                      s.b, g="relu"), "relu")
+    err, rel = term_error(
+        [tr.state(i) for i in range(0, len(tr.t), 20)],
+        "bp",
+        GaussHermite(32),
+        lambda s: closed_form_terms(theory.make_rule("bp"), s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b, g="relu"),
+        "relu",
+    )
     print(f"  closed forms (compiled): {dt * 1e3:.1f} ms, nfev {tr.nfev}, eg(300) = {tr.eg[-1]:.8f}")
-    print(f"  former path (numpy, GaussHermite(32), 32^4 nodes): {t_call:.2f} s per call -> ~{t_call * tr.nfev:.0f} s for "
-          f"the same nfev; ratio ~{t_call * tr.nfev / dt:.0f}x; its expectation error {err:.1e} (relative {rel:.1e})")
+    print(
+        f"  former path (numpy, GaussHermite(32), 32^4 nodes): {t_call:.2f} s per call -> ~{t_call * tr.nfev:.0f} s "
+        f"for "
+        f"the same nfev; ratio ~{t_call * tr.nfev / dt:.0f}x; its expectation error {err:.1e} (relative {rel:.1e})"
+    )
 
     print("== 2. exact pepita (erf), K = M = 2, D = 1000 init, eta = 1, t = 0..300, rtol 1e-8 ==")
     st2 = theory.random_state(2, 2, D=1000, seed=0)
@@ -94,8 +101,11 @@ def main(quick=False):
         dtn, nf, _ = numpy_rhs_time(st2, "pepita", t_np, eta=1.0, quadrature=qq)
         print(f"  numpy {qq}: {dtn:.2f} s to t = {t_np:g} (nfev {nf}); ratio {dtn * 300 / t_np / dt2:.1f}x")
 
-    print("== 3. exact pepita (erf), K = M = 4, D = 1000 init, eta = 0.3, sigma_F = 0.5, t = 0..100, default QMC(2^14 x 8), "
-          "rtol 1e-6 ==")
+    print(
+        "== 3. exact pepita (erf), K = M = 4, D = 1000 init, eta = 0.3, sigma_F = 0.5, t = 0..100, default QMC(2^14 "
+        "x 8), "
+        "rtol 1e-6 =="
+    )
     st4 = theory.random_state(4, 4, D=1000, seed=0)
     t_end4 = 10.0 if quick else 100.0
     kw4 = dict(eta=0.3, sigma_F=0.5, rtol=1e-6, atol=1e-8)

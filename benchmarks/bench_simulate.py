@@ -51,7 +51,9 @@ def ours(rule_name, D, K, M, replicas, device, min_seconds=1.0):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        simulate.run(init, rule_name, [0.0, steps / D], eta=1.0, replicas=replicas, device=device, n_test=0, progress=False)
+        simulate.run(
+            init, rule_name, [0.0, steps / D], eta=1.0, replicas=replicas, device=device, n_test=0, progress=False
+        )
         if device == "cuda":
             torch.cuda.synchronize()
         el = time.perf_counter() - start
@@ -72,16 +74,25 @@ def main():
     a = p.parse_args()
     rules = a.rules.split(",")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"D={a.D}, K={a.K}, M={a.M}; torch {torch.__version__}; CPU cores {os.cpu_count()}, torch threads {torch.get_num_threads()}")
+    print(
+        f"D={a.D}, K={a.K}, M={a.M}; torch {torch.__version__}; CPU cores {os.cpu_count()}, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     for dev in devices:
         name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
         print(f"\ndevice: {dev} ({name})")
         reps = [int(r) for r in (a.cuda_replicas if dev == "cuda" else a.replicas).split(",")]
-        print(f"{'rule':8s} {'numpy loop (steps/s)':>22s} " + " ".join(f"{'R=' + str(r):>14s}" for r in reps) + "   best ratio")
+        print(
+            f"{'rule':8s} {'numpy loop (steps/s)':>22s} "
+            + " ".join(f"{'R=' + str(r):>14s}" for r in reps)
+            + "   best ratio"
+        )
         for rule in rules:
             base = numpy_loop(rule, a.D, a.K, a.M, a.baseline_steps)
             rates = [ours(rule, a.D, a.K, a.M, r, dev) for r in reps]
-            print(f"{rule:8s} {base:22,.0f} " + " ".join(f"{x:14,.0f}" for x in rates) + f"   x{max(rates) / base:,.1f}")
+            print(
+                f"{rule:8s} {base:22,.0f} " + " ".join(f"{x:14,.0f}" for x in rates) + f"   x{max(rates) / base:,.1f}"
+            )
     print("\nunits: replica-steps per second (the numpy loop runs one replica); ratio = best of ours / numpy loop")
 
 

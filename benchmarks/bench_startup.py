@@ -23,9 +23,11 @@ PROBE = "import sys; print('torch' in sys.modules, 'sympy' in sys.modules, file=
 CASES = {
     "import numpy (baseline)": "import numpy",
     "import theory": "import theory",
-    "import theory + one bp curve": "import theory; theory.integrate(theory.random_state(2, 2, D=1000, seed=0), 'bp', eta=1.0)",
+    "import theory + one bp curve": "import theory; theory.integrate(theory.random_state(2, 2, D=1000, seed=0), "
+    "'bp', eta=1.0)",
     "import simulate": "import simulate",
-    "pepita-dynamics --help": "from simulate._cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "pepita-dynamics --help": "from simulate._cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    "
+    "pass",
 }
 
 
@@ -52,7 +54,9 @@ def main():
         dt = statistics.median(r[0] for r in runs)
         torch_, sympy_ = runs[-1][1].split()
         base = dt if base is None else base
-        print(f"  {name:32s} {dt:6.2f} s  ({dt / base:4.1f}x numpy's)  torch imported: {torch_}, sympy imported: {sympy_}")
+        print(
+            f"  {name:32s} {dt:6.2f} s  ({dt / base:4.1f}x numpy's)  torch imported: {torch_}, sympy imported: {sympy_}"
+        )
 
 
 if __name__ == "__main__":

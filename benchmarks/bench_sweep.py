@@ -64,8 +64,11 @@ def main():
         dt_numpy = time.perf_counter() - t0
     finally:
         sw._Chunk.compiled_rhs = compiled_rhs
-    print(f"  numpy-vectorised DOP853 on the same points (the previous sweep engine): {dt_numpy:.2f} s -> compiled "
-          f"stepper {dt_numpy / res[1e-8][1]:.1f}x faster; max |eg difference| {np.nanmax(np.abs(old.eg - res[1e-8][0].eg)):.2g}")
+    print(
+        f"  numpy-vectorised DOP853 on the same points (the previous sweep engine): {dt_numpy:.2f} s -> compiled "
+        f"stepper {dt_numpy / res[1e-8][1]:.1f}x faster; max |eg difference| "
+        f"{np.nanmax(np.abs(old.eg - res[1e-8][0].eg)):.2g}"
+    )
 
     # the floor: one compiled right-hand-side evaluation, times the evaluations, over the threads
     import numba
@@ -130,7 +133,9 @@ def jax_baseline(states, sw, dt_sweep):
     tab = sw.table.iloc[rows]
     pts = [states[int(i)] for i in tab["state"]]
     y0 = jnp.asarray(np.stack([s.to_vector()[: K * K + K * M + 2 * K] for s in pts]))
-    cst = jnp.asarray(np.stack([np.concatenate([np.ravel(s.T), np.ravel(s.U), [s.P], np.ravel(s.v_star)]) for s in pts]))
+    cst = jnp.asarray(
+        np.stack([np.concatenate([np.ravel(s.T), np.ravel(s.U), [s.P], np.ravel(s.v_star)]) for s in pts])
+    )
     eta = jnp.asarray(tab["eta"].to_numpy(dtype=float))
     assert np.allclose(pts[0].to_vector()[: K * K + K * M + 2 * K], np.concatenate(
         [np.ravel(pts[0].Q), np.ravel(pts[0].R), np.ravel(pts[0].S), np.ravel(pts[0].v)])), "state layout"
@@ -154,8 +159,18 @@ def jax_baseline(states, sw, dt_sweep):
         l4 = (1 + C[a, a]) * (1 + C[b, b]) - C[a, b] ** 2
         l0 = (l4 * C[c, d] - C[b, c] * C[b, d] * (1 + C[a, a]) - C[a, c] * C[a, d] * (1 + C[b, b])
               + C[a, b] * C[a, c] * C[b, d] + C[a, b] * C[a, d] * C[b, c])
-        l1 = l4 * (1 + C[c, c]) - C[b, c] ** 2 * (1 + C[a, a]) - C[a, c] ** 2 * (1 + C[b, b]) + 2 * C[a, b] * C[a, c] * C[b, c]
-        l2 = l4 * (1 + C[d, d]) - C[b, d] ** 2 * (1 + C[a, a]) - C[a, d] ** 2 * (1 + C[b, b]) + 2 * C[a, b] * C[a, d] * C[b, d]
+        l1 = (
+            l4 * (1 + C[c, c])
+            - C[b, c] ** 2 * (1 + C[a, a])
+            - C[a, c] ** 2 * (1 + C[b, b])
+            + 2 * C[a, b] * C[a, c] * C[b, c]
+        )
+        l2 = (
+            l4 * (1 + C[d, d])
+            - C[b, d] ** 2 * (1 + C[a, a])
+            - C[a, d] ** 2 * (1 + C[b, b])
+            + 2 * C[a, b] * C[a, d] * C[b, d]
+        )
         return 4 / jnp.pi**2 / jnp.sqrt(l4) * jnp.arcsin(l0 / jnp.sqrt(l1 * l2))
 
     units = list(range(K + M))  # the output's units: students (weight v_j) and teachers (weight -v*_m)
@@ -196,15 +211,23 @@ def jax_baseline(states, sw, dt_sweep):
     t0 = time.perf_counter()
     ys = np.asarray(run(y0, cst, eta).block_until_ready())
     dt_jax = time.perf_counter() - t0
-    C = np.asarray(jax.vmap(lambda yy, c: jax.vmap(lambda y: omega(y, c))(yy))(jnp.asarray(ys), cst))[..., :K + M, :K + M]
+    C = np.asarray(jax.vmap(lambda yy, c: jax.vmap(lambda y: omega(y, c))(yy))(jnp.asarray(ys), cst))[
+        ..., : K + M, : K + M
+    ]
     a = np.concatenate([ys[..., 10:12], -np.broadcast_to(np.asarray(cst)[:, None, 7:9], ys.shape[:2] + (M,))], -1)
     d = 1 + np.diagonal(C, 0, -2, -1)
-    eg = 0.5 * np.einsum("...i,...ij,...j->...", a, 2 / np.pi * np.arcsin(C / np.sqrt(d[..., :, None] * d[..., None, :])), a)
+    eg = 0.5 * np.einsum(
+        "...i,...ij,...j->...", a, 2 / np.pi * np.arcsin(C / np.sqrt(d[..., :, None] * d[..., None, :])), a
+    )
     n_all = len(sw.table)
-    print(f"  JAX {jax.__version__} + diffrax {diffrax.__version__} (Dopri8, vmapped, CPU): {dt_jax:.2f} s for {len(pts)} "
-          f"random points of the grid (compile {dt_compile:.1f} s apart) -> extrapolated {dt_jax * n_all / len(pts):.1f} s "
-          f"for {n_all}; the compiled sweep ({dt_sweep:.2f} s) is {dt_jax * n_all / len(pts) / dt_sweep:.1f}x faster; "
-          f"max |eg difference| on those points {np.nanmax(np.abs(eg - sw.eg[rows])):.2g}")
+    print(
+        f"  JAX {jax.__version__} + diffrax {diffrax.__version__} (Dopri8, vmapped, CPU): {dt_jax:.2f} s for "
+        f"{len(pts)} "
+        f"random points of the grid (compile {dt_compile:.1f} s apart) -> extrapolated "
+        f"{dt_jax * n_all / len(pts):.1f} s "
+        f"for {n_all}; the compiled sweep ({dt_sweep:.2f} s) is {dt_jax * n_all / len(pts) / dt_sweep:.1f}x faster; "
+        f"max |eg difference| on those points {np.nanmax(np.abs(eg - sw.eg[rows])):.2g}"
+    )
 
 
 if __name__ == "__main__":

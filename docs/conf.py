@@ -101,7 +101,6 @@ API_INTRO = {
 
 def _write_api_pages():
     import importlib
-
     import inspect
 
     out = DOCS / "api"
@@ -158,11 +157,16 @@ def _write_cli_page():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    parts = ["# Command line", "",
-             "`pepita-dynamics` (installed with the package) has four subcommands: `compare` (simulations",
-             "against ODEs), `ode` (learning curves), `sweep` (a grid of ODE learning curves, its table and",
-             "phase diagrams) and `fixed-points` (fixed points, their stability and escape, continuation). Exit codes: 0 done, 2 bad input, 3 a run diverged or failed (its results are",
-             "written), 130 interrupted (what was computed is written).", ""]
+    parts = [
+        "# Command line",
+        "",
+        "`pepita-dynamics` (installed with the package) has four subcommands: `compare` (simulations",
+        "against ODEs), `ode` (learning curves), `sweep` (a grid of ODE learning curves, its table and",
+        "phase diagrams) and `fixed-points` (fixed points, their stability and escape, continuation). Exit codes: 0 "
+        "done, 2 bad input, 3 a run diverged or failed (its results are",
+        "written), 130 interrupted (what was computed is written).",
+        "",
+    ]
     for name, p in [("pepita-dynamics", parser)] + [(f"pepita-dynamics {k}", v) for k, v in sub.choices.items()]:
         buf = io.StringIO()
         with redirect_stdout(buf):

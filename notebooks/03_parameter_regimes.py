@@ -83,10 +83,18 @@ def heatmap(ax, xs, ys, z, xlabel, ylabel, title, fig):
 
 tab = res.table
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-for ax, (col, title, log) in zip(axes, [("eg_final", "final eps_g", True), ("plateau_length", "plateau length (steps/D)", False),
-                                        ("t_target", "time to eps_g = 1e-3", True)]):
+for ax, (col, title, log) in zip(
+    axes,
+    [
+        ("eg_final", "final eps_g", True),
+        ("plateau_length", "plateau length (steps/D)", False),
+        ("t_target", "time to eps_g = 1e-3", True),
+    ],
+):
     xs, ys, z = grid_median(tab, col)
-    heatmap(ax, xs, ys, np.log10(z) if log else z, "eta", "initial weight std w_std", ("log10 " if log else "") + title, fig)
+    heatmap(
+        ax, xs, ys, np.log10(z) if log else z, "eta", "initial weight std w_std", ("log10 " if log else "") + title, fig
+    )
 fig.suptitle("bp, K = M = 2: phase diagrams (median over initial seeds; blank: never reached)")
 fig.tight_layout()
 save(fig, "03_phase_bp.png")
@@ -121,7 +129,9 @@ s0 = theory.random_state(2, 2, D=500, seed=0)
 afa = theory.sweep(s0, "afa", t, grid={"sigma_F": SIGMA_FS, "eta": ETAS_A}, progress=False)
 ta = afa.table
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-for ax, (col, title, f) in zip(axes, [("eg_final", "log10 final eps_g", np.log10), ("angle_feedback", "final feedback angle (deg)", None)]):
+for ax, (col, title, f) in zip(
+    axes, [("eg_final", "log10 final eps_g", np.log10), ("angle_feedback", "final feedback angle (deg)", None)]
+):
     xs, ys, z = grid_median(ta, col, x="eta", y="sigma_F")
     heatmap(ax, xs, ys, f(z) if f else z, "eta", "sigma_F", title, fig)
 fig.suptitle("afa (modulated input), K = M = 2")

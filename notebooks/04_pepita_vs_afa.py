@@ -66,7 +66,13 @@ axes[0].legend(fontsize=7)
 fin = {r: [curves[r, sF].eg[-1] if curves[r, sF].status == 0 else np.nan for sF in SIGMA_FS] for r in ("afa", "pepita")}
 axes[1].plot(SIGMA_FS, fin["pepita"], "o-", label="pepita")
 axes[1].plot(SIGMA_FS, fin["afa"], "s--", label="afa")
-axes[1].set(xscale="log", yscale="log", xlabel="sigma_F", ylabel=f"eps_g at t = {T_MAX:g}", title="where the approximation departs")
+axes[1].set(
+    xscale="log",
+    yscale="log",
+    xlabel="sigma_F",
+    ylabel=f"eps_g at t = {T_MAX:g}",
+    title="where the approximation departs",
+)
 axes[1].legend()
 fig.tight_layout()
 save(fig, "04_pepita_afa.png")
@@ -78,5 +84,8 @@ for sF in SIGMA_FS:
     if p.status or a.status:
         print(f"sigma_F = {sF:4g}: pepita: {p.message}; afa: {a.message}")
         continue
-    print(f"sigma_F = {sF:4g}: eg pepita {p.eg[-1]:.3g}, afa {a.eg[-1]:.3g}, rel. diff {abs(p.eg[-1] / a.eg[-1] - 1):.2g}; "
-          f"feedback angle pepita {p.angles['feedback'][-1]:.1f} deg, afa {a.angles['feedback'][-1]:.1f} deg")
+    print(
+        f"sigma_F = {sF:4g}: eg pepita {p.eg[-1]:.3g}, afa {a.eg[-1]:.3g}, rel. diff "
+        f"{abs(p.eg[-1] / a.eg[-1] - 1):.2g}; "
+        f"feedback angle pepita {p.angles['feedback'][-1]:.1f} deg, afa {a.angles['feedback'][-1]:.1f} deg"
+    )

@@ -108,7 +108,9 @@ for key, c in zip(cmp.rules, ("C0", "C1", "C2")):
     axes[0].fill_between(res.t[pos], (m - s)[pos], (m + s)[pos], color=c, alpha=0.3, label=f"{key} simulation")
     axes[0].plot(cmp.ode_t(key)[pos], cmp.ode_eg(key)[pos], "--", color=c, label=f"{key} ODE")
 axes[0].plot(red.t[pos], red.mean("eg")[pos], ".", color="C2", ms=4, label="sign-symmetry, reduced sampler")
-axes[0].set(xscale="log", yscale="log", xlabel="t = steps / D", ylabel="generalisation error", title=f"D = {D}, K = M = 2")
+axes[0].set(
+    xscale="log", yscale="log", xlabel="t = steps / D", ylabel="generalisation error", title=f"D = {D}, K = M = 2"
+)
 axes[0].legend(fontsize=7)
 for key, c in zip(("fa", "sign-symmetry"), ("C1", "C2")):
     res = cmp.results[key]
@@ -125,11 +127,18 @@ save(fig, "06_your_own_rule.png")
 
 # %%
 states = [theory.random_state(2, 2, D=1000, seed=s) for s in range(2 if SMALL else 10)]
-res = theory.sweep(states, grid={"rule": ["bp", "sign-symmetry"], "eta": [0.5, 1.0, 2.0]}, t=theory.default_times(300.0),
-                   eg_target=1e-3, progress=False)
+res = theory.sweep(
+    states,
+    grid={"rule": ["bp", "sign-symmetry"], "eta": [0.5, 1.0, 2.0]},
+    t=theory.default_times(300.0),
+    eg_target=1e-3,
+    progress=False,
+)
 tab = res.table
 for rule in ("bp", "sign-symmetry"):
     for eta in (0.5, 1.0, 2.0):
         sel = tab[(tab["rule"] == rule) & (tab["eta"] == eta)]
-        print(f"{rule:14s} eta={eta}: median eg(300) {np.median(sel['eg_final']):.3g}, "
-              f"plateau length {np.median(sel['plateau_length']):.1f}, t(eg = 1e-3) {np.nanmedian(sel['t_target']):.1f}")
+        print(
+            f"{rule:14s} eta={eta}: median eg(300) {np.median(sel['eg_final']):.3g}, "
+            f"plateau length {np.median(sel['plateau_length']):.1f}, t(eg = 1e-3) {np.nanmedian(sel['t_target']):.1f}"
+        )

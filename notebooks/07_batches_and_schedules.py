@@ -77,7 +77,10 @@ for rule in RULES:
         sp = np.abs(res.state(-1).R) / np.sqrt(np.outer(np.diag(res.state(-1).Q), np.diag(res.state(-1).T)))
         length = theory.plateau(res.t, res.mean("eg"), (sp.max(-1) - sp.min(-1)).max())[0]
         sims[rule, B] = (length, res.mean("eg")[-1], res.sem("eg")[-1])
-        print(f"simulation {rule:7s} B={B:3d}: plateau {length:6.1f}  eg(t_max) {sims[rule, B][1]:.3g} +- {sims[rule, B][2]:.1g}")
+        print(
+            f"simulation {rule:7s} B={B:3d}: plateau {length:6.1f}  eg(t_max) {sims[rule, B][1]:.3g} +- "
+            f"{sims[rule, B][2]:.1g}"
+        )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -105,13 +108,18 @@ save(fig, "07_batches.png")
 # %%
 T_S = 200.0 if SMALL else 1000.0
 ts = np.concatenate([[0.0], np.geomspace(0.05, T_S, 60)])
-schedules = {"constant": 1.0, "step decay": theory.Piecewise.step_decay(1.0, every=T_S / 4, factor=0.3, until=0.75 * T_S),
-             "1/t": theory.PowerLaw(1.0, t0=T_S / 5, p=1.0)}
+schedules = {
+    "constant": 1.0,
+    "step decay": theory.Piecewise.step_decay(1.0, every=T_S / 4, factor=0.3, until=0.75 * T_S),
+    "1/t": theory.PowerLaw(1.0, t0=T_S / 5, p=1.0),
+}
 fig, ax = plt.subplots(figsize=(6, 4))
 pos = ts > 0
 for (label, eta), c in zip(schedules.items(), ("C0", "C3", "C2")):
     tr = theory.integrate(state0, "bp", ts, eta=eta, sigma=SIGMA)
-    res = simulate.run(init, "bp", ts, eta=eta, sigma=SIGMA, replicas=REPLICAS, engine="reduced", n_test=0, progress=False)
+    res = simulate.run(
+        init, "bp", ts, eta=eta, sigma=SIGMA, replicas=REPLICAS, engine="reduced", n_test=0, progress=False
+    )
     ax.plot(tr.t[pos], tr.eg[pos], "--", color=c, label=f"{label}, ODE")
     ax.plot(res.t[pos], res.mean("eg")[pos], ".", color=c, ms=4, label=f"{label}, simulation")
     print(f"{label:10s} {eta!s:55s} eg(t = {T_S:g}): ODE {tr.eg[-1]:.3g}, simulation {res.mean('eg')[-1]:.3g}")

@@ -96,8 +96,18 @@ save(fig, "08_mirroring.png")
 
 # %%
 ETA_FS = [0.0, 0.2] if SMALL else [0.0, 0.02, 0.05, 0.1, 0.2, 0.5]
-sw = theory.sweep(state0, t=t, eta=ETA, sigma_F=SIGMA_F, mirror_norm=True, grid={"rule": ["afa", "pepita"], "eta_F": ETA_FS},
-                  eg_target=0.2, rtol=1e-6, atol=1e-8, progress=False)
+sw = theory.sweep(
+    state0,
+    t=t,
+    eta=ETA,
+    sigma_F=SIGMA_F,
+    mirror_norm=True,
+    grid={"rule": ["afa", "pepita"], "eta_F": ETA_FS},
+    eg_target=0.2,
+    rtol=1e-6,
+    atol=1e-8,
+    progress=False,
+)
 print(sw.table[["rule", "eta_F", "plateau_length", "plateau_eg", "t_target", "eg_final", "angle_end_to_end"]]
       .to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 
 import theory
-from theory import _internal
-from theory import HyperParams, Trajectory, make_rule, plateau_split
+from theory import HyperParams, Trajectory, _internal, make_rule, plateau_split
 
-from ._run import run
 from ._init import Initialisation
 from ._result import SimulationResult
+from ._run import run
 
 __all__ = ["compare", "Comparison", "Agreement", "plateau_split", "ode_rule_for", "PEPITA_ODE_RULE", "rule_key"]
 
@@ -84,14 +83,20 @@ def _agreement(res: SimulationResult, ode_t, ode_eg, ode_angles) -> Agreement:
     def summary(mask):
         if not mask.any():
             return dict(n_times=0)
-        out = dict(n_times=int(mask.sum()), median_abs_rel_dev=float(np.nanmedian(np.abs(rel[mask]))),
-                   max_abs_rel_dev=float(np.nanmax(np.abs(rel[mask]))), max_abs_z=float(np.nanmax(np.abs(z[mask]))) if np.isfinite(z[mask]).any() else float("nan"))
+        out = dict(
+            n_times=int(mask.sum()),
+            median_abs_rel_dev=float(np.nanmedian(np.abs(rel[mask]))),
+            max_abs_rel_dev=float(np.nanmax(np.abs(rel[mask]))),
+            max_abs_z=float(np.nanmax(np.abs(z[mask]))) if np.isfinite(z[mask]).any() else float("nan"),
+        )
         for k, d in diffs.items():
             if np.isfinite(d[mask]).any():
                 out[f"max_abs_angle_diff:{k}"] = float(np.nanmax(np.abs(d[mask])))
         return out
 
-    return Agreement(t_split=t_split, rel_dev=rel, z=z, angle_diff=diffs, before=summary(t <= t_split), after=summary(t > t_split))
+    return Agreement(
+        t_split=t_split, rel_dev=rel, z=z, angle_diff=diffs, before=summary(t <= t_split), after=summary(t > t_split)
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -147,7 +152,8 @@ class Comparison:
             f"sigma={p['sigma']}, sigma_F={p['sigma_F']}, weight_decay={p['weight_decay']}, replicas={p['replicas']}"
             f"{' (independent initial weights)' if p['independent_init'] else ''}, engine={p['engine']}, "
             f"device={p['device']}, dtype={p['dtype']}, seed={p['seed']}, init seed={p['init_seed']}",
-            "eg: replica mean (+- sem) of the closed form of the measured order parameters; ODE from the measured t=0 state.",
+            "eg: replica mean (+- sem) of the closed form of the measured order parameters; ODE from the measured "
+            "t=0 state.",
             "before/after: t <= t_split or t > t_split, t_split = escape from the ODE's plateau "
             "(flattest log-log point at t >= 1, then eg halved). Deviations after the escape are dominated by "
             "finite-D fluctuations of the escape time.",
@@ -195,13 +201,18 @@ class Comparison:
         return xr.DataTree.from_dict(nodes)
 
     @classmethod
-    def from_xarray(cls, tree) -> "Comparison":
+    def from_xarray(cls, tree) -> Comparison:
         """The comparison a DataTree of :meth:`to_xarray` holds (theory.LoadError otherwise)."""
         meta = theory.labelled.from_attrs(tree.to_dataset(), "Comparison")
         try:
             results = {k: SimulationResult.from_xarray(tree[f"{k}/simulation"].to_dataset()) for k in meta["rules"]}
-            trajs = {k: [Trajectory.from_xarray(tree[f"{k}/ode/{i}"].to_dataset()) for i in range(len(tree[f"{k}/ode"].children))]
-                     for k in meta["rules"]}
+            trajs = {
+                k: [
+                    Trajectory.from_xarray(tree[f"{k}/ode/{i}"].to_dataset())
+                    for i in range(len(tree[f"{k}/ode"].children))
+                ]
+                for k in meta["rules"]
+            }
         except KeyError as exc:
             raise theory.LoadError(f"Comparison.from_xarray: missing node {exc}") from None
         return cls(results=results, trajectories=trajs, ode_rules=meta["ode_rules"], notes=meta["notes"],
@@ -219,15 +230,22 @@ class Comparison:
             trs = self.trajectories[key]
             for i, tr in enumerate(trs):
                 tr.save(folder / (f"ode_{key}.npz" if len(trs) == 1 else f"ode_{key}_r{i}.npz"))
-        meta = dict(kind="Comparison", format=_internal.io.FORMAT, params=self.params, rules=self.rules,
-                    ode_rules=self.ode_rules, notes=self.notes,
-                    n_trajectories={k: len(v) for k, v in self.trajectories.items()},
-                    agreement={k: a.as_dict() for k, a in self.agreement.items()}, units={"t": "steps / D", "angles": "degrees"})
+        meta = dict(
+            kind="Comparison",
+            format=_internal.io.FORMAT,
+            params=self.params,
+            rules=self.rules,
+            ode_rules=self.ode_rules,
+            notes=self.notes,
+            n_trajectories={k: len(v) for k, v in self.trajectories.items()},
+            agreement={k: a.as_dict() for k, a in self.agreement.items()},
+            units={"t": "steps / D", "angles": "degrees"},
+        )
         (folder / "comparison.json").write_text(json.dumps(meta, indent=1, default=str))
         return folder
 
     @classmethod
-    def load(cls, folder) -> "Comparison":
+    def load(cls, folder) -> Comparison:
         """Read a saved comparison (a folder, or a .nc file); :class:`theory.LoadError` when it is not
         one, or is damaged."""
         folder = Path(folder)

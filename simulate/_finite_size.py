@@ -56,13 +56,15 @@ def finite_size_study(rule: str = "bp", Ds=(10**3, 10**4, 10**5), params=None, *
     :class:`theory.HyperParams`, its fields and the rule's options as keyword arguments (eta
     defaults to 2).
     """
-    from ._run import run
     from ._init import Initialisation
+    from ._run import run
 
     where = "finite_size_study"
     if params is None and "eta" not in options:
         options["eta"] = 2.0
-    rule, hyper = _internal.resolve(rule, params, options, where=where, extra=_internal.checks.parameters(finite_size_study))
+    rule, hyper = _internal.resolve(
+        rule, params, options, where=where, extra=_internal.checks.parameters(finite_size_study)
+    )
     if isinstance(Ds, (int, np.integer)):
         Ds = (Ds,)
     Ds = [_internal.checks.integer("Ds[]", D, where=where, min=K + M + 1) for D in Ds]
@@ -77,25 +79,52 @@ def finite_size_study(rule: str = "bp", Ds=(10**3, 10**4, 10**5), params=None, *
     quantiles = tuple(_internal.checks.number("quantiles[]", q, where=where) for q in np.atleast_1d(quantiles))
     if any(not 0 <= q <= 1 for q in quantiles):
         raise ValueError(f"{where}: quantiles must lie in [0, 1], got {quantiles}")
-    spread_times = tuple(_internal.checks.number("spread_times[]", s, where=where, min=0.0) for s in np.atleast_1d(spread_times))
+    spread_times = tuple(
+        _internal.checks.number("spread_times[]", s, where=where, min=0.0) for s in np.atleast_1d(spread_times)
+    )
     rows = []
     t = np.arange(0.0, t_max + dt / 2, dt)
     for D in Ds:
         D = int(D)
         init = Initialisation(K=K, M=M, D=D, seed=init_seed)
         wall = time.perf_counter()
-        res = run(init, rule, t, hyper, replicas=replicas, seed=seed, engine="reduced", independent_init=independent_init,
-                  device=device, progress=progress, n_test=0, throw=False)
+        res = run(
+            init,
+            rule,
+            t,
+            hyper,
+            replicas=replicas,
+            seed=seed,
+            engine="reduced",
+            independent_init=independent_init,
+            device=device,
+            progress=progress,
+            n_test=0,
+            throw=False,
+        )
         wall = time.perf_counter() - wall
         esc = plateau_escape_times(res, threshold=threshold)
         ode = theory.integrate(init.order_params(1), rule, res.t, hyper, throw=False)
         ode_esc = plateau_escape_times(t=ode.t, eg=ode.eg[None], threshold=threshold)[0]
-        row = dict(rule=rule.label, D=D, K=K, M=M, **hyper.as_dict(), replicas=replicas, threshold=threshold, t_max=float(res.t[-1]),
-                   init_seed=init_seed, seed=seed, status=res.status, message=res.message,
-                   escaped_fraction=float(np.mean(np.isfinite(esc))),
-                   escape_mean=float(np.nanmean(esc)) if np.isfinite(esc).any() else np.nan,
-                   escape_std=float(np.nanstd(esc, ddof=1)) if np.isfinite(esc).sum() > 1 else np.nan,
-                   ode_escape=float(ode_esc), wall_s=wall)
+        row = dict(
+            rule=rule.label,
+            D=D,
+            K=K,
+            M=M,
+            **hyper.as_dict(),
+            replicas=replicas,
+            threshold=threshold,
+            t_max=float(res.t[-1]),
+            init_seed=init_seed,
+            seed=seed,
+            status=res.status,
+            message=res.message,
+            escaped_fraction=float(np.mean(np.isfinite(esc))),
+            escape_mean=float(np.nanmean(esc)) if np.isfinite(esc).any() else np.nan,
+            escape_std=float(np.nanstd(esc, ddof=1)) if np.isfinite(esc).sum() > 1 else np.nan,
+            ode_escape=float(ode_esc),
+            wall_s=wall,
+        )
         filled = np.where(np.isfinite(esc), esc, np.inf)
         for q in quantiles:
             row[f"escape_q{q:g}"] = float(np.quantile(filled, q, method="inverted_cdf"))

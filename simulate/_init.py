@@ -40,7 +40,12 @@ def resolve_device(device=None) -> torch.device:
 
 def _check_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "float64": torch.float64, "float": torch.float32, "double": torch.float64}.get(dtype, dtype)
+        dtype = {
+            "float32": torch.float32,
+            "float64": torch.float64,
+            "float": torch.float32,
+            "double": torch.float64,
+        }.get(dtype, dtype)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: must be torch.float32 or torch.float64, got {dtype!r}")
     return dtype
@@ -95,7 +100,7 @@ class Weights:
     def M(self) -> int:
         return self.W_star.shape[0]
 
-    def to(self, device=None, dtype=None) -> "Weights":
+    def to(self, device=None, dtype=None) -> Weights:
         """The same weights cast to ``dtype`` and moved to ``device`` (a shared student stays one view)."""
         mv = lambda a: a.to(device=device, dtype=dtype).contiguous()  # noqa: E731
         if self.shared:
@@ -139,7 +144,9 @@ class Initialisation:
             object.__setattr__(self, name, checks.number(name, getattr(self, name), where=where, min=0.0))
         vs = np.asarray(self.v_star, dtype=float)
         if vs.ndim > 1 or (vs.ndim == 1 and vs.shape != (self.M,)) or not np.all(np.isfinite(vs)):
-            raise ValueError(f"Initialisation: v_star must be a finite scalar or a vector of length M={self.M}, got {self.v_star!r}")
+            raise ValueError(
+                f"Initialisation: v_star must be a finite scalar or a vector of length M={self.M}, got {self.v_star!r}"
+            )
         if vs.ndim == 1:
             object.__setattr__(self, "v_star", tuple(float(x) for x in vs))
         else:

@@ -8,16 +8,15 @@ v (R_, n, K), eg and eg_test (R_, n), angles[name] (R_, n). Time is steps / D.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import theory
-from theory import _internal
-from theory import OrderParams, alignment_angles, generalisation_error, rule_from_params
+from theory import OrderParams, _internal, alignment_angles, generalisation_error, rule_from_params
 
 __all__ = ["SimulationResult", "run_params"]
 
@@ -71,7 +70,7 @@ class SimulationResult:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_records(cls, t, Q, R, S, v, constants: dict, eg_test, params, status=0, message="finished", U=None,
-                     P=None) -> "SimulationResult":
+                     P=None) -> SimulationResult:
         """Build a result, computing eg and the angles from the order parameters (U (R_, n, M) and
         P (R_, n) over time under mirroring)."""
         obs = _observable_view(Q, R, S, v, constants, U, P)
@@ -81,14 +80,16 @@ class SimulationResult:
                    angles=angles, params=params, status=status, message=message, U_t=U, P_t=P, **_as_fields(constants))
 
     @classmethod
-    def from_run(cls, spec, rec) -> "SimulationResult":
+    def from_run(cls, spec, rec) -> SimulationResult:
         """The result of an engine's :class:`simulate.Records` for its :class:`simulate.RunSpec`: times
         steps / D, the constants of the initial state (with a replica axis when the replicas started from
         different students), and the params of :func:`run_params`."""
         constants = {k: getattr(spec.state, k) for k in _CONSTANTS}
         if spec.independent:
             ndim = dict(T=2, U=1, P=0, v_star=1, b=1)
-            constants = {k: None if c is None else _per_replica(c, spec.replicas, ndim[k]) for k, c in constants.items()}
+            constants = {
+                k: None if c is None else _per_replica(c, spec.replicas, ndim[k]) for k, c in constants.items()
+            }
         eg_test = rec.eg_test if rec.eg_test is not None else np.full(rec.Q.shape[:2], np.nan)
         return cls.from_records(rec.steps / spec.D, rec.Q, rec.R, rec.S, rec.v, constants, eg_test,
                                 run_params(spec, rec), status=rec.status, message=rec.message, U=rec.U, P=rec.P)
@@ -153,8 +154,10 @@ class SimulationResult:
         key = name[len("angle:"):] if name.startswith("angle:") else name
         if key in self.angles:
             return self.angles[key]
-        raise ValueError(f"SimulationResult: unknown quantity {name!r}; expected Q, R, S, v, U, P, eg, eg_test or an angle "
-                         f"{sorted(self.angles)}")
+        raise ValueError(
+            f"SimulationResult: unknown quantity {name!r}; expected Q, R, S, v, U, P, eg, eg_test or an angle "
+            f"{sorted(self.angles)}"
+        )
 
     def mean(self, name: str) -> np.ndarray:
         """Mean over replicas of a per-replica quantity ("eg", "Q", ... or an angle name)."""
@@ -197,9 +200,12 @@ class SimulationResult:
         return self.state(0, r)
 
     def __repr__(self) -> str:
-        return (f"SimulationResult(rule={self.params.get('rule_label', self.params.get('rule'))}, K={self.K}, M={self.M}, "
-                f"D={self.params.get('D')}, replicas={self.replicas}, t=[{self.t[0]:g}..{self.t[-1]:g}] ({len(self.t)} points), "
-                f"mean eg[-1]={self.mean('eg')[-1]:.4g}, status={self.status} ({self.message!r}))")
+        return (
+            f"SimulationResult(rule={self.params.get('rule_label', self.params.get('rule'))}, K={self.K}, M={self.M}, "
+            f"D={self.params.get('D')}, replicas={self.replicas}, t=[{self.t[0]:g}..{self.t[-1]:g}] ({len(self.t)} "
+            f"points), "
+            f"mean eg[-1]={self.mean('eg')[-1]:.4g}, status={self.status} ({self.message!r}))"
+        )
 
     # ------------------------------------------------------------------ persistence
     def to_xarray(self):
@@ -225,7 +231,7 @@ class SimulationResult:
                                                                   status=self.status, message=self.message))
 
     @classmethod
-    def from_xarray(cls, ds) -> "SimulationResult":
+    def from_xarray(cls, ds) -> SimulationResult:
         """The result a Dataset of :meth:`to_xarray` holds (theory.LoadError when it holds something else)."""
         meta = theory.labelled.from_attrs(ds, "SimulationResult")
         a = lambda name: np.asarray(ds[name].values)  # noqa: E731
@@ -233,9 +239,22 @@ class SimulationResult:
             consts = {k: (a(k) if k in ds else None) for k in _CONSTANTS}
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
             angles = {str(n): a("angles")[..., i] for i, n in enumerate(ds["angle"].values)} if "angles" in ds else {}
-            return cls(t=a("t"), Q=a("Q"), R=a("R"), S=a("S"), v=a("v"), eg=a("eg"), eg_test=a("eg_test"), angles=angles,
-                       params=meta["params"], status=int(meta["status"]), message=meta["message"],
-                       U_t=a("U_t") if "U_t" in ds else None, P_t=a("P_t") if "P_t" in ds else None, **_as_fields(consts))
+            return cls(
+                t=a("t"),
+                Q=a("Q"),
+                R=a("R"),
+                S=a("S"),
+                v=a("v"),
+                eg=a("eg"),
+                eg_test=a("eg_test"),
+                angles=angles,
+                params=meta["params"],
+                status=int(meta["status"]),
+                message=meta["message"],
+                U_t=a("U_t") if "U_t" in ds else None,
+                P_t=a("P_t") if "P_t" in ds else None,
+                **_as_fields(consts),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"SimulationResult.from_xarray: damaged ({type(exc).__name__}: {exc})") from None
 
@@ -258,7 +277,7 @@ class SimulationResult:
         return _internal.io.save_npz(path, "SimulationResult", meta, arrays)
 
     @classmethod
-    def load(cls, path) -> "SimulationResult":
+    def load(cls, path) -> SimulationResult:
         """Read a saved result (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is not
         one, or is damaged."""
         if _internal.io.file_path(path, "SimulationResult.load").suffix == ".nc":
@@ -275,9 +294,22 @@ class SimulationResult:
             angles = {name: z[f"angle_{i}"] for i, name in enumerate(meta["angle_names"])}
             if "U_t" in z:
                 _internal.io.check_arrays(what, z, dict(U_t=(Rn, n, M), P_t=(Rn, n)), finite=("U_t", "P_t"))
-            return cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], eg=z["eg"], eg_test=z["eg_test"], angles=angles,
-                       params=meta["params"], status=meta["status"], message=meta["message"],
-                       U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None, **_as_fields(consts))
+            return cls(
+                t=z["t"],
+                Q=z["Q"],
+                R=z["R"],
+                S=z["S"],
+                v=z["v"],
+                eg=z["eg"],
+                eg_test=z["eg_test"],
+                angles=angles,
+                params=meta["params"],
+                status=meta["status"],
+                message=meta["message"],
+                U_t=z["U_t"] if "U_t" in z else None,
+                P_t=z["P_t"] if "P_t" in z else None,
+                **_as_fields(consts),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
 

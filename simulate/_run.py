@@ -9,10 +9,9 @@ to an engine of :data:`ENGINES` (or an engine object), and turns the engine's
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from theory import _internal
-from theory import DivergenceError, HyperParams, Rule
+from theory import DivergenceError, HyperParams, Rule, _internal
 
 from ._result import SimulationResult
 from ._spec import Records, RunSpec, specify

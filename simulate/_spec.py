@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from theory import HyperParams, OrderParams, Rule
-from theory import _internal
+from theory import HyperParams, OrderParams, Rule, _internal
 
 from ._init import Initialisation, Weights, _check_dtype, resolve_device
 
@@ -73,7 +72,7 @@ class ReplicaStates:
                                  f"got {np.shape(getattr(self, name))}")
 
     @classmethod
-    def stack(cls, states: list[OrderParams]) -> "ReplicaStates":
+    def stack(cls, states: list[OrderParams]) -> ReplicaStates:
         """The replicas' states of a list of OrderParams (constants taken from the first: they are shared)."""
         s0 = states[0]
         per = {k: np.stack([np.asarray(getattr(s, k), dtype=np.float64) for s in states]) for k in ("Q", "R", "S", "v")}
@@ -134,7 +133,13 @@ class RunSpec:
 
     def __post_init__(self):
         steps = np.asarray(self.steps)
-        if steps.ndim != 1 or steps.size < 1 or steps.dtype.kind not in "iu" or steps[0] < 0 or np.any(np.diff(steps) <= 0):
+        if (
+            steps.ndim != 1
+            or steps.size < 1
+            or steps.dtype.kind not in "iu"
+            or steps[0] < 0
+            or np.any(np.diff(steps) <= 0)
+        ):
             raise ValueError(f"RunSpec: steps must be a non-empty strictly increasing array of integers >= 0, "
                              f"got {self.steps!r}")
         if self.D < 1 or self.replicas < 1 or self.n_test < 0:

@@ -480,11 +480,20 @@ def phase_diagrams(table, over: Sequence[str], values: Sequence[str] = ("eg_fina
             if len(over) == 2:
                 x, y = over
                 piv = sub.assign(z=z).groupby([y, x])["z"].median().unstack(x)
-                mesh = ax.pcolormesh(np.arange(piv.shape[1] + 1), np.arange(piv.shape[0] + 1), piv.to_numpy(), shading="flat")
-                ax.set_xticks(np.arange(piv.shape[1]) + 0.5, [f"{v:.3g}" if isinstance(v, float) else str(v) for v in piv.columns],
-                              rotation=45, fontsize=7)
-                ax.set_yticks(np.arange(piv.shape[0]) + 0.5, [f"{v:.3g}" if isinstance(v, float) else str(v) for v in piv.index],
-                              fontsize=7)
+                mesh = ax.pcolormesh(
+                    np.arange(piv.shape[1] + 1), np.arange(piv.shape[0] + 1), piv.to_numpy(), shading="flat"
+                )
+                ax.set_xticks(
+                    np.arange(piv.shape[1]) + 0.5,
+                    [f"{v:.3g}" if isinstance(v, float) else str(v) for v in piv.columns],
+                    rotation=45,
+                    fontsize=7,
+                )
+                ax.set_yticks(
+                    np.arange(piv.shape[0]) + 0.5,
+                    [f"{v:.3g}" if isinstance(v, float) else str(v) for v in piv.index],
+                    fontsize=7,
+                )
                 ax.set(xlabel=x, ylabel=y)
                 fig.colorbar(mesh, ax=ax, label=label)
             else:

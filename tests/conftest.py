@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-import theory
-
 # Property tests draw their examples from a fixed seed by default, so that a CI run is reproducible; set
 # HYPOTHESIS_PROFILE=explore to search with fresh random examples (and fix what it finds).
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -13,20 +11,34 @@ settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def random_covariance(rng, n, extra=3):
-    A = rng.standard_normal((n, n + extra))
-    return A @ A.T / (n + extra)
 
 
-def random_state(rng, K=2, M=2, *, b=True, scale=1.0):
-    """A random valid state: Omega is a random (K+M+1) covariance."""
-    om = scale * random_covariance(rng, K + M + 1)
-    return theory.OrderParams(
-        Q=om[:K, :K], R=om[:K, K:K + M], T=om[K:K + M, K:K + M], S=om[:K, -1], U=om[K:K + M, -1], P=om[-1, -1],
-        v=rng.standard_normal(K), v_star=rng.standard_normal(M), b=rng.standard_normal(K) if b else None,
-    )
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261123)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's simulations (its statistical tests time-share the cores with xdist)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+#: the modules whose tests build numba kernels (the first run in a fresh cache compiles: tens of seconds each)
+COMPILED = ("tests/theory/codegen/", "tests/simulate/engines/reduced/", "tests/conformance/test_steps.py",
+            "tests/theory/expectations/test_accuracy.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the compile-heavy tests ``compiled`` (``-m 'not compiled'``: a quick loop without kernel builds)."""
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/{c}" in path or path.endswith(c) for c in COMPILED):
+            item.add_marker(pytest.mark.compiled)

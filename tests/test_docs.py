@@ -70,7 +70,9 @@ def site(tmp_path_factory):
     env = dict(os.environ, PEPITA_NB_SIZE="small", MPLBACKEND="Agg", PYTHONWARNINGS="ignore::DeprecationWarning")
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, f"docs build failed (warnings are errors):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"docs build failed (warnings are errors):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return out
 
 

@@ -13,12 +13,12 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 
 import simulate
 import theory
@@ -196,8 +196,30 @@ def test_netcdf_of_another_kind_is_a_load_error(tmp_path):
 # ----------------------------------------------------------------------------- the command line
 def test_cli_sweep_end_to_end(tmp_path, capsys):
     out = tmp_path / "sw"
-    rc = main(["sweep", "--rules", "bp,fa", "--grid", "eta=0.5,1.0", "--grid", "sigma=0:0.2:2", "--states", "2",
-               "--t-max", "3", "--n-times", "5", "--D", "200", "--eg-target", "0.1", "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "sweep",
+            "--rules",
+            "bp,fa",
+            "--grid",
+            "eta=0.5,1.0",
+            "--grid",
+            "sigma=0:0.2:2",
+            "--states",
+            "2",
+            "--t-max",
+            "3",
+            "--n-times",
+            "5",
+            "--D",
+            "200",
+            "--eg-target",
+            "0.1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     tab = theory.SweepResult.read_table(out / "sweep.csv")
     assert len(tab) == 2 * 2 * 2 * 2 and set(tab["rule"]) == {"bp", "fa"} and set(tab["sigma"]) == {0.0, 0.2}

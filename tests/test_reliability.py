@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import simulate
 import theory
-from theory import _internal
 from simulate._cli import main
+from theory import _internal
 
 STATE = theory.random_state(2, 2, D=1000, seed=0)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,7 +41,9 @@ def test_stiff_run_stops_in_seconds(method):
 def test_step_budget_stops_a_crawling_run():
     tr = theory.integrate(STATE, "bp", theory.default_times(1000.0, 20), eta=1.0, max_steps=30, throw=False)
     assert tr.status == -2 and "too many steps (30" in tr.message and tr.t[-1] < 1000
-    tr = theory.integrate(STATE, "bp", theory.default_times(1000.0, 20), eta=1.0, max_steps=30, method="RK45", throw=False)
+    tr = theory.integrate(
+        STATE, "bp", theory.default_times(1000.0, 20), eta=1.0, max_steps=30, method="RK45", throw=False
+    )
     assert tr.status == -2 and "too many steps" in tr.message
 
 
@@ -72,43 +74,81 @@ def test_requests_too_large_for_memory_are_refused_up_front():
 
 
 # ----------------------------------------------------------------------------- bad input: the cases
-@pytest.mark.parametrize("call, err, match", [
-    (lambda: theory.integrate(STATE, "bp", 100.0, eta=1.0), ValueError, "scalar"),
-    (lambda: theory.default_times(-5.0), ValueError, "t_min < t_max"),
-    (lambda: theory.default_times(10.0, 0), ValueError, "n must be"),
-    (lambda: theory.I2(1.0, 3.0, 1.0), ValueError, "not a covariance"),
-    (lambda: theory.J2(-1.0, 0.0, 1.0), ValueError, "variance C11"),
-    (lambda: theory.I4(1, 0, 0, 0, 1, 0, 0, 1, 0, float("nan")), ValueError, "finite"),
-    (lambda: theory.OrderParams(Q=[[1j]], R=[[0.0]], T=[[1.0]], v=[1.0], v_star=[1.0]), ValueError, "Q must be real"),
-    (lambda: theory.OrderParams(Q="abc", R=[[0.0]], T=[[1.0]], v=[1.0], v_star=[1.0]), ValueError, "Q must be"),
-    (lambda: theory.OrderParams(Q=[[1.0]], R=[[0.0]], T=[[1.0]], v=[1.0], v_star=[1.0], P="x"), ValueError, "P must be"),
-    (lambda: theory.integrate(STATE, "bp", [0, 1], eta="abc"), ValueError, "eta must be a number"),
-    (lambda: theory.integrate(STATE, "bp", [0, 1], eta=[1.0, 2.0]), ValueError, "eta must be a number"),
-    (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, rtol="1e-6"), ValueError, "rtol must be a number"),
-    (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, train_second_layer="False"), ValueError, "train_second_layer"),
-    (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, max_steps=0), ValueError, "max_steps"),
-    (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, throw="yes"), ValueError, "throw"),
-    (lambda: theory.random_state(2, 2, D=10, seed=-1), ValueError, "seed"),
-    (lambda: theory.random_state(2, 2, D=10, w_std=float("nan")), ValueError, "w_std"),
-    (lambda: simulate.Initialisation(2, 2, 10, w_std=float("nan")), ValueError, "w_std"),
-    (lambda: simulate.Initialisation(2, 2, 10, seed=-1), ValueError, "seed"),
-    (lambda: simulate.run_reduced(STATE, "bp", [0, 1], D=100, eta=1.0, sigma_f=3.0), TypeError, "sigma_F"),
-    (lambda: simulate.run_reduced(STATE, "bp", [0, 1], D=100, eta=1.0, replica=64), TypeError, "replicas"),
-    (lambda: simulate.compare(simulate.Initialisation(2, 2, 20), ["bp", "afa"], [0, 1], eta=1.0, presynaptic="bogus",
-                              progress=False), ValueError, "presynaptic"),
-    (lambda: simulate.compare(simulate.Initialisation(2, 2, 20), ["bp"], [0, 1], eta=1.0, error="modulated",
-                              progress=False), ValueError, "none of the rules"),
-    (lambda: simulate.register_engine("x", 5), TypeError, "callable"),
-    (lambda: simulate.register_engine("", simulate.ENGINES["full"]), ValueError, "name"),
-    (lambda: simulate.finite_size_study(Ds=(50,), dt=0.0, replicas=2, progress=False), ValueError, "dt"),
-    (lambda: simulate.finite_size_study(Ds=(50,), quantiles=(2.0,), replicas=2, progress=False), ValueError, "quantiles"),
-    (lambda: simulate.finite_size_study(Ds=(3,), replicas=2, progress=False), ValueError, "Ds"),
-    (lambda: simulate.run(simulate.Initialisation(2, 2, 20), "bp", [0, 1], eta=1e300, progress=False), ValueError, "float32"),
-    (lambda: simulate.run(simulate.Initialisation(2, 2, 20), "bp", [0, 1], eta=1.0, independent_init="no",
-                          progress=False), ValueError, "independent_init"),
-    (lambda: theory.sweep(STATE, "bp", eta=1.0, threads=0, progress=False), ValueError, "threads"),
-    (lambda: theory.sweep(STATE, "bp", eta=1.0, eg_target="x", progress=False), ValueError, "eg_target"),
-])
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: theory.integrate(STATE, "bp", 100.0, eta=1.0), ValueError, "scalar"),
+        (lambda: theory.default_times(-5.0), ValueError, "t_min < t_max"),
+        (lambda: theory.default_times(10.0, 0), ValueError, "n must be"),
+        (lambda: theory.I2(1.0, 3.0, 1.0), ValueError, "not a covariance"),
+        (lambda: theory.J2(-1.0, 0.0, 1.0), ValueError, "variance C11"),
+        (lambda: theory.I4(1, 0, 0, 0, 1, 0, 0, 1, 0, float("nan")), ValueError, "finite"),
+        (
+            lambda: theory.OrderParams(Q=[[1j]], R=[[0.0]], T=[[1.0]], v=[1.0], v_star=[1.0]),
+            ValueError,
+            "Q must be real",
+        ),
+        (lambda: theory.OrderParams(Q="abc", R=[[0.0]], T=[[1.0]], v=[1.0], v_star=[1.0]), ValueError, "Q must be"),
+        (
+            lambda: theory.OrderParams(Q=[[1.0]], R=[[0.0]], T=[[1.0]], v=[1.0], v_star=[1.0], P="x"),
+            ValueError,
+            "P must be",
+        ),
+        (lambda: theory.integrate(STATE, "bp", [0, 1], eta="abc"), ValueError, "eta must be a number"),
+        (lambda: theory.integrate(STATE, "bp", [0, 1], eta=[1.0, 2.0]), ValueError, "eta must be a number"),
+        (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, rtol="1e-6"), ValueError, "rtol must be a number"),
+        (
+            lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, train_second_layer="False"),
+            ValueError,
+            "train_second_layer",
+        ),
+        (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, max_steps=0), ValueError, "max_steps"),
+        (lambda: theory.integrate(STATE, "bp", [0, 1], eta=1.0, throw="yes"), ValueError, "throw"),
+        (lambda: theory.random_state(2, 2, D=10, seed=-1), ValueError, "seed"),
+        (lambda: theory.random_state(2, 2, D=10, w_std=float("nan")), ValueError, "w_std"),
+        (lambda: simulate.Initialisation(2, 2, 10, w_std=float("nan")), ValueError, "w_std"),
+        (lambda: simulate.Initialisation(2, 2, 10, seed=-1), ValueError, "seed"),
+        (lambda: simulate.run_reduced(STATE, "bp", [0, 1], D=100, eta=1.0, sigma_f=3.0), TypeError, "sigma_F"),
+        (lambda: simulate.run_reduced(STATE, "bp", [0, 1], D=100, eta=1.0, replica=64), TypeError, "replicas"),
+        (
+            lambda: simulate.compare(
+                simulate.Initialisation(2, 2, 20), ["bp", "afa"], [0, 1], eta=1.0, presynaptic="bogus", progress=False
+            ),
+            ValueError,
+            "presynaptic",
+        ),
+        (
+            lambda: simulate.compare(
+                simulate.Initialisation(2, 2, 20), ["bp"], [0, 1], eta=1.0, error="modulated", progress=False
+            ),
+            ValueError,
+            "none of the rules",
+        ),
+        (lambda: simulate.register_engine("x", 5), TypeError, "callable"),
+        (lambda: simulate.register_engine("", simulate.ENGINES["full"]), ValueError, "name"),
+        (lambda: simulate.finite_size_study(Ds=(50,), dt=0.0, replicas=2, progress=False), ValueError, "dt"),
+        (
+            lambda: simulate.finite_size_study(Ds=(50,), quantiles=(2.0,), replicas=2, progress=False),
+            ValueError,
+            "quantiles",
+        ),
+        (lambda: simulate.finite_size_study(Ds=(3,), replicas=2, progress=False), ValueError, "Ds"),
+        (
+            lambda: simulate.run(simulate.Initialisation(2, 2, 20), "bp", [0, 1], eta=1e300, progress=False),
+            ValueError,
+            "float32",
+        ),
+        (
+            lambda: simulate.run(
+                simulate.Initialisation(2, 2, 20), "bp", [0, 1], eta=1.0, independent_init="no", progress=False
+            ),
+            ValueError,
+            "independent_init",
+        ),
+        (lambda: theory.sweep(STATE, "bp", eta=1.0, threads=0, progress=False), ValueError, "threads"),
+        (lambda: theory.sweep(STATE, "bp", eta=1.0, eg_target="x", progress=False), ValueError, "eg_target"),
+    ],
+)
 def test_bad_input_gets_a_clear_error(call, err, match):
     with pytest.raises(err, match=match):
         call()
@@ -197,7 +237,20 @@ def test_comparison_load_refuses_bad_folders(tmp_path):
 def test_cli_checks_the_output_folder_before_computing(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    base = ["compare", "--rules", "bp", "--D", "20", "--t-max", "1", "--n-times", "2", "--replicas", "2", "--no-progress"]
+    base = [
+        "compare",
+        "--rules",
+        "bp",
+        "--D",
+        "20",
+        "--t-max",
+        "1",
+        "--n-times",
+        "2",
+        "--replicas",
+        "2",
+        "--no-progress",
+    ]
     for out, why in ((str(a_file), "not a folder"), ("", "non-empty"), ("/proc/pepita-no", "cannot write")):
         t0 = time.perf_counter()
         assert main(base + ["--out", out]) == 2
@@ -207,8 +260,32 @@ def test_cli_checks_the_output_folder_before_computing(tmp_path, capsys):
 
 
 def test_cli_exit_code_on_divergence(tmp_path):
-    rc = main(["compare", "--rules", "bp", "--g", "linear", "--eta", "8", "--D", "40", "--t-max", "50", "--n-times", "4",
-               "--replicas", "2", "--n-test", "0", "--device", "cpu", "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "compare",
+            "--rules",
+            "bp",
+            "--g",
+            "linear",
+            "--eta",
+            "8",
+            "--D",
+            "40",
+            "--t-max",
+            "50",
+            "--n-times",
+            "4",
+            "--replicas",
+            "2",
+            "--n-test",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 3 and (tmp_path / "summary.txt").exists()
     assert "diverged" in (tmp_path / "summary.txt").read_text()
 
@@ -299,7 +376,9 @@ def test_interrupted_pepita_ode_is_reported_in_the_summary(monkeypatch):
         return orig(self, y, t)
 
     monkeypatch.setattr(theory.Dynamics, "rhs", rhs)
-    monkeypatch.setattr(theory.Dynamics, "compiled", lambda self: None)  # the Python right-hand side, where rhs is patched
+    monkeypatch.setattr(
+        theory.Dynamics, "compiled", lambda self: None
+    )  # the Python right-hand side, where rhs is patched
     cmp = simulate.compare(simulate.Initialisation(2, 2, 30), ["pepita", "bp"], [0.0, 1.0, 2.0], eta=1.0, replicas=2,
                            n_test=0, progress=False)
     assert cmp.params["status"] == "interrupted" and cmp.rules == ["pepita"]
@@ -318,7 +397,9 @@ def test_hyper_params_accept_or_name_the_parameter(field, value):
     try:
         hp = theory.HyperParams(**{"eta": 1.0, field: value})
     except (ValueError, TypeError) as exc:
-        assert field in str(exc) or (field == "g" and "activation" in str(exc)) or (field == "eta_v" and "eta" in str(exc))
+        assert (
+            field in str(exc) or (field == "g" and "activation" in str(exc)) or (field == "eta_v" and "eta" in str(exc))
+        )
         return
     assert isinstance(hp.eta, float) or hp.time_dependent
 
@@ -326,9 +407,29 @@ def test_hyper_params_accept_or_name_the_parameter(field, value):
 @FAST
 @given(name=st.text(min_size=1, max_size=12).filter(lambda s: s.isidentifier()), value=junk)
 def test_unknown_keywords_are_refused_everywhere(name, value):
-    known = set(theory.registered_rules()) | {"eta", "eta_v", "sigma", "sigma_F", "weight_decay", "train_second_layer",
-                                              "g", "batch", "presynaptic", "error", "quadrature", "method", "rtol", "atol",
-                                              "throw", "progress", "max_steps", "params", "t", "state0", "rule"}
+    known = set(theory.registered_rules()) | {
+        "eta",
+        "eta_v",
+        "sigma",
+        "sigma_F",
+        "weight_decay",
+        "train_second_layer",
+        "g",
+        "batch",
+        "presynaptic",
+        "error",
+        "quadrature",
+        "method",
+        "rtol",
+        "atol",
+        "throw",
+        "progress",
+        "max_steps",
+        "params",
+        "t",
+        "state0",
+        "rule",
+    }
     if name in known:
         return
     with pytest.raises(TypeError, match=name):

@@ -22,8 +22,16 @@ from theory.expectations import numerical as _numerical
 
 STATE = theory.random_state(2, 2, D=1000, seed=0)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-JUNK = st.one_of(st.none(), st.text(max_size=8), st.binary(max_size=4), st.booleans(), st.complex_numbers(),
-                 st.dictionaries(st.text(max_size=2), st.integers(), max_size=2), st.just(object()), st.just({1.0, 2.0}))
+JUNK = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.binary(max_size=4),
+    st.booleans(),
+    st.complex_numbers(),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.just(object()),
+    st.just({1.0, 2.0}),
+)
 
 
 # ----------------------------------------------------------------------------- 1. step decay and windows
@@ -129,12 +137,23 @@ def test_quadrature_rules_in_use_are_not_refused(monkeypatch):
     (The nodes themselves are not built here: the size check is the first thing ``nodes`` does.)"""
     monkeypatch.setattr(_internal.checks, "available_memory", lambda: 8 * 2**30)
     built = []
-    monkeypatch.setattr(_numerical, "_tensor_gh", lambda sizes: built.append(sizes) or (np.zeros((1, len(sizes))), np.ones(1), None))
-    monkeypatch.setattr(_numerical, "_smolyak", lambda d, level: built.append(level) or (np.zeros((1, d)), np.ones(1), None))
-    for quad, d, noise in [(theory.GaussHermite(48), 4, False), (theory.GaussHermite(48, n_noise=3), 4, True),
-                           (theory.GaussHermite(64), 4, False), (theory.GaussHermite(40, n_noise=3), 4, True),
-                           (theory.GaussHermite(24, n_noise=16), 3, True), (theory.GaussHermite(20), 4, True),
-                           (theory.GaussHermite(12), 5, True), (theory.SparseGrid(7), 4, True), (theory.SparseGrid(), 8, True)]:
+    monkeypatch.setattr(
+        _numerical, "_tensor_gh", lambda sizes: built.append(sizes) or (np.zeros((1, len(sizes))), np.ones(1), None)
+    )
+    monkeypatch.setattr(
+        _numerical, "_smolyak", lambda d, level: built.append(level) or (np.zeros((1, d)), np.ones(1), None)
+    )
+    for quad, d, noise in [
+        (theory.GaussHermite(48), 4, False),
+        (theory.GaussHermite(48, n_noise=3), 4, True),
+        (theory.GaussHermite(64), 4, False),
+        (theory.GaussHermite(40, n_noise=3), 4, True),
+        (theory.GaussHermite(24, n_noise=16), 3, True),
+        (theory.GaussHermite(20), 4, True),
+        (theory.GaussHermite(12), 5, True),
+        (theory.SparseGrid(7), 4, True),
+        (theory.SparseGrid(), 8, True),
+    ]:
         quad.nodes(d, noise)
     assert len(built) == 9
     with pytest.raises(theory.TooLarge, match="GaussHermite"):
@@ -161,7 +180,9 @@ def _rule_class(field: str):
 @pytest.mark.parametrize("field", theory._hyper.HYPER_FIELDS)
 def test_variant_named_like_a_hyper_parameter_is_refused_at_registration(field):
     cls = _rule_class(field)
-    with pytest.raises(ValueError, match=rf"register_rule: Clash's variant field '{field}' has the name of a hyper-parameter"):
+    with pytest.raises(
+        ValueError, match=rf"register_rule: Clash's variant field '{field}' has the name of a hyper-parameter"
+    ):
         theory.register_rule(cls)
     assert cls.name not in theory.registered_rules()
 
@@ -242,7 +263,9 @@ def test_netcdf_trajectory_with_nan_is_refused_as_the_npz_one(tmp_path):
     ds["Q"].values[1, 0, 0] = np.nan
     with pytest.raises(theory.LoadError, match="from_xarray: array Q has non-finite entries"):
         theory.Trajectory.from_xarray(ds)
-    _rewrite_npz(path, change=lambda a: {"Q": np.where(np.arange(a["Q"].size).reshape(a["Q"].shape) == 0, np.nan, a["Q"])})
+    _rewrite_npz(
+        path, change=lambda a: {"Q": np.where(np.arange(a["Q"].size).reshape(a["Q"].shape) == 0, np.nan, a["Q"])}
+    )
     with pytest.raises(theory.LoadError, match="Trajectory.load: .*array Q has non-finite entries"):
         theory.Trajectory.load(path)
     # a mirrored netCDF trajectory without P_t

@@ -19,7 +19,9 @@ T = theory.default_times(300.0, 60)
 
 def _fresh(code: str, tmp_path) -> list[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.split()
 
@@ -72,15 +74,26 @@ def test_start_up_does_not_import_torch_or_sympy(tmp_path):
     warm = ("import theory; theory.integrate(theory.random_state(2, 2, D=100, seed=0), 'bp', [0, 1, 2], eta=1.0); "
             "print('ok')")
     assert _fresh(warm, tmp_path) == ["ok"]  # compiles and traces once (cached on disk)
-    out = _fresh("import sys, theory; theory.integrate(theory.random_state(2, 2, D=100, seed=0), 'bp', [0, 1, 2], eta=1.0); "
-                 "import simulate; print('torch' in sys.modules, 'sympy' in sys.modules)", tmp_path)
+    out = _fresh(
+        "import sys, theory; theory.integrate(theory.random_state(2, 2, D=100, seed=0), 'bp', [0, 1, 2], eta=1.0); "
+        "import simulate; print('torch' in sys.modules, 'sympy' in sys.modules)",
+        tmp_path,
+    )
     assert out == ["False", "False"]
-    out = _fresh("import sys\nfrom simulate._cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-                 "print('torch' in sys.modules)", tmp_path)
+    out = _fresh(
+        "import sys\nfrom simulate._cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)",
+        tmp_path,
+    )
     assert out[-1] == "False"
-    out = _fresh(f"import sys\nfrom simulate._cli import main\nrc = main(['ode', '--rules', 'bp', '--t-max', '2', '--n-times', "
-                 f"'3', '--out', {str(tmp_path / 'o')!r}, '--no-progress'])\nprint(rc, 'torch' in sys.modules)", tmp_path)
+    out = _fresh(
+        f"import sys\nfrom simulate._cli import main\nrc = main(['ode', '--rules', 'bp', '--t-max', '2', '--n-times', "
+        f"'3', '--out', {str(tmp_path / 'o')!r}, '--no-progress'])\nprint(rc, 'torch' in sys.modules)",
+        tmp_path,
+    )
     assert out[-2:] == ["0", "False"]
-    out = _fresh("import simulate, sys; simulate.Initialisation; print('torch' in sys.modules, *sorted(simulate.ENGINES))",
-                 tmp_path)
+    out = _fresh(
+        "import simulate, sys; simulate.Initialisation; print('torch' in sys.modules, *sorted(simulate.ENGINES))",
+        tmp_path,
+    )
     assert out == ["True", "full", "reduced"]  # the engine "reduced" is known however simulate was imported

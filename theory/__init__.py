@@ -58,47 +58,127 @@ _codegen/ (compiled views generated from a rule). What simulate shares with theo
 (checks, files, the divergence policy, the compiled ABI, option resolution) is in theory._internal.
 """
 
-from ._version import __version__
-from ._provenance import provenance
-from .results import labelled
+from . import _internal  # noqa: F401  (simulate's plumbing, theory._internal; not public)
 from ._checks import LoadError, TooLarge
-from .activations._base import ACTIVATIONS, Activation, activation
 from ._codegen.rule import compiled_rule
-from .rules._facts import RuleFacts, UntraceableRuleWarning, rule_facts
-from .ode.dynamics import Dynamics, make_dynamics, rhs
-from .ode.derivatives import Jacobian, jacobian
 from ._hyper import HyperParams
 from ._init import random_state, state_from_weights
-from .activations.erf import I2, I3, I4, J2, tilt
-from .solver.integrate import default_times, integrate
-from .expectations.numerical import QMC, AccuracyWarning, GaussHermite, KinkAware, SparseGrid, numerical_terms
 from ._observables import alignment_angles, angle, generalisation_error, specialisation
+from ._provenance import provenance
 from ._schedules import Constant, Interpolated, Piecewise, PowerLaw, Schedule, parse_schedule
-from .rules._base import (RULES, LocalUpdate, Rule, Sample, load_rule, make_rule, register_rule, registered_rules,
-                          rule_from_params, variant)
 from ._state import OrderParams
-from .results.summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
-from .sweeps.sweep import SweepResult, sweep
-from .results.trajectory import DivergenceError, Trajectory
-from .analysis.fixed_points import (Escape, FixedPoint, FixedPointError, degenerate_solution, fixed_point,
-                                    specialised_solution, symmetric_plateau, teacher_constants)
+from ._version import __version__
+from .activations._base import ACTIVATIONS, Activation, activation
+from .activations.erf import I2, I3, I4, J2, tilt
 from .analysis.continuation import Bifurcation, Branch, continuation, plot_bifurcation
+from .analysis.fixed_points import (
+                          Escape,
+                          FixedPoint,
+                          FixedPointError,
+                          degenerate_solution,
+                          fixed_point,
+                          specialised_solution,
+                          symmetric_plateau,
+                          teacher_constants,
+)
 from .control.protocol import OptimalProtocol, optimal_protocol
-from . import _internal  # noqa: F401  (simulate's plumbing, theory._internal; not public)
+from .expectations.numerical import QMC, AccuracyWarning, GaussHermite, KinkAware, SparseGrid, numerical_terms
+from .ode.derivatives import Jacobian, jacobian
+from .ode.dynamics import Dynamics, make_dynamics, rhs
+from .results import labelled
+from .results.summaries import PLATEAU_DEFAULTS, crossing_time, plateau, plateau_split
+from .results.trajectory import DivergenceError, Trajectory
+from .rules._base import (
+                          RULES,
+                          LocalUpdate,
+                          Rule,
+                          Sample,
+                          load_rule,
+                          make_rule,
+                          register_rule,
+                          registered_rules,
+                          rule_from_params,
+                          variant,
+)
+from .rules._facts import RuleFacts, UntraceableRuleWarning, rule_facts
+from .solver.integrate import default_times, integrate
+from .sweeps.sweep import SweepResult, sweep
 
 __all__ = [
-    "__version__", "provenance",
-    "Rule", "LocalUpdate", "Sample", "variant", "register_rule", "registered_rules", "make_rule", "load_rule",
-    "rule_from_params", "RULES", "compiled_rule", "rule_facts", "RuleFacts", "UntraceableRuleWarning",
-    "OrderParams", "random_state", "state_from_weights", "HyperParams",
-    "Schedule", "Constant", "PowerLaw", "Piecewise", "Interpolated", "parse_schedule", "ACTIVATIONS", "Activation", "activation",
-    "integrate", "rhs", "jacobian", "Jacobian", "Dynamics", "make_dynamics", "default_times", "Trajectory", "DivergenceError",
-    "fixed_point", "FixedPoint", "FixedPointError", "Escape", "symmetric_plateau", "specialised_solution",
-    "degenerate_solution", "teacher_constants", "continuation", "Branch", "Bifurcation", "plot_bifurcation",
-    "optimal_protocol", "OptimalProtocol",
-    "GaussHermite", "QMC", "SparseGrid", "KinkAware", "numerical_terms", "AccuracyWarning",
-    "sweep", "SweepResult", "plateau", "plateau_split", "crossing_time", "PLATEAU_DEFAULTS",
-    "alignment_angles", "angle", "generalisation_error", "specialisation",
-    "I2", "I3", "I4", "J2", "tilt",
-    "LoadError", "TooLarge", "labelled",
+    "__version__",
+    "provenance",
+    "Rule",
+    "LocalUpdate",
+    "Sample",
+    "variant",
+    "register_rule",
+    "registered_rules",
+    "make_rule",
+    "load_rule",
+    "rule_from_params",
+    "RULES",
+    "compiled_rule",
+    "rule_facts",
+    "RuleFacts",
+    "UntraceableRuleWarning",
+    "OrderParams",
+    "random_state",
+    "state_from_weights",
+    "HyperParams",
+    "Schedule",
+    "Constant",
+    "PowerLaw",
+    "Piecewise",
+    "Interpolated",
+    "parse_schedule",
+    "ACTIVATIONS",
+    "Activation",
+    "activation",
+    "integrate",
+    "rhs",
+    "jacobian",
+    "Jacobian",
+    "Dynamics",
+    "make_dynamics",
+    "default_times",
+    "Trajectory",
+    "DivergenceError",
+    "fixed_point",
+    "FixedPoint",
+    "FixedPointError",
+    "Escape",
+    "symmetric_plateau",
+    "specialised_solution",
+    "degenerate_solution",
+    "teacher_constants",
+    "continuation",
+    "Branch",
+    "Bifurcation",
+    "plot_bifurcation",
+    "optimal_protocol",
+    "OptimalProtocol",
+    "GaussHermite",
+    "QMC",
+    "SparseGrid",
+    "KinkAware",
+    "numerical_terms",
+    "AccuracyWarning",
+    "sweep",
+    "SweepResult",
+    "plateau",
+    "plateau_split",
+    "crossing_time",
+    "PLATEAU_DEFAULTS",
+    "alignment_angles",
+    "angle",
+    "generalisation_error",
+    "specialisation",
+    "I2",
+    "I3",
+    "I4",
+    "J2",
+    "tilt",
+    "LoadError",
+    "TooLarge",
+    "labelled",
 ]

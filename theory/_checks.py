@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +175,9 @@ def writable_folder(path, *, where: str | None = None):
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ValueError(f"{_prefix(where)}cannot write into the output folder {str(p)!r}: {exc.strerror or exc}") from None
+        raise ValueError(
+            f"{_prefix(where)}cannot write into the output folder {str(p)!r}: {exc.strerror or exc}"
+        ) from None
     return p
 
 

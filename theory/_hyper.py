@@ -9,14 +9,15 @@ with one message, and an unknown keyword is an error everywhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from . import _checks as checks
+from ._schedules import Constant, Piece, Schedule
 from .activations._base import Activation, activation
 from .rules._base import Rule, make_rule, registered_rules
-from ._schedules import Constant, Piece, Schedule
 
 __all__ = ["HyperParams", "HyperBatch", "resolve", "split_options", "hyper_params", "record", "HYPER_FIELDS"]
 
@@ -113,7 +114,7 @@ class HyperParams:
         pts = {b for r in (self.eta, self.eta_v, self.eta_F) if isinstance(r, Schedule) for b in r.breakpoints()}
         return tuple(sorted(pts | ({self.t_pre} if self.t_pre > 0 else set())))
 
-    def on(self, a: float, b: float) -> "HyperParams":
+    def on(self, a: float, b: float) -> HyperParams:
         """These hyper-parameters on [a, b], an interval without breakpoints inside: each schedule
         replaced by its smooth piece there (a number when it is constant), and eta = eta_v = 0 on an
         interval before t_pre (t_pre is then resolved: 0 in the result)."""
@@ -127,7 +128,7 @@ class HyperParams:
         eta, eta_v = (0.0, 0.0) if before else (piece(self.eta), piece(self.eta_v))
         return dataclasses.replace(self, eta=eta, eta_v=eta_v, eta_F=piece(self.eta_F), t_pre=0.0)
 
-    def replace(self, **changes) -> "HyperParams":
+    def replace(self, **changes) -> HyperParams:
         """A copy with some values replaced (validated again); eta_v follows a new eta unless given."""
         checks.reject_unknown(changes, HYPER_FIELDS, where="HyperParams.replace")
         if "eta" in changes and "eta_v" not in changes and self.eta_v == self.eta:
@@ -250,7 +251,7 @@ class HyperBatch:
                "eta_F_code", "kappa_F", "mirror_norm")
 
     @classmethod
-    def of(cls, points: list[HyperParams]) -> "HyperBatch":
+    def of(cls, points: list[HyperParams]) -> HyperBatch:
         first = points[0]
         if any(p.train_second_layer != first.train_second_layer or p.g != first.g for p in points):
             raise ValueError("HyperBatch: train_second_layer and g must be shared by the points of a batch")
@@ -280,7 +281,7 @@ class HyperBatch:
             return self.eta_F
         return _piece_values(self.eta_F_code, t)
 
-    def take(self, idx) -> "HyperBatch":
+    def take(self, idx) -> HyperBatch:
         return dataclasses.replace(self, **{k: getattr(self, k)[idx] for k in self.NUMERIC})
 
     def point(self, i: int) -> HyperParams:

@@ -24,7 +24,9 @@ def state_from_weights(W, W_star, v, v_star, f=None, b=None) -> OrderParams:
     """Measure the order parameters of weights W (K, D), W_star (M, D), f (D,) (numpy arrays)."""
     W, W_star = np.asarray(W, dtype=float), np.asarray(W_star, dtype=float)
     if W.ndim != 2 or W_star.ndim != 2 or W.shape[1] != W_star.shape[1]:
-        raise ValueError(f"state_from_weights: W (K, D) and W_star (M, D) must share D, got {W.shape} and {W_star.shape}")
+        raise ValueError(
+            f"state_from_weights: W (K, D) and W_star (M, D) must share D, got {W.shape} and {W_star.shape}"
+        )
     D = W.shape[1]
     f = np.zeros(D) if f is None else np.asarray(f, dtype=float)
     return OrderParams(

@@ -41,7 +41,9 @@ def _times(name, times, where, *, min_len=1):
     try:
         a = np.array(times, dtype=float).ravel()
     except (TypeError, ValueError):
-        raise TypeError(f"{where}: {name} must be a sequence of numbers (steps / D), got {checks.describe(times)}") from None
+        raise TypeError(
+            f"{where}: {name} must be a sequence of numbers (steps / D), got {checks.describe(times)}"
+        ) from None
     if a.size < min_len or not np.all(np.isfinite(a)) or np.any(np.diff(a) <= 0):
         raise ValueError(f"{where}: {name} must be {min_len} or more finite, strictly increasing times, got {times!r}")
     return tuple(float(x) for x in a)
@@ -60,7 +62,7 @@ class Schedule(abc.ABC):
         return ()
 
     @abc.abstractmethod
-    def piece(self, a: float, b: float) -> "Piece":
+    def piece(self, a: float, b: float) -> Piece:
         """The smooth restriction to [a, b] (no breakpoint strictly inside)."""
 
     @property
@@ -183,7 +185,9 @@ class Piecewise(Schedule):
         times = _times("times", self.times, w)
         values = _values(self.values, w)
         if len(values) != len(times) + 1:
-            raise ValueError(f"Piecewise: needs len(values) = len(times) + 1, got {len(values)} values for {len(times)} times")
+            raise ValueError(
+                f"Piecewise: needs len(values) = len(times) + 1, got {len(values)} values for {len(times)} times"
+            )
         object.__setattr__(self, "times", times)
         object.__setattr__(self, "values", values)
 
@@ -198,7 +202,7 @@ class Piecewise(Schedule):
         return Piece(0, float(self(0.5 * (a + b)) if b > a else self(a)))
 
     @classmethod
-    def step_decay(cls, eta0: float, every: float, factor: float, until: float) -> "Piecewise":
+    def step_decay(cls, eta0: float, every: float, factor: float, until: float) -> Piecewise:
         """eta0, then multiplied by ``factor`` every ``every`` (steps / D) up to ``until``."""
         w = "Piecewise.step_decay"
         eta0, factor = _nonneg("eta0", eta0, w), _nonneg("factor", factor, w)
@@ -212,7 +216,7 @@ class Piecewise(Schedule):
         return cls(times, tuple(eta0 * factor**i for i in range(len(times) + 1)))
 
     @classmethod
-    def windows(cls, value: float, every: float, duration: float, until: float, start: float = 0.0) -> "Piecewise":
+    def windows(cls, value: float, every: float, duration: float, until: float, start: float = 0.0) -> Piecewise:
         """``value`` during [start + i every, start + i every + duration) for i = 0, 1, ... up to ``until``,
         0 otherwise: "mirroring every so often" (an eta_F schedule; HyperParams.eta_F)."""
         w = "Piecewise.windows"
@@ -245,7 +249,9 @@ class Interpolated(Schedule):
         times = _times("times", self.times, w, min_len=2)
         values = _values(self.values, w)
         if len(values) != len(times):
-            raise ValueError(f"Interpolated: times and values must have the same length, got {len(times)} and {len(values)}")
+            raise ValueError(
+                f"Interpolated: times and values must have the same length, got {len(times)} and {len(values)}"
+            )
         object.__setattr__(self, "times", times)
         object.__setattr__(self, "values", values)
 
@@ -318,7 +324,9 @@ def parse_schedule(spec: str | None, eta: float) -> Schedule:
         raise checks.TooLarge(f"schedule {spec!r}: {exc}") from None
     except (ValueError, OSError) as exc:
         raise ValueError(f"schedule {spec!r}: {exc}") from None
-    raise ValueError(f"schedule {spec!r}: unknown kind {kind!r}; expected constant, power, step, piecewise, windows or table")
+    raise ValueError(
+        f"schedule {spec!r}: unknown kind {kind!r}; expected constant, power, step, piecewise, windows or table"
+    )
 
 
 def _parse_piecewise(items, eta):

@@ -86,7 +86,9 @@ class OrderParams:
             raise ValueError(f"OrderParams: T must be (M, M) = ({M}, {M}) to match R {R.shape}, got {T.shape}")
         for name, mat in (("Q", Q), ("T", T)):
             if not np.allclose(mat, mat.T, rtol=1e-10, atol=1e-12):
-                raise ValueError(f"OrderParams: {name} must be symmetric, max |{name} - {name}^T| = {np.abs(mat - mat.T).max():.3g}")
+                raise ValueError(
+                    f"OrderParams: {name} must be symmetric, max |{name} - {name}^T| = {np.abs(mat - mat.T).max():.3g}"
+                )
         set_("Q", Q)
         set_("R", R)
         set_("T", T)
@@ -134,7 +136,7 @@ class OrderParams:
         """Covariance of the local fields (lambda_1..K, nu_1..M, phi), shape (K+M+1, K+M+1)."""
         return field_covariance(self.Q, self.R, self.T, self.S, self.U, self.P)
 
-    def replace(self, **changes) -> "OrderParams":
+    def replace(self, **changes) -> OrderParams:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -145,7 +147,7 @@ class OrderParams:
         parts = [self.Q.ravel(), self.R.ravel(), self.S, self.v]
         return np.concatenate(parts + ([self.U, [self.P]] if mirror else []))
 
-    def from_vector(self, y: np.ndarray, *, validate: bool = True) -> "OrderParams":
+    def from_vector(self, y: np.ndarray, *, validate: bool = True) -> OrderParams:
         """The state with dynamic parameters read from ``y`` (U and P too when y holds them) and the
         other constants kept from ``self``."""
         Q, R, S, v = unpack(y, self.K, self.M)
@@ -217,7 +219,10 @@ def pack(Q, R, S, v, U=None, P=None) -> np.ndarray:
     lead = np.shape(R)[:-2]
     parts = [np.reshape(Q, lead + (-1,)), np.reshape(R, lead + (-1,)), np.asarray(S), np.asarray(v)]
     if U is not None:
-        parts += [np.broadcast_to(U, lead + np.shape(U)[-1:]), np.broadcast_to(np.asarray(P, dtype=float), lead)[..., None]]
+        parts += [
+            np.broadcast_to(U, lead + np.shape(U)[-1:]),
+            np.broadcast_to(np.asarray(P, dtype=float), lead)[..., None],
+        ]
     return np.concatenate(parts, axis=-1)
 
 

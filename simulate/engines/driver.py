@@ -59,19 +59,21 @@ def plan(steps: np.ndarray, chunk: int) -> list[tuple[int, bool]]:
     return out
 
 
-def _bar(desc: str | None, total: int):
+def _bar(desc: str | None, total: int, D: int = 1):
+    """A progress bar over time t = steps / D (4 significant digits, unit "t (steps/D)"): update it with
+    ``bar.update(dt)`` (dt = steps / D). None for no bar."""
     if desc is None or total <= 0:
         return None
-    from tqdm.auto import tqdm
+    from theory._progress import time_bar
 
-    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, leave=False)
+    return time_bar(total / D, desc)
 
 
 def drive(stepper: Stepper, steps: np.ndarray, D: int, *, progress: str | None = None) -> Outcome:
     """Run ``stepper`` through the recording ``steps`` (module docstring); ``progress``: the progress bar's
     label, or None for none. Returns the :class:`Outcome`."""
     chunks = plan(steps, stepper.chunk)
-    bar = _bar(progress, int(steps[-1]))
+    bar = _bar(progress, int(steps[-1]), D)
     s, recorded = 0, -1
     try:
         if steps[0] == 0:
@@ -87,7 +89,7 @@ def drive(stepper: Stepper, steps: np.ndarray, D: int, *, progress: str | None =
                 stepper.record(s)
                 recorded = s
             if bar is not None:
-                bar.update(n)
+                bar.update(s / D - bar.n)  # t = steps / D
     except KeyboardInterrupt:
         if stepper.keeps_interrupted_state and s > recorded:
             stepper.record(s)

@@ -24,8 +24,7 @@ import math
 import numpy as np
 import torch
 
-from theory import _internal
-from theory import HyperParams, Rule
+from theory import HyperParams, Rule, _internal
 
 from .._spec import STREAM_DATA, STREAM_TEST, Records, RunSpec, derived_seed
 from .base import Engine
@@ -77,7 +76,9 @@ class _TestSet:
     def __init__(self, spec: RunSpec, g):
         w = spec.weights
         gen = _generator(spec.device, derived_seed(spec.seed, STREAM_TEST))
-        self.Xs = torch.randn(spec.n_test, w.D, generator=gen, device=spec.device, dtype=spec.dtype).mul_(1.0 / math.sqrt(w.D))
+        self.Xs = torch.randn(spec.n_test, w.D, generator=gen, device=spec.device, dtype=spec.dtype).mul_(
+            1.0 / math.sqrt(w.D)
+        )
         self.g = g
         self.y = (g.g(self.Xs @ w.W_star.T) * w.v_star).sum(-1)  # (n_test,)
 
@@ -146,7 +147,9 @@ class _InputStream:
             self._fill(xs, zeta, xis, 0, self.R)
             return lambda: (xs, zeta, xis)
         bounds = np.linspace(0, self.R, self.workers + 1).astype(int)
-        futs = [self.pool.submit(self._fill, xs, zeta, xis, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        futs = [
+            self.pool.submit(self._fill, xs, zeta, xis, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo
+        ]
 
         def wait():
             for fu in futs:

@@ -32,10 +32,9 @@ import numpy as np
 import torch
 
 import theory
-from theory.rules._facts import check_declaration
+from tests.helpers import random_state
 from theory.expectations.numerical import GaussHermite, KinkAware
-
-from ..conftest import random_state
+from theory.rules._facts import check_declaration
 
 ACTIVATIONS = ("erf", "relu", "linear", "tanh")
 
@@ -123,7 +122,7 @@ class ModulatedActivityUntraceable(theory.Rule):
 
 TWINS = [(SignFeedback, SignFeedbackUntraceable), (ModulatedActivity, ModulatedActivityUntraceable)]
 # The twins are not registered: registering is global, and other test modules that run every registered
-# rule (tests/test_rule_api.py needs a compiled view of each) would pick up the untraceable ones.
+# rule (tests/theory/rules/test_rule_api.py needs a compiled view of each) would pick up the untraceable ones.
 # SignFeedback's closed_form declaration is checked here as register_rule would check it.
 check_declaration(SignFeedback)
 UNTRACEABLE = {c.name for _, c in TWINS}
@@ -193,7 +192,8 @@ def finer_quadrature(quad):
 
 def stated(rule, g: str, quad) -> float:
     """The stated accuracy of the fine rule ``quad`` (:func:`fine_quadrature`), relative to the largest term
-    of the right-hand side, from theory.expectations.numerical's docstring: KinkAware(48) 4e-6 .. 1e-4 (so at 96 at least
+    of the right-hand side, from theory.expectations.numerical's docstring: KinkAware(48) 4e-6 .. 1e-4 (so at 96 at
+    least
     as good); relu GaussHermite(32) ~1e-2 (its 1/n convergence: at 48 at least as good); tanh GaussHermite(20)
     1e-3 (pepita) .. 1e-2 (bp); erf bp/fa/afa GaussHermite(32) ~3e-6; erf pepita GaussHermite(20) 3e-7 .. 1e-5;
     linear g with GaussHermite(4): exact (rounding). The same figures for user rules of the same family."""

@@ -94,7 +94,11 @@ def check_full(rule, g, option, seed):
     net = random_net(seed, K, M, D)
     rng = np.random.default_rng(seed + 1)
     B = hyper.batch
-    X, zeta, xi = rng.standard_normal((R_FULL, B, D)), rng.standard_normal((R_FULL, B)), rng.standard_normal((R_FULL, D))
+    X, zeta, xi = (
+        rng.standard_normal((R_FULL, B, D)),
+        rng.standard_normal((R_FULL, B)),
+        rng.standard_normal((R_FULL, D)),
+    )
     if hyper.sigma == 0:
         zeta[:] = 0.0
     W, v, f = full_step(net, rule, hyper, X, zeta, xi)
@@ -143,7 +147,9 @@ def check_reduced_torch(rule, g, option, seed):
         A_m = engine_square_root(step, Q1, R1, S1, *UP)
         eps_m, L_m, _ = _draws(rng, 1, K + M + 1, False)
         xi = inputs_from_draws(learned, A_m, eps_m, L_m, rng)[0]
-        S2, U2, P2 = step.mirror_step(Q1, R1, S1, UP[0], UP[1], v1, tt(eps_m[0]), tt(L_m[0, 0] ** 2), t=T_EVAL, P0=UP[1])
+        S2, U2, P2 = step.mirror_step(
+            Q1, R1, S1, UP[0], UP[1], v1, tt(eps_m[0]), tt(L_m[0, 0] ** 2), t=T_EVAL, P0=UP[1]
+        )
         got.update(S=S2[0], U=U2[0], P=P2[0])
     want = definition_step(net, rule, hyper, X, zeta, T_EVAL, xi).state()
     assert_state_equal({k: a.numpy() for k, a in got.items()}, want, st, f"reduced torch, {rule.label} {g} {option}")
@@ -152,7 +158,10 @@ def check_reduced_torch(rule, g, option, seed):
 def check_reduced_numba(rule, g, option, seed):
     hyper = hyper_for(option, g)
     if hyper.mirroring:
-        pytest.skip("the numba backend does not run feedback mirroring (simulate.engines.reduced.backends.resolve_backend refuses it)")
+        pytest.skip(
+            "the numba backend does not run feedback mirroring (simulate.engines.reduced.backends.resolve_backend "
+            "refuses it)"
+        )
     if not compiled_ok(rule, K, M):
         assert rule.name in UNTRACEABLE, f"{rule.label}: no compiled view: {theory.compiled_rule(rule, K, M).reason}"
         pytest.skip("untraceable rule: no numba kernel (by design)")

@@ -51,7 +51,9 @@ def check_twin_rhs(traced, untraced, g, option, seed=0):
     same = GaussHermite(12, n_noise=8)
     a = rhs_views(st, untraced, hyper, same)
     b = rhs_views(st, traced, hyper, same)
-    assert sorted(a) == ["numerical"], f"{label}: an untraceable rule has only the numpy numerical view, got {sorted(a)}"
+    assert sorted(a) == ["numerical"], (
+        f"{label}: an untraceable rule has only the numpy numerical view, got {sorted(a)}"
+    )
     assert_agree({"untraceable": a["numerical"], **b}, [("untraceable", "numerical", 1e-12),
                                                         ("untraceable", "numerical-jit", 1e-11)], label)
     fine = fine_quadrature(untraced, g, hyper.sigma > 0, K, M)
@@ -79,8 +81,18 @@ def check_twin_steps(traced, untraced, g, option, seed=3):
     eps, chi2 = rng.standard_normal((B, Kn + Mn + 1)), rng.chisquare(D - Kn - Mn - 1, B)
     out = []
     for rule in (untraced, traced):
-        step = ReducedStep(rule, hyper, D=D, T=st.T, U=st.U, P=st.P, v_star=st.v_star, b=st.b, device=torch.device("cpu"),
-                           dtype=torch.float64)
+        step = ReducedStep(
+            rule,
+            hyper,
+            D=D,
+            T=st.T,
+            U=st.U,
+            P=st.P,
+            v_star=st.v_star,
+            b=st.b,
+            device=torch.device("cpu"),
+            dtype=torch.float64,
+        )
         args = (tt(st.Q), tt(st.R), tt(st.S), tt(st.v))
         UP = dict(U=tt(st.U), P=tt(np.float64(st.P))) if hyper.mirroring else {}
         if B == 1:
@@ -88,7 +100,9 @@ def check_twin_steps(traced, untraced, g, option, seed=3):
         else:
             out.append(step.batch_step(*args, tt(eps), tt(np.diag(chi2)), tt(zeta[0]), t=T_EVAL, **UP))
     for a, b, name in zip(*out, "QRSv"):
-        assert torch.allclose(a, b, rtol=0, atol=1e-13 * max(1.0, float(b.abs().max()))), f"reduced step {name}: {untraced.name}"
+        assert torch.allclose(a, b, rtol=0, atol=1e-13 * max(1.0, float(b.abs().max()))), (
+            f"reduced step {name}: {untraced.name}"
+        )
 
 
 def _pairs():

@@ -23,11 +23,11 @@ except ImportError:  # pragma: no cover - numba is a dependency, but stay import
     numba = None
     HAVE_NUMBA = False
 
-from ..ode.layout import HEADER, PARAM
 from ..activations.relu import i2 as relu_i2
 from ..activations.relu import i3 as relu_i3
 from ..activations.relu import j2 as relu_j2
 from ..activations.relu import relu_moment
+from ..ode.layout import HEADER, PARAM
 
 __all__ = ["HAVE_NUMBA", "closed_form_rhs_c"]
 

@@ -73,7 +73,8 @@ def _whiten(om, n):
 
 
 def _fields(A, gamma, u, off, n, out):
-    """The fields of the node-space vector u[off:]: out[:n] = A u (lambda, nu), out[n] = gamma . u (E[phi | lambda, nu])."""
+    """The fields of the node-space vector u[off:]: out[:n] = A u (lambda, nu), out[n] = gamma . u (E[phi | lambda, "
+    "nu])."""
     for a in range(n):
         s = 0.0
         for j in range(n):
@@ -365,7 +366,8 @@ def numerical_terms_kinks(y, p, X, DD, EH):
 
 @jit(error_model="numpy")
 def numerical_rhs(t, y, p, out):
-    """dy/dt (written to ``out``) from the expectations of :func:`numerical_terms` (theory.expectations.closed.assemble)."""
+    """dy/dt (written to ``out``) from the expectations of :func:`numerical_terms` "
+    "(theory.expectations.closed.assemble)."""
     K, M = int(p[PARAM.K]), int(p[PARAM.M])
     X = np.zeros((K, K + M + 1))
     DD = np.zeros((K, K))

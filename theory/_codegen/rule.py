@@ -256,11 +256,17 @@ def trace(rule, K: int, M: int):
 
     from ..rules._base import Sample
 
-    lam, nu, zeta = _symbols("lam", K)[None], _symbols("nu", M)[None], np.array([sp.Symbol("zeta_t", real=True)], dtype=object)
+    lam, nu, zeta = (
+        _symbols("lam", K)[None],
+        _symbols("nu", M)[None],
+        np.array([sp.Symbol("zeta_t", real=True)], dtype=object),
+    )
     v, vs, S, b = _symbols("v", K), _symbols("v_star", M), _symbols("S", K), _symbols("b", K)
     sigma, sigma_F = sp.Symbol("sigma", real=True), sp.Symbol("sigma_F", real=True)
     reads = dict(S=S if "S" in rule.reads else None, b=b if "b" in rule.reads else None)
-    up = rule.local_update(lam, nu, zeta, v=v, v_star=vs, sigma=sigma, sigma_F=sigma_F, g=_symbolic_activation(), **reads)
+    up = rule.local_update(
+        lam, nu, zeta, v=v, v_star=vs, sigma=sigma, sigma_F=sigma_F, g=_symbolic_activation(), **reads
+    )
 
     def exprs(a, n):
         arr = np.broadcast_to(np.asarray(a, dtype=object), (1, n) if n else (1,)).ravel()
@@ -428,7 +434,10 @@ def cache_dir() -> Path:
     candidates = [Path(env)] if env else []
     xdg = os.environ.get("XDG_CACHE_HOME")
     candidates += [Path(xdg) / "pepita-dynamics"] if xdg else []
-    candidates += [Path.home() / ".cache" / "pepita-dynamics", Path(tempfile.gettempdir()) / f"pepita-dynamics-{os.getuid()}"]
+    candidates += [
+        Path.home() / ".cache" / "pepita-dynamics",
+        Path(tempfile.gettempdir()) / f"pepita-dynamics-{os.getuid()}",
+    ]
     for c in candidates:
         try:
             (c / "rules").mkdir(parents=True, exist_ok=True)
@@ -794,7 +803,9 @@ def compiled_rule(rule, K: int, M: int) -> CompiledRule:
                 continue
             return CompiledRule(rule, K, M, path=path, reason="its generated module vanished twice while loading")
         except Exception as exc:
-            return CompiledRule(rule, K, M, path=path, reason=f"its generated code did not compile ({type(exc).__name__}: {exc})")
+            return CompiledRule(
+                rule, K, M, path=path, reason=f"its generated code did not compile ({type(exc).__name__}: {exc})"
+            )
         break
     _LOADED.add(digest)
     _touch(folder / f"rule_{digest}.used")
@@ -802,12 +813,20 @@ def compiled_rule(rule, K: int, M: int) -> CompiledRule:
 
     # the kink-aware kernels integrate piecewise quadratics exactly and nothing else: derived (theory.rules._facts)
     kinks = rule_facts(rule, K, M).kinks_exact
-    return CompiledRule(rule, K, M, update=mod.update, coefficient=getattr(mod, "coefficient", None),
-                        closed_rhs=getattr(mod, "closed_rhs", None), closed_rhs_rows=getattr(mod, "closed_rhs_rows", None),
-                        numerical_rhs=getattr(mod, "numerical_rhs", None),
-                        numerical_rhs_kinks=getattr(mod, "numerical_rhs_kinks", None) if kinks else None,
-                        numerical_terms=getattr(mod, "numerical_terms", None),
-                        numerical_terms_kinks=getattr(mod, "numerical_terms_kinks", None) if kinks else None, path=path)
+    return CompiledRule(
+        rule,
+        K,
+        M,
+        update=mod.update,
+        coefficient=getattr(mod, "coefficient", None),
+        closed_rhs=getattr(mod, "closed_rhs", None),
+        closed_rhs_rows=getattr(mod, "closed_rhs_rows", None),
+        numerical_rhs=getattr(mod, "numerical_rhs", None),
+        numerical_rhs_kinks=getattr(mod, "numerical_rhs_kinks", None) if kinks else None,
+        numerical_terms=getattr(mod, "numerical_terms", None),
+        numerical_terms_kinks=getattr(mod, "numerical_terms_kinks", None) if kinks else None,
+        path=path,
+    )
 
 
 def update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F):
@@ -824,7 +843,11 @@ def update_batch(rule, g, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F):
     gk = activation_code(g)
     if gk is None:
         raise ValueError(f"g: no compiled form for activation {g!r}; expected one of {sorted(ACTIVATION_CODES)}")
-    c = lambda a, width: np.ascontiguousarray(np.broadcast_to(np.zeros(width) if a is None else np.asarray(a, float), (n, width)).T)  # noqa: E731
+
+    def c(a, width):
+        a = np.zeros(width) if a is None else np.asarray(a, float)
+        return np.ascontiguousarray(np.broadcast_to(a, (n, width)).T)
+
     delta, h, out = np.empty((K, n)), np.empty((K, n)), np.empty((3, n))
     comp.update(c(lam, K), c(nu, M), np.array(np.broadcast_to(np.asarray(zeta, float), (n,))), c(v, K), c(v_star, M),
                 c(S, K), c(b, K), n, 1, float(sigma), float(sigma_F), gk, delta, h, out)

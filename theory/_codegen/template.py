@@ -46,7 +46,7 @@ import numpy as np
 
 from ..ode.layout import HEADER, PARAM
 from .closed import closed_form_rhs_c
-from .rule import COEF_SIG, ROWS_SIG, RHS_SIG, UPDATE_SIG, dg_scalar, g_scalar
+from .rule import COEF_SIG, RHS_SIG, ROWS_SIG, UPDATE_SIG, dg_scalar, g_scalar
 
 __all__ = ["GENERATED", "KINK_DEPTH", "PLACEHOLDERS", "K", "M", "coefficient", "closed_rhs", "closed_rhs_rows", "jit",
            "kinks", "module_source", "specialise", "update"]
@@ -182,7 +182,11 @@ def specialise(fn, code=None) -> ast.FunctionDef:
     node.body, count = _replace_generated(node.body, list(code or ()), fn.__qualname__)
     if count != (code is not None):
         raise ValueError(f"template {fn.__qualname__}: {count} GENERATED statements, expected {int(code is not None)}")
-    decos = [d for d in node.decorator_list if isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "jit"]
+    decos = [
+        d
+        for d in node.decorator_list
+        if isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "jit"
+    ]
     if len(decos) != 1 or len(node.decorator_list) != 1:
         raise ValueError(f"template {fn.__qualname__}: expected exactly one decorator, @jit(...)")
     jit_call = decos[0]
@@ -192,7 +196,7 @@ def specialise(fn, code=None) -> ast.FunctionDef:
     return node
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _origins(modname: str) -> dict:
     """How module ``modname`` binds each of its global names: ("import", module, asname) for ``import m [as a]``,
     ("from", module, name) for ``from m import name [as a]`` and for what it defines itself. Imports take

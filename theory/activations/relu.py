@@ -70,7 +70,7 @@ quadrature at 30 digits, split at 1 - 10^-k, k = 1..14, for the nearly singular 
     150 R with three nearly coincident fields (1 - r = 1e-12..1e-2)             max error 3e-12
 
 and 2000 exactly singular R of rank 3 agree with the closed form (the solid angle of the spherical
-polygon {x in R^3: v_i . x > 0}, R = V V^T) to 1e-15. tests/test_relu.py holds samples of each.
+polygon {x in R^3: v_i . x > 0}, R = V V^T) to 1e-15. tests/theory/activations/test_relu.py holds samples of each.
 
 Moments with linear factors: Stein's lemma
 ------------------------------------------
@@ -94,7 +94,7 @@ phi(0) times Cov(z_l2, x_k | x_j = 0) = b_l2k - b_l2j r_jk times the conditional
 phi(0) / sqrt(1 - r_jk^2) of x_k at 0. The conditional orthant probabilities are those of the
 partial correlations, rho_{kl|j} = (r_kl - r_kj r_lj) / sqrt((1 - r_kj^2)(1 - r_lj^2)) and, for
 |H| = 4, rho_{pq|jk} = -A_pq / sqrt(A_pp A_qq) with A the adjugate of R, so P_{|H|-2} is 1,
-1/2 or P2(rho_{pq|jk}). Examples (checked by tests/test_relu.py against Monte Carlo):
+1/2 or P2(rho_{pq|jk}). Examples (checked by tests/theory/activations/test_relu.py against Monte Carlo):
 
     I2 = C12 P2(r12) + sqrt(C11 C22 - C12^2) / (2 pi)
        = sqrt(C11 C22) / (2 pi) (sin t + (pi - t) cos t),  cos t = r12   (order-1 arc-cosine kernel);
@@ -652,10 +652,18 @@ def relu_moment(C, idx, nth, lin1, lin2):
     if nlin == 0:
         return _p4(r01, r02, r03, r12, r13, r23)
     if nlin == 1:
-        out = b10 * _p3(_ccorr(r12, r01, r02, o01, o02), _ccorr(r13, r01, r03, o01, o03), _ccorr(r23, r02, r03, o02, o03))
-        out += b11 * _p3(_ccorr(r02, r01, r12, o01, o12), _ccorr(r03, r01, r13, o01, o13), _ccorr(r23, r12, r13, o12, o13))
-        out += b12 * _p3(_ccorr(r01, r02, r12, o02, o12), _ccorr(r03, r02, r23, o02, o23), _ccorr(r13, r12, r23, o12, o23))
-        out += b13 * _p3(_ccorr(r01, r03, r13, o03, o13), _ccorr(r02, r03, r23, o03, o23), _ccorr(r12, r13, r23, o13, o23))
+        out = b10 * _p3(
+            _ccorr(r12, r01, r02, o01, o02), _ccorr(r13, r01, r03, o01, o03), _ccorr(r23, r02, r03, o02, o03)
+        )
+        out += b11 * _p3(
+            _ccorr(r02, r01, r12, o01, o12), _ccorr(r03, r01, r13, o01, o13), _ccorr(r23, r12, r13, o12, o13)
+        )
+        out += b12 * _p3(
+            _ccorr(r01, r02, r12, o02, o12), _ccorr(r03, r02, r23, o02, o23), _ccorr(r13, r12, r23, o12, o23)
+        )
+        out += b13 * _p3(
+            _ccorr(r01, r03, r13, o03, o13), _ccorr(r02, r03, r23, o03, o23), _ccorr(r12, r13, r23, o13, o23)
+        )
         return out * _INV_SQRT_2PI
     out = _moment4_pairs(r01, r02, r03, r12, r13, r23, o01, o02, o03, o12, o13, o23,
                          b10, b11, b12, b13, b20, b21, b22, b23)

@@ -23,7 +23,7 @@ others. The result (:class:`Branch`) holds the points, their stability and the :
 Stretches where the branch has marginal exponents at consecutive points (a near-manifold of fixed points, such as
 afa's plateau as sigma_F -> 0, where its feedback S vanishes) are not searched: sign changes there are noise.
 
-Measured (K = M = 2, erf, T = I, U = 0, v_star = 1; tests/test_fixed_points.py):
+Measured (K = M = 2, erf, T = I, U = 0, v_star = 1; tests/theory/analysis/test_fixed_points.py):
 
 - bp, v frozen: the specialised solution loses stability at eta_c = 2.30683 (a branch point: a real exponent
   crosses 0; integrated perturbations at a sweep of eta around it agree to 2e-3);
@@ -40,9 +40,9 @@ import numpy as np
 import scipy.optimize
 
 from .. import _checks as checks
+from .._observables import generalisation_error
 from ..ode.derivatives import HYPER_DIFFERENTIABLE
 from .fixed_points import TOL, FixedPoint, _Coordinates, _eigen, _resid
-from .._observables import generalisation_error
 
 __all__ = ["Branch", "Bifurcation", "continuation", "plot_bifurcation"]
 
@@ -219,7 +219,8 @@ def continuation(fixed_point: FixedPoint, parameter: str, span, *, ds: float | N
                  direction: str = "both", tol: float = TOL, locate: bool = True, marginal_tol: float = 1e-7) -> Branch:
     """Continue ``fixed_point`` in the hyper-parameter ``parameter`` over ``span``: a :class:`Branch`.
 
-    Pseudo-arclength continuation (theory.analysis.continuation states the method), with the stability exponents at every
+    Pseudo-arclength continuation (theory.analysis.continuation states the method), with the stability exponents at
+    every
     point and the folds, branch points and Hopf points located between them.
 
     ``fixed_point``: a converged :class:`FixedPoint` (its rule, hyper-parameters and constants are kept).

@@ -25,8 +25,9 @@ Accuracy. The residual ``max |dx/dt|`` at the returned state is at most ``tol`` 
 right-hand side the integrator uses. For a closed form that is the exact ODE; for a numerical view (pepita, tanh,
 user rules, numerical relu) it is the quadrature's ODE, whose fixed point differs from the exact one by about
 J^-1 (f_quadrature - f_exact): ``FixedPoint.accuracy`` estimates it by one Newton correction with the next finer
-rule of the quadrature's family (theory.expectations.numerical._finer), i.e. max |J^-1 f_finer(x*)| (measured: pepita erf at
-its symmetric plateau ~1e-8, see tests/test_fixed_points.py).
+rule of the quadrature's family (theory.expectations.numerical._finer), i.e. max |J^-1 f_finer(x*)| (measured: pepita
+erf at
+its symmetric plateau ~1e-8, see tests/theory/analysis/test_fixed_points.py).
 
 A failed solve (no convergence, a state outside the region where Omega is positive semi-definite, a
 non-finite right-hand side) raises :class:`FixedPointError` naming the reason, with the last iterate in
@@ -48,7 +49,7 @@ as afa's nearly marginal v_1 - v_2 mode did from a D^-1/2 perturbation). For ran
 initial weights at dimension D the unstable projection at the plateau is c_u ~ D^-1/2, so
 t_escape = const + ln D / (2 lambda_u): ``Escape.per_ln_D``.
 
-Measured (K = M = 2, T = I, U = 0, v_star = 1, eta = 0.5; tests/test_fixed_points.py):
+Measured (K = M = 2, T = I, U = 0, v_star = 1, eta = 0.5; tests/theory/analysis/test_fixed_points.py):
 
 - bp erf, v frozen at 1: plateau Q = 0.367720, C = 0.325386, R = 0.414394 (all R_km equal), eps_g = 0.0146448,
   exponents 0.0316182 (escape: R_ii - R_ik), -5.15e-4, -1.92e-3, -3.83e-3, -0.290, ..., equal to Saad & Solla's
@@ -92,11 +93,11 @@ import scipy.linalg
 import scipy.optimize
 
 from .. import _checks as checks
-from ..ode.derivatives import Jacobian, _independent, dynamics_jacobian, state_labels
-from ..ode.dynamics import Dynamics, make_dynamics
 from .._hyper import record
 from .._observables import alignment_angles, generalisation_error
 from .._state import OrderParams
+from ..ode.derivatives import Jacobian, _independent, dynamics_jacobian, state_labels
+from ..ode.dynamics import Dynamics, make_dynamics
 from ..results.trajectory import Trajectory
 
 __all__ = ["FixedPoint", "FixedPointError", "Escape", "fixed_point", "symmetric_plateau", "specialised_solution",
@@ -121,7 +122,7 @@ class FixedPointError(RuntimeError):
     """The fixed-point solve failed; ``result`` is the :class:`FixedPoint` of the last iterate (success False),
     or None when there is none."""
 
-    def __init__(self, message: str, result: "FixedPoint | None" = None):
+    def __init__(self, message: str, result: FixedPoint | None = None):
         super().__init__(message)
         self.result = result
 
@@ -140,7 +141,7 @@ class _Coordinates:
     x_full0: np.ndarray    # the independent coordinates of the template (the frozen ones are kept)
 
     @classmethod
-    def of(cls, dyn: Dynamics, state: OrderParams) -> "_Coordinates":
+    def of(cls, dyn: Dynamics, state: OrderParams) -> _Coordinates:
         E, rows, _ = _independent(dyn.K, dyn.M, dyn.mirror)
         labels = state_labels(dyn.K, dyn.M, dyn.mirror, "independent")
         frozen = set()
@@ -380,8 +381,8 @@ def _check_compatible(state0: OrderParams, state: OrderParams, where: str):
 
 def _crossing(start: OrderParams, fp: FixedPoint, level: float, t_max: float) -> float:
     """First time eps_g <= level on the trajectory from ``start`` (the unstable manifold), by integrate."""
-    from ..solver.integrate import integrate
     from ..results.summaries import crossing_time
+    from ..solver.integrate import integrate
 
     if float(generalisation_error(start, fp.hyper.g)) <= level:
         return 0.0

@@ -12,7 +12,8 @@ d eps / dt >= G(eps) = min_eta (...), and by the comparison theorem for scalar O
 solution of d eps / dt = G(eps). Separating variables, log eps - s / eps = log eps0 - s / eps0 - t, i.e. with
 Lambert's W,
 
-    eps*(t) = s / W( (s / eps0) exp(s / eps0 + t) ),        eta*(t) = 1 / ( v^2 (1 + W( (s / eps0) exp(s / eps0 + t) )) ),
+    eps*(t) = s / W( (s / eps0) exp(s / eps0 + t) ),        eta*(t) = 1 / ( v^2 (1 + W( (s / eps0) exp(s / eps0 + t)
+    )) ),
 
 so eta* decays like 1 / (v^2 t) at late times (the 1/t annealing, Saad & Rattray 1997) while eps* ~ s / t. Without
 noise (s = 0) eta* = 1 / v^2 and eps* = eps0 exp(-t). The optimum lies inside any bounds [lo, hi] with

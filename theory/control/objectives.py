@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -76,7 +76,8 @@ class OptimalProtocol:
     """What :func:`optimal_protocol` returns.
 
     schedules : the optimal schedule of each control (theory.Piecewise, theory.Interpolated for shape="linear",
-        or theory.Constant where every piece has the same value). params : the HyperParams of the run with those schedules, ready for
+        or theory.Constant where every piece has the same value). params : the HyperParams of the run with those
+        schedules, ready for
         theory.integrate, theory.sweep and simulate.run (not with a sigma_F control: HyperParams takes no
         sigma_F schedule; :meth:`integrate` then runs the pieces one after the other).
     value : the objective of the optimal protocol (units: eps_g, or steps / D for time_to_target).
@@ -253,7 +254,9 @@ def _controls(controls, where):
         try:
             lo, hi = bounds
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: the bounds of control {name!r} must be a pair (lo, hi), got {bounds!r}") from None
+            raise ValueError(
+                f"{where}: the bounds of control {name!r} must be a pair (lo, hi), got {bounds!r}"
+            ) from None
         lo = checks.number(f"the lower bound of {name}", lo, where=where)
         hi = checks.number(f"the upper bound of {name}", hi, where=where)
         if lo > hi:
@@ -383,12 +386,32 @@ def _bar(progress, desc):
     return tqdm(desc=desc, unit=" eval", leave=True)
 
 
-def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, objective: str = "eg_final",
-                     params: HyperParams | None = None, *, pieces: int = 10, spacing: str = "linear", shape: str | None = None,
-                     piece_times=None, target=None, weight=None, baselines: bool = True, method: str = "L-BFGS-B",
-                     maxiter: int = 50, baseline_maxiter: int = 20, quadrature=None, rtol: float = 1e-8,
-                     atol: float = 1e-10, differences: str = "forward", progress: bool = False, n_out: int = 401,
-                     **options) -> OptimalProtocol:
+def optimal_protocol(
+    state0: OrderParams,
+    rule,
+    T: float,
+    controls: dict,
+    objective: str = "eg_final",
+    params: HyperParams | None = None,
+    *,
+    pieces: int = 10,
+    spacing: str = "linear",
+    shape: str | None = None,
+    piece_times=None,
+    target=None,
+    weight=None,
+    baselines: bool = True,
+    method: str = "L-BFGS-B",
+    maxiter: int = 50,
+    baseline_maxiter: int = 20,
+    quadrature=None,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    differences: str = "forward",
+    progress: bool = False,
+    n_out: int = 401,
+    **options,
+) -> OptimalProtocol:
     """The protocol that minimises ``objective`` on [0, T] under ``rule`` from ``state0`` (module docstring).
 
     Parameters
@@ -420,6 +443,70 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
     """
     where = "optimal_protocol"
     t_start = time.perf_counter()
+    method = checks.choice("method", method, METHODS, where=where)
+    maxiter = checks.integer("maxiter", maxiter, where=where, min=0)
+    baseline_maxiter = checks.integer("baseline_maxiter", baseline_maxiter, where=where, min=0)
+    n_out = checks.integer("n_out", n_out, where=where, min=2)
+    baselines = checks.boolean("baselines", baselines, where=where)
+    progress = checks.boolean("progress", progress, where=where)
+    setup = _setup(state0, rule, T, controls, objective, params, pieces=pieces, spacing=spacing, shape=shape,
+                   piece_times=piece_times, target=target, weight=weight, quadrature=quadrature, rtol=rtol,
+                   atol=atol, differences=differences, options=options, where=where)
+
+    ev = _Evaluator(setup.problem, setup.objective, _bar(progress, f"optimal protocol {setup.rule.label}"))
+    phases, status, message = _search(setup, ev, baselines=baselines, method=method, maxiter=maxiter,
+                                      baseline_maxiter=baseline_maxiter)
+    prots, surrogate = _protocols(setup, phases, where)
+    integrate_options = dict(rtol=rtol, atol=atol) | ({"quadrature": quadrature} if quadrature is not None else {})
+    traj = integrate_protocol(state0, setup.rule, setup.hyper, prots["optimal"].schedules,
+                              np.linspace(0.0, setup.T, n_out), **integrate_options)
+    import pandas as pd
+
+    record = dict(
+        history=pd.DataFrame(ev.history, columns=["phase", "J", "F", "grad_norm", "seconds"]),
+        phases={k: dict(nit=p.nit, nfev=p.nfev, status=p.status, message=p.message) for k, p in phases.items()},
+        surrogate=surrogate, elapsed=time.perf_counter() - t_start, nfev=ev.nfev, evaluations=len(ev.history),
+        method=method, maxiter=maxiter, baseline_maxiter=baseline_maxiter, rtol=rtol, atol=atol,
+        differences=differences, pieces=len(setup.times) + 1, spacing=spacing if piece_times is None else "given",
+        shape=setup.family.shape)
+    return OptimalProtocol(rule=setup.rule, state0=state0, T=setup.T, controls=dict(setup.controls),
+                           objective=setup.objective, hyper=setup.hyper, optimal=prots["optimal"],
+                           baselines={k: prots[k] for k in ("constant", "power_law") if k in prots},
+                           trajectory=traj, record=record, status=status, message=message, piece_times=setup.times,
+                           integrate_options=integrate_options)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Setup:
+    """One optimisation, checked: the rule and base hyper-parameters, the controls and their starting values, the
+    optimised family, the flows' Problem (the optimisation's quadrature) and the objective."""
+
+    rule: Any
+    hyper: HyperParams
+    T: float
+    controls: dict
+    initial: list
+    times: tuple
+    family: PiecewiseFamily
+    problem: Problem
+    objective: Any
+    state0: OrderParams
+    quadrature: Any  # the optimisation's quadrature (None: closed forms or theory.integrate's default)
+
+    @property
+    def names(self) -> tuple:
+        return tuple(self.controls)
+
+    @property
+    def bounds(self) -> tuple:
+        return tuple(self.controls[k] for k in self.controls)
+
+
+def _setup(state0, rule, T, controls, objective, params, *, pieces, spacing, shape, piece_times, target, weight,
+           quadrature, rtol, atol, differences, options, where) -> _Setup:
+    """Check the request and build the flows' Problem: the pieces, the rule and hyper-parameters (the controls'
+    starting values clipped to their bounds), the Dynamics (mirroring when eta_F is a control), the controls that
+    cannot change the error refused, the objective."""
     if not isinstance(state0, OrderParams):
         raise TypeError(f"{where}: state0 must be a theory.OrderParams, got {type(state0).__name__}")
     T = checks.number("T", T, where=where)
@@ -428,7 +515,6 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
     ctrl = _controls(controls, where)
     names = tuple(ctrl)
     bounds = tuple(ctrl[k] for k in names)
-    method = checks.choice("method", method, METHODS, where=where)
     differences = checks.choice("differences", differences, ("forward", "central"), where=where)
     spacing = checks.choice("spacing", spacing, ("linear", "log"), where=where)
     shape = ("constant" if "sigma_F" in ctrl else "linear") if shape is None else \
@@ -436,20 +522,8 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
     if shape == "linear" and "sigma_F" in ctrl:
         raise ValueError(f"{where}: a sigma_F protocol is piecewise constant (the ODE's pieces hold sigma_F fixed): "
                          "use shape='constant'")
-    maxiter = checks.integer("maxiter", maxiter, where=where, min=0)
-    baseline_maxiter = checks.integer("baseline_maxiter", baseline_maxiter, where=where, min=0)
-    n_out = checks.integer("n_out", n_out, where=where, min=2)
     rtol, atol = checks.tolerances(rtol, atol, where=where)
-    baselines = checks.boolean("baselines", baselines, where=where)
-    progress = checks.boolean("progress", progress, where=where)
-    if piece_times is not None:
-        times = checks.times(piece_times, where=where) if len(piece_times) else np.zeros(0)
-        if times.size and not (times[0] > 0 and times[-1] < T):
-            raise ValueError(f"{where}: piece_times must lie strictly inside (0, T) = (0, {T:g}), got {list(times)}")
-        times = tuple(float(x) for x in times)
-    else:
-        pieces = checks.integer("pieces", pieces, where=where, min=1)
-        times = _piece_times(T, pieces, spacing)
+    times = _pieces(T, pieces, spacing, piece_times, where)
     if "eta" in names and params is None and "eta" not in options:
         options = dict(options, eta=0.5 * (bounds[names.index("eta")][0] + bounds[names.index("eta")][1]))
     rule_, hyper = resolve(rule, params, options, where=where, extra=checks.parameters(optimal_protocol))
@@ -462,7 +536,6 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
         v = float(np.asarray(v(0.0))) if not isinstance(v, float) else v
         initial.append(float(np.clip(v, lo, hi)))
 
-    # ---------------------------------------------------------------- the problem, its checks
     from ..ode.dynamics import make_dynamics
 
     pw = PiecewiseFamily(names, bounds, T, times, shape)
@@ -485,22 +558,35 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
                          f"{'them' if len(inert) > 1 else 'it'} from controls")
     problem = Problem(dyn, hyper, y0, T, rtol=rtol, atol=atol, differences=differences)
     obj = make_objective(objective, T, float(problem.eg(y0)), target=target, weight=weight, where=where)
+    return _Setup(rule=rule_, hyper=hyper, T=T, controls=ctrl, initial=initial, times=times, family=pw,
+                  problem=problem, objective=obj, state0=state0, quadrature=None if dyn.closed_form else quad_opt)
 
-    # ---------------------------------------------------------------- the searches
-    bar = _bar(progress, f"optimal protocol {rule_.label}")
-    ev = _Evaluator(problem, obj, bar)
+
+def _pieces(T, pieces, spacing, piece_times, where) -> tuple:
+    """The inner boundaries of the pieces: ``piece_times`` checked, or ``pieces`` pieces spaced by ``spacing``."""
+    if piece_times is None:
+        return _piece_times(T, checks.integer("pieces", pieces, where=where, min=1), spacing)
+    times = checks.times(piece_times, where=where) if len(piece_times) else np.zeros(0)
+    if times.size and not (times[0] > 0 and times[-1] < T):
+        raise ValueError(f"{where}: piece_times must lie strictly inside (0, T) = (0, {T:g}), got {list(times)}")
+    return tuple(float(x) for x in times)
+
+
+def _search(setup: _Setup, ev: _Evaluator, *, baselines, method, maxiter, baseline_maxiter):
+    """The searches: the baselines (best constant, best power law) when asked, then the optimum from the better
+    of their projections. Ctrl-C keeps the best protocol evaluated so far. Returns (phases, status, message)."""
+    pw, names, bounds, T = setup.family, setup.names, setup.bounds, setup.T
     phases: dict[str, PhaseResult] = {}
-    status, message = 0, ""
     interrupted = False
     try:
         try:
             if baselines:
                 ev.phase = "constant"
-                phases["constant"] = best_constant(ev, names, bounds, T, initial, method=method,
+                phases["constant"] = best_constant(ev, names, bounds, T, setup.initial, method=method,
                                                    maxiter=baseline_maxiter)
                 phases["power_law"] = best_power_law(ev, names, bounds, T, phases["constant"], method=method,
                                                      maxiter=baseline_maxiter)
-            starts = [pw.from_constants(phases["constant"].theta if baselines else initial)]
+            starts = [pw.from_constants(phases["constant"].theta if baselines else setup.initial)]
             if baselines:
                 starts.append(pw.project(phases["power_law"].family, phases["power_law"].theta))
             ev.start(pw, "optimal")
@@ -513,34 +599,28 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if bar is not None:
-            bar.close()
-    if interrupted:
-        status, message = 1, "interrupted (Ctrl-C): the best protocol evaluated so far"
-        if "optimal" not in phases:
-            src = phases.get("power_law") or phases.get("constant")
-            if src is None:
-                raise KeyboardInterrupt
-            theta = pw.project(src.family, src.theta)
-            phases["optimal"] = PhaseResult("optimal", pw, theta, math.nan, math.nan)
-        for k in ("constant", "power_law"):
-            if baselines and k not in phases:
-                phases.pop(k, None)
-    else:
+        if ev.bar is not None:
+            ev.bar.close()
+    if not interrupted:
         res = phases["optimal"]
-        status = 0 if res.status == 0 else 2
-        message = res.message if res.status == 0 else f"stopped: {res.message}"
+        if res.status == 0:
+            return phases, 0, res.message
+        return phases, 2, f"stopped: {res.message}"
+    if "optimal" not in phases:
+        src = phases.get("power_law") or phases.get("constant")
+        if src is None:
+            raise KeyboardInterrupt
+        phases["optimal"] = PhaseResult("optimal", pw, pw.project(src.family, src.theta), math.nan, math.nan)
+    return phases, 1, "interrupted (Ctrl-C): the best protocol evaluated so far"
 
-    # ---------------------------------------------------------------- accurate values, trajectory
-    final_pb = problem
-    surrogate = quad_opt is not None and not dyn.closed_form
-    if surrogate:
-        from ..expectations.numerical import accuracy_target
 
-        tol, max_cost = accuracy_target(None, where)
-        acc = make_dynamics(state0, rule_, pw.hyper(hyper, phases["optimal"].theta), where=where,
-                            expectation_tol=tol, max_cost=max_cost)
-        final_pb = dataclasses.replace(problem, dyn=dataclasses.replace(acc, mirror=mirror))
+def _protocols(setup: _Setup, phases: dict, where: str):
+    """Each phase's Protocol with its objective; a surrogate optimisation (a numerical view on the coarser
+    quadrature) is evaluated again as theory.integrate would run it (its default accuracy control: the rule chosen
+    at the initial state, refined at the final one). Returns (protocols, the surrogate record or None)."""
+    problem, obj = setup.problem, setup.objective
+    surrogate = setup.quadrature is not None
+    finals = {}
 
     def evaluate(pb, ph):
         try:
@@ -549,30 +629,46 @@ def optimal_protocol(state0: OrderParams, rule, T: float, controls: dict, object
             return math.inf
         return obj.value(fl, pb)
 
+    def accurate(name, ph):
+        pb = _accurate_problem(setup, ph, where)
+        finals[name] = repr(pb.dyn.quadrature)
+        return evaluate(pb, ph)
+
     prots = {}
     for k, ph in phases.items():
         sv = ph.J if math.isfinite(ph.J) else evaluate(problem, ph)
-        v = evaluate(final_pb, ph) if surrogate else sv
+        v = accurate(k, ph) if surrogate else sv
         prots[k] = Protocol(name=k, schedules=ph.family.schedules(ph.theta), value=float(v), surrogate_value=float(sv),
                             family=ph.family, theta=np.asarray(ph.theta))
-    quad_final = final_pb.dyn.quadrature if surrogate else quadrature
-    integrate_options = dict(rtol=rtol, atol=atol) | ({"quadrature": quadrature} if quadrature is not None else {})
-    traj = integrate_protocol(state0, rule_, hyper, prots["optimal"].schedules, np.linspace(0.0, T, n_out),
-                              **integrate_options)
-    import pandas as pd
+    if not surrogate:
+        return prots, None
+    return prots, {"quadrature": repr(setup.quadrature), "final_quadrature": finals.get("optimal"),
+                   **{k: {"surrogate": p.surrogate_value, "accurate": p.value, "quadrature": finals[k]}
+                      for k, p in prots.items()}}
 
-    record = dict(
-        history=pd.DataFrame(ev.history, columns=["phase", "J", "F", "grad_norm", "seconds"]),
-        phases={k: dict(nit=p.nit, nfev=p.nfev, status=p.status, message=p.message) for k, p in phases.items()},
-        surrogate={"quadrature": repr(quad_opt), "final_quadrature": repr(quad_final),
-                   **{k: {"surrogate": p.surrogate_value, "accurate": p.value} for k, p in prots.items()}}
-        if surrogate else None,
-        elapsed=time.perf_counter() - t_start, nfev=ev.nfev, evaluations=len(ev.history), method=method,
-        maxiter=maxiter, baseline_maxiter=baseline_maxiter, rtol=rtol, atol=atol, differences=differences,
-        pieces=len(times) + 1, spacing=spacing if piece_times is None else "given", shape=shape)
-    return OptimalProtocol(rule=rule_, state0=state0, T=T, controls=dict(ctrl), objective=obj, hyper=hyper,
-                           optimal=prots["optimal"], baselines={k: prots[k] for k in ("constant", "power_law")
-                                                                if k in prots},
-                           trajectory=traj, record=record, status=status, message=message, piece_times=times,
-                           integrate_options=integrate_options)
+
+def _accurate_problem(setup: _Setup, ph, where: str) -> Problem:
+    """The flows' Problem of one protocol on the quadrature theory.integrate's accuracy control ends on: the rule
+    chosen at the initial state, then refined once where the estimate at the final state is above the target."""
+    from ..expectations.numerical import accuracy_target
+    from ..ode.dynamics import make_dynamics
+    from ..results.trajectory import Trajectory
+    from ..solver.integrate import _final_estimate, _refine_at_end
+
+    pb = setup.problem
+    tol, max_cost = accuracy_target(None, where)
+    dyn = make_dynamics(setup.state0, setup.rule, ph.family.hyper(setup.hyper, ph.theta), where=where,
+                        expectation_tol=tol, max_cost=max_cost)
+    acc = dataclasses.replace(pb, dyn=dataclasses.replace(dyn, mirror=pb.dyn.mirror))
+    try:
+        fl = flow(acc, ph.family, ph.theta, sensitivities=False)
+    except FlowDiverged:
+        return acc
+    end = Trajectory.from_flat(fl.t[[0, -1]], fl.y[[0, -1]], setup.state0, params={}, status=0, message="", nfev=0)
+    est = _final_estimate(acc.dyn, end)
+    if est is not None and est > tol:
+        finer = _refine_at_end(acc.dyn, end, tol, max_cost)
+        if finer is not None:
+            return dataclasses.replace(pb, dyn=finer)
+    return acc
 

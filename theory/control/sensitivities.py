@@ -16,7 +16,8 @@ integrator uses (the compiled kernel where one exists, called in a compiled loop
 and df/dtheta_j the difference of f at theta_j + h_j (h_j = 1e-7 (1 + |theta_j|), forward; +-6e-6 (1 + |theta_j|),
 central). Differentiating the stages of a Runge-Kutta method gives the same method applied to the variational
 equation, so Z is the derivative of the discrete flow with these steps, up to the differences' error: ~1e-7
-relative for "forward", ~1e-10 for "central" (tests/test_control.py holds both against finite differences of
+relative for "forward", ~1e-10 for "central" (tests/theory/control/test_control.py holds both against finite
+differences of
 whole integrations; the objective's own discretisation error is that of DOP853 at ``rtol``).
 
 Cost: a step costs 12 (1 + m + c) evaluations, m the tangents carried and c the parameters forced on the
@@ -34,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import types
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -241,7 +242,9 @@ def _compiled_step():
 
     I1, A1, A2, A3 = numba.int64[::1], numba.float64[::1], numba.float64[:, ::1], numba.float64[:, :, ::1]
     f64, b1 = numba.float64, numba.boolean
-    sig = numba.void(RHS_TYPE, A1, A2, I1, A1, f64, b1, b1, f64, f64, A1, A1, A2, A2, A2, A1, A1, A2, A2, A3, A3, A1, A2)
+    sig = numba.void(
+        RHS_TYPE, A1, A2, I1, A1, f64, b1, b1, f64, f64, A1, A1, A2, A2, A2, A1, A1, A2, A2, A3, A3, A1, A2
+    )
     return numba.njit(sig, cache=True, error_model="numpy", nogil=True)(_step_kernel)
 
 

@@ -63,7 +63,9 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     om = field_covariance(Q, R, T, S, U, P)  # (..., K+M+1, K+M+1)
     n = K + M
     C = om[..., :n, :n]
-    a = np.concatenate([np.broadcast_to(v, om.shape[:-2] + (K,)), -np.broadcast_to(v_star, om.shape[:-2] + (M,))], axis=-1)
+    a = np.concatenate(
+        [np.broadcast_to(v, om.shape[:-2] + (K,)), -np.broadcast_to(v_star, om.shape[:-2] + (M,))], axis=-1
+    )
     c = _feedback(rule, v, S, b, sigma_F, M)
     A = np.arange(K)
     fields = np.arange(n)
@@ -72,7 +74,9 @@ def closed_form_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     X = np.einsum("...kuj,...j->...ku", I3, a)
     if rule.modulated:
         dgg = ig.dgg_tensor(C, A)  # (..., K, n, n)
-        Ege2 = np.einsum("...kij,...i,...j->...k", dgg, a, a) + sigma**2 * ig.dg_mean(np.diagonal(Q, axis1=-2, axis2=-1))
+        Ege2 = np.einsum("...kij,...i,...j->...k", dgg, a, a) + sigma**2 * ig.dg_mean(
+            np.diagonal(Q, axis1=-2, axis2=-1)
+        )
         Ov = om[..., :, -1]  # (..., n+1): (S, U, P)
         X = X - sigma_F[..., None] * Ov[..., None, :] * Ege2[..., :, None]
     X = c[..., :, None] * X

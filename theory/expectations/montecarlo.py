@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..activations._base import activation
 from .._state import OrderParams
+from ..activations._base import activation
 
 __all__ = ["monte_carlo_terms"]
 
 
-def monte_carlo_terms(state: OrderParams, rule, *, n_samples: int, rng: np.random.Generator, sigma=0.0, sigma_F=1.0, g="erf", chunk: int = 200_000):
+def monte_carlo_terms(
+    state: OrderParams,
+    rule,
+    *,
+    n_samples: int,
+    rng: np.random.Generator,
+    sigma=0.0,
+    sigma_F=1.0,
+    g="erf",
+    chunk: int = 200_000,
+):
     """(X, DD, EH) and their standard errors (X_se, DD_se, EH_se) by Monte Carlo."""
     from ..rules._base import make_rule
 
@@ -36,7 +46,9 @@ def monte_carlo_terms(state: OrderParams, rule, *, n_samples: int, rng: np.rando
         z = rng.standard_normal((n, K + M + 1)) @ L.T
         zeta = rng.standard_normal(n)
         lam, nu = z[:, :K], z[:, K : K + M]
-        up = rule.local_update(lam, nu, zeta, v=state.v, v_star=state.v_star, S=state.S, b=state.b, sigma=sigma, sigma_F=sigma_F, g=g)
+        up = rule.local_update(
+            lam, nu, zeta, v=state.v, v_star=state.v_star, S=state.S, b=state.b, sigma=sigma, sigma_F=sigma_F, g=g
+        )
         xi = z + up.alpha[:, None] * Ov
         X = up.delta[:, :, None] * xi[:, None, :]
         DD = up.delta[:, :, None] * up.delta[:, None, :]

@@ -40,7 +40,7 @@ Quadrature rules (the ``quadrature`` argument of :func:`theory.integrate`):
 
 Measured accuracy (largest absolute error of any entry of X, DD, EH against a much finer rule,
 GaussHermite(48); K = M = 2 at random_state(2, 2, D=1000) and at random O(1) covariances, and along a
-pepita trajectory to t = 300; tests/test_numerical.py and benchmarks/bench_pepita.py check these):
+pepita trajectory to t = 300; tests/theory/expectations/test_numerical.py and benchmarks/bench_pepita.py check these):
 
 - erf, pepita: GaussHermite(12) ~7e-5, (16) ~5e-6, (20, the default for d <= 4) ~3e-7 .. 1e-5,
   (24) ~4e-8 .. 1e-4 (the larger figures at states with |sigma_F S| ~ 2).
@@ -51,20 +51,24 @@ pepita trajectory to t = 300; tests/test_numerical.py and benchmarks/bench_pepit
 - relu: GaussHermite(32) ~1e-2 for pepita (kink of g) and bp/fa/afa (jump of g'), falling only like
   1/n; KinkAware(16) (exact along lines, Gauss-Hermite across) 2e-4 .. 3e-3 (pepita); the default is
   KinkAware(24, outer="sphere") (exact along lines, a polar rule across): pepita 6e-7 .. 2e-5, bp and fa
-  against their closed forms 1e-6 .. 7e-5 (three O(1) random states, tests/test_accuracy.py; reference
+  against their closed forms 1e-6 .. 7e-5 (three O(1) random states, tests/theory/expectations/test_accuracy.py;
+  reference
   KinkAware(96, outer="sphere")), and bp, fa, afa have closed forms (theory.activations.relu).
 - relu rules that cannot be traced (np.sign called directly), and traced ones whose integrands are not
   piecewise quadratic (RuleFacts.kinks_exact False), run the default KinkAware rule's lines in numpy
   (:func:`_line_terms`: the first-pass kinks are known without tracing), equal to the compiled kernel on the
   same lines to 1e-9 where both apply. The untraceable sign-feedback rule (bp-like: g' jumps, so DD converges
   only like ~n^-2 across the lines) against its twin's closed form: KinkAware(24, "sphere") 1.5e-5 .. 2.8e-4,
-  (48) 5e-6 .. 5e-5, the rule the default accuracy control picks (tests/test_accuracy.py, four O(1) states). (Before: GaussHermite(32), ~1e-2, and the compiled kink kernel silently ~1e-3 off for a tanh(e) rule.)
+  (48) 5e-6 .. 5e-5, the rule the default accuracy control picks (tests/theory/expectations/test_accuracy.py, four
+  O(1) states). (Before:
+  GaussHermite(32), ~1e-2, and the compiled kink kernel silently ~1e-3 off for a tanh(e) rule.)
 
 Error control (``expectation_tol=`` of theory.integrate and theory.rhs): :func:`select_quadrature` climbs the
 default family's ladder until the embedded estimate (:func:`expectation_error`: the difference to the next
 rule of the family times a safety factor, or 3 QMC standard errors) is below the tolerance; the trajectory
 records the rule and the largest estimate (at the first and the last state). Measured at O(1) random
-states (tests/test_accuracy.py): the estimate bounds the error against a much finer rule for erf, tanh and
+states (tests/theory/expectations/test_accuracy.py): the estimate bounds the error against a much finer rule for erf,
+tanh and
 relu pepita at tol 1e-3 and 1e-5.
 - d >= 5 (K = M = 4, or noise): QMC(2^14 x 8) standard error ~1e-5 .. 1e-4 for pepita, ~1e-3
   for bp (return_error=True reports it); SparseGrid(7) ~1e-5 for smooth g at 6e4 nodes.
@@ -84,9 +88,9 @@ import math
 import numpy as np
 
 from .. import _checks as checks
+from .._state import field_covariance
 from ..activations._base import Activation, activation
 from ..rules._base import make_rule
-from .._state import field_covariance
 
 __all__ = ["GaussHermite", "SparseGrid", "QMC", "KinkAware", "default_quadrature", "numerical_terms", "quadrature_rule",
            "select_quadrature", "expectation_error", "DEFAULT_EXPECTATION_TOL", "AccuracyWarning"]
@@ -193,7 +197,7 @@ class KinkAware:
     meet, where pepita's kink lambda - sigma_F S e bends, or, for g', where two jumps meet), so the
     error falls faster than GaussHermite's 1/n on the raw integrand, though still algebraically.
     Measured (largest error of any term relative to the largest term, O(1) random K = M = 2 states;
-    tests/test_compiled_engine.py, benchmarks/bench_relu.py): n = 16: 1e-4 .. 7e-3, n = 24:
+    tests/theory/codegen/test_compiled_engine.py, benchmarks/bench_relu.py): n = 16: 1e-4 .. 7e-3, n = 24:
     2e-5 .. 2e-3, n = 48: 4e-6 .. 1e-4, against the relu closed forms (bp, afa) and n = 64 (pepita);
     GaussHermite(32) on the same states: 1e-4 .. 1e-2 with 50 times the evaluations. Compiled for rules whose
     integrands are piecewise quadratic (derived: RuleFacts.kinks_exact), else the same lines in numpy
@@ -203,7 +207,8 @@ class KinkAware:
     radius, n Gauss-Jacobi nodes per polar angle and 2n trapezoid nodes in the last angle). relu rules are
     positively homogeneous, so every kink is a cone through the origin: the line-integrated function is
     analytic along rays and its kinks are crossed at angular spacing ~pi / n, the error falling like
-    n^-3 .. n^-4. Measured (same states, tests/test_accuracy.py): pepita n = 16: 9e-6 .. 1.4e-4, n = 24:
+    n^-3 .. n^-4. Measured (same states, tests/theory/expectations/test_accuracy.py): pepita n = 16: 9e-6 .. 1.4e-4,
+    n = 24:
     6e-7 .. 2e-5, n = 32: 4e-7 .. 3e-6; bp and fa against their closed forms n = 24: 1e-6 .. 1.2e-4 (a floor
     near 5e-5 at one state, not yet understood), with 2 n^2 radial lines for K = M = 2 (9216 at n = 24,
     against 2296 for the Gauss-Hermite outer rule at n = 16).
@@ -323,8 +328,15 @@ def quadrature_rule(quadrature, d: int, g="erf"):
     if isinstance(quadrature, (GaussHermite, SparseGrid, QMC, KinkAware)):
         return quadrature
     if isinstance(quadrature, str):
-        named = {"gauss-hermite": GaussHermite, "gh": GaussHermite, "sparse": SparseGrid, "smolyak": SparseGrid, "qmc": QMC,
-                 "kink-aware": KinkAware, "kinks": KinkAware}
+        named = {
+            "gauss-hermite": GaussHermite,
+            "gh": GaussHermite,
+            "sparse": SparseGrid,
+            "smolyak": SparseGrid,
+            "qmc": QMC,
+            "kink-aware": KinkAware,
+            "kinks": KinkAware,
+        }
         if quadrature.lower() in named:
             return named[quadrature.lower()]()
     raise ValueError(
@@ -424,7 +436,10 @@ def _is_odd(g: Activation) -> bool:
     """g odd and g' even, checked on probe points (then every rule's integrand is even in (u, zeta))."""
     x = np.linspace(0.1, 4.0, 17) + 0.0123
     with np.errstate(all="ignore"):
-        return bool(np.allclose(g.g(-x), -g.g(x), rtol=1e-13, atol=1e-15) and np.allclose(g.dg(-x), g.dg(x), rtol=1e-13, atol=1e-15))
+        return bool(
+            np.allclose(g.g(-x), -g.g(x), rtol=1e-13, atol=1e-15)
+            and np.allclose(g.dg(-x), g.dg(x), rtol=1e-13, atol=1e-15)
+        )
 
 
 @functools.lru_cache(maxsize=256)
@@ -531,8 +546,11 @@ def numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
         per = [reduce(np.where(groups == j, weights * r, 0.0)) for j in range(r)]
         err = tuple(np.std(np.stack([p[i] for p in per]), axis=0, ddof=1) / math.sqrt(r) for i in range(3))
     else:
-        finer = GaussHermite(quad.n + 8, None if quad.n_noise is None else quad.n_noise + 8) if isinstance(quad, GaussHermite) \
+        finer = (
+            GaussHermite(quad.n + 8, None if quad.n_noise is None else quad.n_noise + 8)
+            if isinstance(quad, GaussHermite)
             else SparseGrid(quad.level + 1)
+        )
         ref = numerical_terms(rule, Q, R, T, S, U, P, v, v_star, b, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=finer)
         err = tuple(np.abs(a - c) for a, c in zip(terms, ref))
     return terms, err
@@ -594,7 +612,11 @@ def _line_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F
     B_all = _whiten(om_all, n)
     X, DD, EH = np.zeros(lead + (K, n + 1)), np.zeros(lead + (K, K)), np.zeros(lead + (K,))
     def pick(a, k):  # the state idx's value of a (leading dimensions lead, then k own dimensions)
-        return None if a is None else np.broadcast_to(np.asarray(a, dtype=float), lead + np.shape(a)[np.ndim(a) - k:])[idx]
+        return (
+            None
+            if a is None
+            else np.broadcast_to(np.asarray(a, dtype=float), lead + np.shape(a)[np.ndim(a) - k :])[idx]
+        )
 
     for idx in np.ndindex(*lead):
         om, B = om_all[idx], B_all[idx]
@@ -610,7 +632,9 @@ def _line_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F
                                      np.clip(kinks, _LINE_GRID[0], _LINE_GRID[-1])], axis=1), axis=1)
         a, c = br[:, :-1], br[:, 1:]
         t = 0.5 * (a + c)[..., None] + 0.5 * (c - a)[..., None] * xg  # (L, pieces, order)
-        wt = (w_out[:, None, None] * 0.5 * (c - a)[..., None] * wg * np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)).ravel()
+        wt = (
+            w_out[:, None, None] * 0.5 * (c - a)[..., None] * wg * np.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
+        ).ravel()
         nodes = (p0[:, None, None, :] + t[..., None] * u).reshape(-1, d)
         keep = wt > 0
         nodes, wt = nodes[keep], wt[keep]
@@ -626,7 +650,9 @@ def _kink_terms(rule, g, K, M):
     """The engine of a KinkAware rule: compiled (:func:`_compiled_terms`, kinks found level by level from the
     traced update) where the rule has a compiled view, else the numpy line rule (:func:`_line_terms`)."""
     if not g.piecewise_linear:
-        raise ValueError(f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}")
+        raise ValueError(
+            f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}"
+        )
     return _compiled_terms if _compiled_available(rule, g, K, M, KinkAware()) else _line_terms
 
 
@@ -651,14 +677,21 @@ def _compiled_terms(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sig
     quad = quadrature_rule(quadrature, K + M + int(noise), g)
     kinks = isinstance(quad, KinkAware)
     if kinks and not g.piecewise_linear:
-        raise ValueError(f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}")
+        raise ValueError(
+            f"quadrature: KinkAware integrates piecewise-linear activations (relu, linear); got {g.name!r}"
+        )
     terms = comp.numerical_terms_kinks if kinks else comp.numerical_terms
     if terms is None or gk is None:
         why = comp.reason or (f"activation {g.name!r} has no compiled form" if gk is None else
                               "its integrands are not piecewise quadratic (theory.rules._facts.RuleFacts.kinks_exact)")
-        raise ValueError(f"quadrature: {quadrature!r} needs the compiled engine, unavailable for rule {rule.label}: {why}")
+        raise ValueError(
+            f"quadrature: {quadrature!r} needs the compiled engine, unavailable for rule {rule.label}: {why}"
+        )
     nodes, weights = node_rule(rule, g, K, M, sigma, quad)
-    arrs = [np.asarray(a, dtype=float) for a in (Q, R, T, S, U, P, v, v_star, np.zeros(K) if b is None else b, sigma, sigma_F)]
+    arrs = [
+        np.asarray(a, dtype=float)
+        for a in (Q, R, T, S, U, P, v, v_star, np.zeros(K) if b is None else b, sigma, sigma_F)
+    ]
     ndims = (2, 2, 2, 1, 1, 0, 1, 1, 1, 0, 0)
     lead = np.broadcast_shapes(*(a.shape[: a.ndim - k] for a, k in zip(arrs, ndims)))
     X, DD, EH = np.zeros(lead + (K, K + M + 1)), np.zeros(lead + (K, K)), np.zeros(lead + (K,))
@@ -696,7 +729,9 @@ DEFAULT_COST_FACTOR = 4.0
 
 
 class AccuracyWarning(UserWarning):
-    """A numerical view's estimated accuracy is above the requested ``expectation_tol`` (theory.expectations.numerical)."""
+    """A numerical view's estimated accuracy is above the requested ``expectation_tol`` "
+    "(theory.expectations.numerical)."""
+
 
 _GH_LADDER = (12, 16, 20, 24, 32, 40, 48, 64)
 _KINK_LADDER = (16, 24, 32, 48, 64, 96)
@@ -707,17 +742,22 @@ def _finer(quad, g):
     difference between the two into an estimate of the coarser rule's error, or (None, None) at the top.
 
     GaussHermite: the next n of _GH_LADDER, factor 2 for analytic g (exponential but irregular convergence; tanh's
-    poles), 8 for relu (algebraic, ~1/n); KinkAware(n) against KinkAware(2n) with 4 more radial nodes, factor 2 (the spherical rule converges
+    poles), 8 for relu (algebraic, ~1/n); KinkAware(n) against KinkAware(2n) with 4 more radial nodes, factor 2 (the
+    spherical rule converges
     like n^-3 .. n^-4, but not monotonically), 4 for the Gauss-Hermite outer rule; SparseGrid: level + 1 (factor 1)."""
     if isinstance(quad, KinkAware):
-        return (dataclasses.replace(quad, n=2 * quad.n, radial=quad.radial + 4), 2.0 if quad.outer == "sphere" else 4.0) \
-            if 2 * quad.n <= 2 * _KINK_LADDER[-1] else (None, None)
+        return (
+            (dataclasses.replace(quad, n=2 * quad.n, radial=quad.radial + 4), 2.0 if quad.outer == "sphere" else 4.0)
+            if 2 * quad.n <= 2 * _KINK_LADDER[-1]
+            else (None, None)
+        )
     if isinstance(quad, GaussHermite):
         up = [n for n in _GH_LADDER if n > quad.n]
         if not up:
             return None, None
-        return dataclasses.replace(quad, n=up[0], n_noise=None if quad.n_noise is None else quad.n_noise + up[0] - quad.n), \
-            (8.0 if g.piecewise_linear else 2.0)
+        return dataclasses.replace(
+            quad, n=up[0], n_noise=None if quad.n_noise is None else quad.n_noise + up[0] - quad.n
+        ), (8.0 if g.piecewise_linear else 2.0)
     if isinstance(quad, SparseGrid):
         return (SparseGrid(quad.level + 1), 1.0) if quad.level < 9 else (None, None)
     if isinstance(quad, QMC):
@@ -726,7 +766,8 @@ def _finer(quad, g):
 
 
 def _next_rung(quad, g):
-    """The next rule of the ladder that :func:`select_quadrature` climbs (KinkAware: _KINK_LADDER; else :func:`_finer`)."""
+    """The next rule of the ladder that :func:`select_quadrature` climbs (KinkAware: _KINK_LADDER; else "
+    ":func:`_finer`)."""
     if isinstance(quad, KinkAware):
         up = [n for n in _KINK_LADDER if n > quad.n]
         return dataclasses.replace(quad, n=up[0]) if up else None
@@ -735,7 +776,9 @@ def _next_rung(quad, g):
 
 def _terms_any(rule, args, quad, g, sigma, sigma_F, compiled):
     if isinstance(quad, KinkAware):
-        return _kink_terms(rule, g, *np.shape(args[1])[-2:])(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
+        return _kink_terms(rule, g, *np.shape(args[1])[-2:])(
+            rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad
+        )
     if compiled:
         return _compiled_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
     return numerical_terms(rule, *args, sigma=sigma, sigma_F=sigma_F, g=g, quadrature=quad)
@@ -781,7 +824,11 @@ def accuracy_target(expectation_tol, where: str):
 def _at(state, hyper) -> tuple[tuple, dict]:
     """The order parameters of an OrderParams and the keywords of a HyperParams, as the functions here take them."""
     s = state
-    return (s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b), {"sigma": hyper.sigma, "sigma_F": hyper.sigma_F, "g": hyper.g}
+    return (s.Q, s.R, s.T, s.S, s.U, s.P, s.v, s.v_star, s.b), {
+        "sigma": hyper.sigma,
+        "sigma_F": hyper.sigma_F,
+        "g": hyper.g,
+    }
 
 
 def select_at(rule, state, hyper, **options):

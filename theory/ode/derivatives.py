@@ -43,7 +43,7 @@ the same way; f is even in sigma (the noise zeta is symmetric), so sigma is diff
 held, even where it follows eta: the derivative along both is the sum of the two columns).
 
 Accuracy and cost (measured at K = M = 2, random_state(D=500) states, default step 0.1 and rtol 1e-10, on a
-shared 2-core machine; tests/test_derivatives.py holds the checks):
+shared 2-core machine; tests/theory/ode/test_derivatives.py holds the checks):
 
 - linear g (bp with noise, weight decay, batch, mirroring; afa): against sympy's exact derivative of the
   polynomial ODE, max error 1e-14 of the largest entry (estimate 1e-14);
@@ -129,7 +129,9 @@ class Jacobian:
         try:
             return float(self.matrix[self.rows.index(row), self.columns.index(column)])
         except ValueError:
-            raise KeyError(f"Jacobian: no entry ({row!r}, {column!r}); rows {self.rows}, columns {self.columns}") from None
+            raise KeyError(
+                f"Jacobian: no entry ({row!r}, {column!r}); rows {self.rows}, columns {self.columns}"
+            ) from None
 
     def to_frame(self):
         """The matrix as a pandas DataFrame indexed by the labels."""

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..expectations.closed import assemble, closed_form_terms
 from .._hyper import HyperParams, resolve
-from ..rules._base import Rule
 from .._state import OrderParams, mirror_part, pack, unpack
+from ..expectations.closed import assemble, closed_form_terms
+from ..rules._base import Rule
 
 __all__ = ["Dynamics", "make_dynamics", "rhs"]
 
@@ -114,11 +114,13 @@ class Dynamics:
         Q, R, S, v = unpack(y, self.K, self.M)
         mir = mirror_part(y, self.K, self.M) if self.mirror else None
         if self.mirror and mir is None:
-            raise ValueError("rhs: with mirroring (eta_F > 0) the state holds U and P: OrderParams.to_vector(mirror=True)")
+            raise ValueError(
+                "rhs: with mirroring (eta_F > 0) the state holds U and P: OrderParams.to_vector(mirror=True)"
+            )
         U, P = mir if mir is not None else (None, None)
         return pack(*self.derivatives(Q, R, S, v, t, U, P))
 
-    def on(self, a: float, b: float) -> "Dynamics":
+    def on(self, a: float, b: float) -> Dynamics:
         """This ODE on [a, b], an interval without schedule breakpoints (HyperParams.on)."""
         return dataclasses.replace(self, hyper=self.hyper.on(a, b)) if self.hyper.time_dependent else self
 
@@ -174,7 +176,9 @@ def make_dynamics(state0: OrderParams, rule, params: HyperParams | None = None, 
         raise TypeError(f"{where}: state0 must be a theory.OrderParams, got {type(state0).__name__}")
     rule, hyper = resolve(rule, params, options, where=where, extra=extra)
     if "b" in rule.reads and state0.b is None:
-        raise ValueError(f"{where}: rule {rule.name!r} needs the feedback vector b; build the state with OrderParams(..., b=...)")
+        raise ValueError(
+            f"{where}: rule {rule.name!r} needs the feedback vector b; build the state with OrderParams(..., b=...)"
+        )
     dyn = Dynamics(rule=rule, hyper=hyper, K=state0.K, M=state0.M, T=state0.T, U=state0.U, P=state0.P,
                    v_star=state0.v_star, b=state0.b, quadrature=quadrature, mirror=hyper.mirroring)
     if expectation_tol is None or dyn.closed_form:

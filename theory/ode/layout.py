@@ -76,5 +76,9 @@ def header(**values) -> np.ndarray:
 def constants(K: int, M: int) -> dict[str, slice]:
     """Where the constants T, U, v_star, b sit in p (slices), after the header."""
     o = HEADER
-    return dict(T=slice(o, o + M * M), U=slice(o + M * M, o + M * M + M), v_star=slice(o + M * M + M, o + M * M + 2 * M),
-                b=slice(o + M * M + 2 * M, o + M * M + 2 * M + K))
+    return dict(
+        T=slice(o, o + M * M),
+        U=slice(o + M * M, o + M * M + M),
+        v_star=slice(o + M * M + M, o + M * M + 2 * M),
+        b=slice(o + M * M + 2 * M, o + M * M + 2 * M + K),
+    )

@@ -91,7 +91,9 @@ def check_arrays(what: str, arrays: dict, shapes: dict, finite=()) -> None:
     for name, shape in shapes.items():
         a = arrays[name]
         if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
-            raise LoadError(f"{what}: array {name} has shape {a.shape}, expected {tuple('n' if s is None else s for s in shape)}")
+            raise LoadError(
+                f"{what}: array {name} has shape {a.shape}, expected {tuple('n' if s is None else s for s in shape)}"
+            )
         if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
             raise LoadError(f"{what}: array {name} is not numeric ({a.dtype})")
     for name in finite:

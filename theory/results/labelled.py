@@ -57,7 +57,9 @@ def from_attrs(ds, kind: str) -> dict:
     if got != kind:
         raise LoadError(f"{kind}.from_xarray: the Dataset holds {got or 'no pepita-dynamics result'}, not a {kind}")
     if int(ds.attrs.get("format", FORMAT)) > FORMAT:
-        raise LoadError(f"{kind}.from_xarray: format {ds.attrs.get('format')} is newer than this package reads ({FORMAT})")
+        raise LoadError(
+            f"{kind}.from_xarray: format {ds.attrs.get('format')} is newer than this package reads ({FORMAT})"
+        )
     try:
         return {k: json.loads(v) for k, v in ds.attrs.items() if k not in ("kind", "format", "units")}
     except (TypeError, ValueError) as exc:
@@ -91,4 +93,6 @@ def read_netcdf(path, kind: str, tree: bool = False):
         with xr.open_dataset(path, engine=ENGINE) as ds:
             return ds.load()
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise LoadError(f"{kind}.load: {str(path)!r}: not a readable netCDF file ({type(exc).__name__}: {exc})") from None
+        raise LoadError(
+            f"{kind}.load: {str(path)!r}: not a readable netCDF file ({type(exc).__name__}: {exc})"
+        ) from None

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from .._checks import LoadError
-from .io import check_arrays, file_path, load_npz, save_npz
 from .._observables import alignment_angles, generalisation_error, specialisation
-from ..rules._base import rule_from_params
 from .._state import OrderParams
+from ..rules._base import rule_from_params
+from .io import check_arrays, file_path, load_npz, save_npz
 
 __all__ = ["Trajectory", "DivergenceError", "STATUS"]
 
@@ -24,7 +24,7 @@ STATUS = {0: "finished", 1: "interrupted", -1: "diverged", -2: "step size too sm
 class DivergenceError(RuntimeError):
     """The integration diverged. ``.trajectory`` holds what was computed up to then."""
 
-    def __init__(self, message: str, trajectory: "Trajectory"):
+    def __init__(self, message: str, trajectory: Trajectory):
         super().__init__(message)
         self.trajectory = trajectory
 
@@ -36,7 +36,8 @@ class Trajectory:
     Time is in units of steps / D. Arrays are stacked along the first axis (one row per time):
     Q (n, K, K), R (n, K, M), S (n, K), v (n, K); the constants T, U, P, v_star and b are those
     of ``state0``, except under feedback mirroring (eta_F > 0), where f learns: then ``U_t`` (n, M)
-    and ``P_t`` (n,) hold U and P over time, and ``U``, ``P`` return them. ``eg`` (n,) is the generalisation error and ``angles`` the named alignment
+    and ``P_t`` (n,) hold U and P over time, and ``U``, ``P`` return them. ``eg`` (n,) is the generalisation error
+    and ``angles`` the named alignment
     angles in degrees (see :func:`theory.alignment_angles`). ``status`` is 0 when the last
     requested time was reached, 1 when interrupted, -1 on divergence, -2 on solver failure;
     ``message`` says why. ``params`` holds every parameter of the run.
@@ -120,7 +121,7 @@ class Trajectory:
         return _read_only(specialisation(self))
 
     @classmethod
-    def from_flat(cls, t, y, state0: OrderParams, **meta) -> "Trajectory":
+    def from_flat(cls, t, y, state0: OrderParams, **meta) -> Trajectory:
         """The trajectory of flat states y (n, ...) = (Q, R, S, v[, U, P]) at times t (Q symmetrised;
         U, P as U_t, P_t when y holds them), with ``meta``: params, status, message, nfev."""
         from .._state import mirror_part, unpack
@@ -165,14 +166,16 @@ class Trajectory:
                                                               message=self.message, nfev=self.nfev))
 
     @classmethod
-    def from_xarray(cls, ds) -> "Trajectory":
+    def from_xarray(cls, ds) -> Trajectory:
         """The Trajectory a Dataset of :meth:`to_xarray` holds (LoadError when it holds something else)."""
         from .labelled import from_attrs
 
         meta = from_attrs(ds, "Trajectory")
         a = lambda name: np.asarray(ds[name].values)  # noqa: E731
         names = ("t", "Q", "R", "S", "v", "U_t", "P_t")
-        _check_loaded("Trajectory.from_xarray", {k: a(k) for k in names if k in ds}, meta.get("params"), a("T").shape[0])
+        _check_loaded(
+            "Trajectory.from_xarray", {k: a(k) for k in names if k in ds}, meta.get("params"), a("T").shape[0]
+        )
         try:
             s0 = OrderParams(Q=a("state0_Q"), R=a("state0_R"), T=a("T"), v=a("state0_v"), v_star=a("v_star"),
                              S=a("state0_S"), U=a("U"), P=float(a("P")), b=a("b") if "b" in ds else None)
@@ -194,7 +197,9 @@ class Trajectory:
 
             return write_netcdf(self.to_xarray(), path)
         s0 = self.state0
-        meta = dict(params=self.params, status=self.status, message=self.message, nfev=self.nfev, units={"t": "steps / D"})
+        meta = dict(
+            params=self.params, status=self.status, message=self.message, nfev=self.nfev, units={"t": "steps / D"}
+        )
         arrays = dict(t=self.t, Q=self.Q, R=self.R, S=self.S, v=self.v, eg=self.eg)
         if self.mirrored:
             arrays.update(U_t=self.U_t, P_t=self.P_t)
@@ -206,7 +211,7 @@ class Trajectory:
         return save_npz(path, "Trajectory", meta, arrays)
 
     @classmethod
-    def load(cls, path) -> "Trajectory":
+    def load(cls, path) -> Trajectory:
         """Read a saved trajectory (.npz, or .nc for netCDF); :class:`theory.LoadError` when the file is
         not one, or is damaged."""
         if file_path(path, "Trajectory.load").suffix == ".nc":
@@ -220,9 +225,20 @@ class Trajectory:
         try:
             s0 = {k[len("state0_"):]: z[k] for k in z if k.startswith("state0_")}
             s0["P"] = float(s0["P"])
-            traj = cls(t=z["t"], Q=z["Q"], R=z["R"], S=z["S"], v=z["v"], state0=OrderParams(**s0), params=meta["params"],
-                       status=meta["status"], message=meta["message"], nfev=meta["nfev"],
-                       U_t=z["U_t"] if "U_t" in z else None, P_t=z["P_t"] if "P_t" in z else None)
+            traj = cls(
+                t=z["t"],
+                Q=z["Q"],
+                R=z["R"],
+                S=z["S"],
+                v=z["v"],
+                state0=OrderParams(**s0),
+                params=meta["params"],
+                status=meta["status"],
+                message=meta["message"],
+                nfev=meta["nfev"],
+                U_t=z["U_t"] if "U_t" in z else None,
+                P_t=z["P_t"] if "P_t" in z else None,
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
         # the angles as computed when saved (the rule's class need not be registered here)
@@ -248,8 +264,10 @@ def _check_loaded(what: str, arrays: dict, params, M: int) -> None:
                  finite=("t", "Q", "R", "S", "v"))
     present = [k for k in ("U_t", "P_t") if k in arrays]
     if _mirrored_by(params) and len(present) < 2:
-        raise LoadError(f"{what}: the run mirrors f (eta_F = {params.get('eta_F')}, {params.get('eta_F_schedule')}) "
-                        f"but the file lacks {' and '.join(k for k in ('U_t', 'P_t') if k not in present)} (damaged file)")
+        raise LoadError(
+            f"{what}: the run mirrors f (eta_F = {params.get('eta_F')}, {params.get('eta_F_schedule')}) "
+            f"but the file lacks {' and '.join(k for k in ('U_t', 'P_t') if k not in present)} (damaged file)"
+        )
     if len(present) == 1:
         raise LoadError(f"{what}: holds {present[0]} without {({'U_t', 'P_t'} - set(present)).pop()} (damaged file)")
     if present:

@@ -107,7 +107,7 @@ class Sample:
     Derived: y = sum_m v*_m g(nu_m) + sigma zeta, e = sum_k v_k g(lambda_k) - y, g_lam = g(lambda).
     """
 
-    def __init__(self, rule: "Rule", lam, nu, zeta, *, v, v_star, S=None, b=None, sigma=0.0, sigma_F=1.0,
+    def __init__(self, rule: Rule, lam, nu, zeta, *, v, v_star, S=None, b=None, sigma=0.0, sigma_F=1.0,
                  g: Activation | str = "erf"):
         self._rule = rule
         self.lam, self.nu, self.zeta = lam, nu, zeta
@@ -334,17 +334,23 @@ def register_rule(cls: type | None = None, *, replace: bool = False):
                          f"starting with a letter, got {name!r}")
     from .._hyper import HYPER_FIELDS  # (theory._hyper imports this module)
 
-    clash = [f.name for f in dataclasses.fields(cls) if f.metadata.get("variant") is not None and f.name in HYPER_FIELDS]
+    clash = [
+        f.name for f in dataclasses.fields(cls) if f.metadata.get("variant") is not None and f.name in HYPER_FIELDS
+    ]
     if clash:
-        raise ValueError(f"register_rule: {cls.__name__}'s variant field {clash[0]!r} has the name of a hyper-parameter "
-                         f"(HyperParams.{clash[0]}), which an option of that name would set instead; rename the field")
+        raise ValueError(
+            f"register_rule: {cls.__name__}'s variant field {clash[0]!r} has the name of a hyper-parameter "
+            f"(HyperParams.{clash[0]}), which an option of that name would set instead; rename the field"
+        )
     if getattr(cls, "__abstractmethods__", None):
         raise TypeError(f"register_rule: {cls.__name__} does not implement {sorted(cls.__abstractmethods__)}")
     bad = [r for r in cls.reads if r not in READABLE]
     if bad:
         raise ValueError(f"register_rule: {cls.__name__}.reads may name {READABLE}, got {bad}")
     if cls.closed_form not in (None, "feedback"):
-        raise ValueError(f"register_rule: {cls.__name__}.closed_form must be None or 'feedback', got {cls.closed_form!r}")
+        raise ValueError(
+            f"register_rule: {cls.__name__}.closed_form must be None or 'feedback', got {cls.closed_form!r}"
+        )
     if cls.closed_form == "feedback":  # an assertion: checked against the traced update (imports sympy)
         from ._facts import check_declaration
 

@@ -48,7 +48,8 @@ DECLARATION_SIZES = ((2, 2), (3, 1))
 
 #: a difference is non-zero when its value at a probe point exceeds this times (1 + |terms|)
 WITNESS_TOL = 1e-8
-#: the spreads of the probe points, _PROBES of each (wide ones reach regions such as lambda > 6 that typical fields miss)
+#: the spreads of the probe points, _PROBES of each (wide ones reach regions such as lambda > 6 that typical fields
+#: miss)
 _PROBE_SCALES = (1.3, 8.0)
 _PROBES = 32
 _SIMPLIFY_MAX_OPS = 3000
@@ -98,13 +99,17 @@ def _witness(a, b) -> float | None:
     """max |a - b| / (1 + |a| + |b|) over seeded random points, or None when it cannot be evaluated."""
     import sympy as sp
 
-    syms = sorted((sp.sympify(a) - sp.sympify(b)).free_symbols | sp.sympify(a).free_symbols | sp.sympify(b).free_symbols,
-                  key=lambda s: s.name)
+    syms = sorted(
+        (sp.sympify(a) - sp.sympify(b)).free_symbols | sp.sympify(a).free_symbols | sp.sympify(b).free_symbols,
+        key=lambda s: s.name,
+    )
     try:
         fa = sp.lambdify(syms, a, modules=[_probe_functions(), "numpy"])
         fb = sp.lambdify(syms, b, modules=[_probe_functions(), "numpy"])
         rng = np.random.default_rng(8117)
-        vals = np.repeat(np.asarray(_PROBE_SCALES), _PROBES) * rng.standard_normal((len(syms), _PROBES * len(_PROBE_SCALES)))
+        vals = np.repeat(np.asarray(_PROBE_SCALES), _PROBES) * rng.standard_normal(
+            (len(syms), _PROBES * len(_PROBE_SCALES))
+        )
         with np.errstate(all="ignore"):
             va = np.real(np.broadcast_to(np.asarray(fa(*vals), dtype=complex), vals.shape[1:]))
             vb = np.real(np.broadcast_to(np.asarray(fb(*vals), dtype=complex), vals.shape[1:]))
@@ -168,12 +173,16 @@ def derive(rule, K: int, M: int, traced: dict, feedback) -> RuleFacts:
             if dep:
                 differs.append(f"feedback_{k} depends on the fields {', '.join(dep)}")
             else:
-                check(f"delta_{k} differs from feedback_{k} * g'(lambda_{k}) * e", traced["delta"][k], c * DG(lam[k]) * e)
+                check(
+                    f"delta_{k} differs from feedback_{k} * g'(lambda_{k}) * e", traced["delta"][k], c * DG(lam[k]) * e
+                )
     check("e_out is not e", traced["e_out"], e)
     for k in range(K):
         check(f"h_{k} is not g(lambda_{k})", traced["h"][k], G(lam[k]))
     if rule.modulated:
-        check("alpha is not -sigma_F e, the presynaptic input of presynaptic='modulated'", traced["alpha"], -sigma_F * e)
+        check(
+            "alpha is not -sigma_F e, the presynaptic input of presynaptic='modulated'", traced["alpha"], -sigma_F * e
+        )
     else:
         check(f"alpha is not 0, the presynaptic input of presynaptic={rule.presynaptic!r}", traced["alpha"], 0)
     return RuleFacts(closed_form=not differs, modulates=modulates, traceable=True, differs=tuple(differs),
@@ -304,10 +313,12 @@ def _assert_declaration(rule, K, M, facts: RuleFacts) -> None:
         why = (f"cannot be checked: {facts.reason}; remove the declaration (the closed-form family is derived from "
                "the update) or write the update so that it can be traced")
     else:
-        why = "disagrees with its update at K=%d, M=%d: %s" % (K, M, "; ".join(facts.differs))
-    raise ValueError(f"rule {rule.name!r} ({type(rule).__qualname__}{'' if rule.label == rule.name else ', ' + rule.label}) "
-                     f"declares closed_form = 'feedback' (delta_k = feedback_k g'(lambda_k) e, e_out = e, h = g(lambda), "
-                     f"alpha of its presynaptic input), which {why}")
+        why = f"disagrees with its update at K={K}, M={M}: {'; '.join(facts.differs)}"
+    raise ValueError(
+        f"rule {rule.name!r} ({type(rule).__qualname__}{'' if rule.label == rule.name else ', ' + rule.label}) "
+        f"declares closed_form = 'feedback' (delta_k = feedback_k g'(lambda_k) e, e_out = e, h = g(lambda), "
+        f"alpha of its presynaptic input), which {why}"
+    )
 
 
 def closed_form_applies(rule, g, quadrature, K: int, M: int) -> bool:

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BLOWUP", "runaway", "why", "why_replicas", "omega_check", "nonfinite_derivative", "StateCheck", "state_check"]
+__all__ = [
+    "BLOWUP",
+    "runaway",
+    "why",
+    "why_replicas",
+    "omega_check",
+    "nonfinite_derivative",
+    "StateCheck",
+    "state_check",
+]
 
 #: |Q_kk|, |S_k| or |v_k| above this counts as divergence.
 BLOWUP = 1e8
@@ -25,7 +34,9 @@ def runaway(Qd, S, v):
 
     Qd (..., K) the diagonal of Q, S (..., K), v (..., K); non-finite entries make ``big`` nan.
     """
-    parts = np.concatenate([np.abs(np.asarray(Qd, float)), np.abs(np.asarray(S, float)), np.abs(np.asarray(v, float))], -1)
+    parts = np.concatenate(
+        [np.abs(np.asarray(Qd, float)), np.abs(np.asarray(S, float)), np.abs(np.asarray(v, float))], -1
+    )
     finite = np.all(np.isfinite(parts), -1)
     with np.errstate(invalid="ignore"):
         big = np.where(finite, np.max(np.where(np.isfinite(parts), parts, 0.0), -1, initial=0.0), np.nan)
@@ -53,7 +64,10 @@ def why_replicas(Qd, S, v) -> str | None:
     reps = np.nonzero(bad)[0].tolist()
     if not np.all(np.isfinite(big[bad])):
         return f"non-finite order parameters in replica(s) {reps[:8]}"
-    return f"order parameters exploded in replica(s) {reps[:8]} (max |Q_kk|, |v_k|, |S_k| = {np.nanmax(big):.3g} > {BLOWUP:g})"
+    return (
+        f"order parameters exploded in replica(s) {reps[:8]} "
+        f"(max |Q_kk|, |v_k|, |S_k| = {np.nanmax(big):.3g} > {BLOWUP:g})"
+    )
 
 
 def omega_check(omega, tol) -> list[str | None]:
@@ -95,7 +109,9 @@ def state_blocks(K: int, M: int, n: int) -> tuple:
     with mirroring)."""
     from .._state import vector_size
 
-    sizes = [("Q", K * K), ("R", K * M), ("S", K), ("v", K)] + ([("U", M), ("P", 1)] if n == vector_size(K, M, True) else [])
+    sizes = [("Q", K * K), ("R", K * M), ("S", K), ("v", K)] + (
+        [("U", M), ("P", 1)] if n == vector_size(K, M, True) else []
+    )
     out, i = [], 0
     for name, size in sizes:
         out.append((name, i, i + size))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -167,9 +167,9 @@ def drive(stepper: Stepper, y0: np.ndarray, t: np.ndarray, *,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._progress import time_bar
 
-        bar = tqdm(total=float(t[-1] - t[0]), desc=desc, unit="t", leave=False)
+        bar = time_bar(float(t[-1] - t[0]), desc)  # t with 4 significant digits and its unit
     active = np.zeros(Bn, dtype=bool)
     active[live] = True
     try:

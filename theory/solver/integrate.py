@@ -9,10 +9,9 @@ import numpy as np
 import scipy.integrate
 
 from .. import _checks as checks
-from .divergence import state_check
-from .driver import MAX_STEPS, CompiledStepper, ScipyStepper, drive_segments
-from ..ode.dynamics import make_dynamics
 from .._hyper import HyperParams, record
+from .._provenance import provenance
+from .._state import OrderParams
 from ..expectations.numerical import (
     AccuracyWarning,
     accuracy_note,
@@ -20,10 +19,11 @@ from ..expectations.numerical import (
     error_at,
     select_at,
 )
-from .._provenance import provenance
-from ..rules._base import Rule
-from .._state import OrderParams
+from ..ode.dynamics import make_dynamics
 from ..results.trajectory import DivergenceError, Trajectory
+from ..rules._base import Rule
+from .divergence import state_check
+from .driver import MAX_STEPS, CompiledStepper, ScipyStepper, drive_segments
 
 __all__ = ["integrate", "default_times", "watched_indices"]
 

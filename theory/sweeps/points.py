@@ -12,12 +12,13 @@ a grid axis.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..rules._base import Rule
 from .._state import OrderParams
+from ..rules._base import Rule
 
 __all__ = ["GRID_ONLY", "expand"]
 

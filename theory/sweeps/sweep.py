@@ -36,32 +36,39 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import _checks as checks
 from .._checks import LoadError
 from .._codegen.rule import HAVE_NUMBA, numerical_params, ode_params
-from ..expectations.numerical import (AccuracyWarning, accuracy_note, accuracy_target, expectation_error, node_rule,
-                                      select_at)
-from ..results.io import FORMAT, json_default
-from ..results.labelled import to_attrs, xarray
-from ..solver.divergence import state_check
-from ..solver.driver import MAX_STEPS, BatchedStepper, BatchSolution, CompiledStepper, drive_segments
+from .._hyper import HYPER_FIELDS, HyperBatch, HyperParams, hyper_params, record, rule_option_names
+from .._observables import alignment_angles, generalisation_error, specialisation
+from .._provenance import provenance
+from .._state import OrderParams, mirror_part, unpack
+from ..expectations.numerical import (
+    AccuracyWarning,
+    accuracy_note,
+    accuracy_target,
+    expectation_error,
+    node_rule,
+    select_at,
+)
 from ..ode.dynamics import Dynamics
 from ..ode.views import closed_form_applies, rhs_view
-from .._hyper import HYPER_FIELDS, HyperBatch, HyperParams, hyper_params, record, rule_option_names
-from ..solver.integrate import default_times, watched_indices
-from .._observables import alignment_angles, generalisation_error, specialisation
-from .points import GRID_ONLY, expand
-from ..rules._base import Rule, make_rule
-from .._state import OrderParams, mirror_part, unpack
+from ..results.io import FORMAT, json_default
+from ..results.labelled import to_attrs, xarray
 from ..results.summaries import PLATEAU_DEFAULTS, crossing_time, plateau, unspecialised_spread
-from .._provenance import provenance
 from ..results.trajectory import Trajectory
+from ..rules._base import Rule, make_rule
+from ..solver.divergence import state_check
+from ..solver.driver import MAX_STEPS, BatchedStepper, BatchSolution, CompiledStepper, drive_segments
+from ..solver.integrate import default_times, watched_indices
+from .points import GRID_ONLY, expand
 
 __all__ = ["sweep", "SweepResult"]
 

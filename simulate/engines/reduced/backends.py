@@ -27,8 +27,7 @@ import os
 import numpy as np
 import torch
 
-from theory import _internal
-from theory import HyperParams
+from theory import HyperParams, _internal
 from theory._internal import update_view
 
 from . import BACKENDS, kernel
@@ -75,7 +74,9 @@ class _TorchChain:
         self.gen = torch.Generator(device=device).manual_seed(int(seed))
         self.conc = torch.full((block, replicas), 0.5 * (self.D - r), device=device, dtype=dtype)
         if self.batch > 1:
-            self.conc_w = (0.5 * (self.D - r - torch.arange(self.batch, device=device, dtype=dtype))).expand(block, replicas, -1)
+            self.conc_w = (0.5 * (self.D - r - torch.arange(self.batch, device=device, dtype=dtype))).expand(
+                block, replicas, -1
+            )
         self.step_index = int(step0)
         self.replicas, self.device, self.dtype = replicas, device, dtype
         self.chunk = int(block)
@@ -132,8 +133,12 @@ class _TorchChain:
         L[..., rows, cols] = low
         W = L @ L.transpose(-1, -2)
         m_eps, m_chi2 = self._mirror_draws(n)
-        self._run(n, lambda j, Q, R, S, v, t, U, P: self.step.batch_step(Q, R, S, v, eps[j], W[j], zeta[j], t=t, U=U, P=P),
-                  m_eps, m_chi2)
+        self._run(
+            n,
+            lambda j, Q, R, S, v, t, U, P: self.step.batch_step(Q, R, S, v, eps[j], W[j], zeta[j], t=t, U=U, P=P),
+            m_eps,
+            m_chi2,
+        )
 
     def state(self):
         parts = (self.Q, self.R, self.S, self.v) + ((self.U, self.P) if self.mirror else ())
@@ -145,15 +150,17 @@ class _TorchChain:
 
 class _NumbaChain:
     """The compiled CPU backend: :func:`simulate.engines.reduced.kernel.chain_block` on chunks of steps, with the
-    rule's compiled update, its blocks and threads from :class:`simulate.engines.reduced.kernel.ChunkSampler` (float64)."""
+    rule's compiled update, its blocks and threads from :class:`simulate.engines.reduced.kernel.ChunkSampler`
+    (float64)."""
 
     def __init__(self, rule, hyper: HyperParams, state, *, D, T, U, P, v_star, b, replicas, r, seed, threads, step0=0):
         K = state[0].shape[-1]
         M = np.shape(T)[-1]
         update, why = update_view(rule, hyper.g, K, M)
         if update is None:
-            raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label} with activation {hyper.g.name!r}: "
-                             f"{why}")
+            raise ValueError(
+                f"backend: 'numba' needs a compiled view of rule {rule.label} with activation {hyper.g.name!r}: {why}"
+            )
         gk = _internal.compiled.activation_code(hyper.g)
         self.update = update
         self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
@@ -218,11 +225,15 @@ def resolve_backend(backend, device, dtype, rule, g, K, M, mirror=False) -> str:
         if dtype != torch.float64:
             raise ValueError(f"backend: 'numba' computes in float64, got dtype {dtype} (use backend='torch')")
         if _internal.compiled.activation_code(g) is None:
-            raise ValueError(f"backend: 'numba' supports the activations {sorted(_internal.compiled.ACTIVATION_CODES)}, "
-                             f"got {g.name!r} (use backend='torch')")
+            raise ValueError(
+                f"backend: 'numba' supports the activations {sorted(_internal.compiled.ACTIVATION_CODES)}, "
+                f"got {g.name!r} (use backend='torch')"
+            )
         update, why = update_view(rule, g, K, M)
         if update is None:
-            raise ValueError(f"backend: 'numba' needs a compiled view of rule {rule.label}: {why} (use backend='torch')")
+            raise ValueError(
+                f"backend: 'numba' needs a compiled view of rule {rule.label}: {why} (use backend='torch')"
+            )
     return backend
 
 

@@ -15,8 +15,7 @@ import time
 import numpy as np
 import torch
 
-from theory import _internal
-from theory import HyperParams, OrderParams
+from theory import HyperParams, OrderParams, _internal
 
 from ..._spec import Records, ReplicaStates, RunSpec, specify
 from ..driver import Recorder, Stepper, drive

@@ -28,11 +28,31 @@ def empirical_eg(Q, R, S, v, T, U, P, v_star, *, n_test: int, g="erf", rng: np.r
     lead = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2], v.shape[:-1])
     per = max(1, 2_000_000 // (n_test * (K + M)))  # states per chunk (memory)
     if int(np.prod(lead)) > per:
-        Qf, Rf = np.broadcast_to(Q, lead + (K, K)).reshape(-1, K, K), np.broadcast_to(R, lead + (K, M)).reshape(-1, K, M)
+        Qf, Rf = (
+            np.broadcast_to(Q, lead + (K, K)).reshape(-1, K, K),
+            np.broadcast_to(R, lead + (K, M)).reshape(-1, K, M),
+        )
         vf = np.broadcast_to(v, lead + (K,)).reshape(-1, K)
-        Tf, vsf = np.broadcast_to(T, lead + (M, M)).reshape(-1, M, M), np.broadcast_to(v_star, lead + (M,)).reshape(-1, M)
-        parts = [empirical_eg(Qf[i:i + per], Rf[i:i + per], None, vf[i:i + per], Tf[i:i + per], None, None, vsf[i:i + per],
-                              n_test=n_test, g=g, rng=rng) for i in range(0, len(Qf), per)]
+        Tf, vsf = (
+            np.broadcast_to(T, lead + (M, M)).reshape(-1, M, M),
+            np.broadcast_to(v_star, lead + (M,)).reshape(-1, M),
+        )
+        parts = [
+            empirical_eg(
+                Qf[i : i + per],
+                Rf[i : i + per],
+                None,
+                vf[i : i + per],
+                Tf[i : i + per],
+                None,
+                None,
+                vsf[i : i + per],
+                n_test=n_test,
+                g=g,
+                rng=rng,
+            )
+            for i in range(0, len(Qf), per)
+        ]
         return np.concatenate(parts).reshape(lead)
     C = np.empty(lead + (K + M, K + M))
     C[..., :K, :K] = Q

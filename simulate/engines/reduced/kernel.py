@@ -79,8 +79,34 @@ def _draw_step(key, b0, nv, step, shapes, noisy, eps_s, gam_s, offd_s, zeta_s):
 
 
 @_jit(inline="never")
-def _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
-                   sigma, sigma_F, kappa, gk, train_v):
+def _advance_block(
+    update,
+    bi,
+    B,
+    key,
+    step0,
+    n,
+    shapes,
+    noisy,
+    Q,
+    R,
+    S,
+    v,
+    A11T,
+    Binv,
+    U,
+    P,
+    v_star,
+    b,
+    D,
+    etas,
+    etas_v,
+    sigma,
+    sigma_F,
+    kappa,
+    gk,
+    train_v,
+):
     """Replicas bi*B .. bi*B + B - 1 of :func:`chain_block` for steps step0 .. step0 + n - 1.
     State and constants are held along the last axis of scratch arrays (one column per replica) and
     every loop runs over the replicas innermost, so that their independent arithmetic vectorises and
@@ -300,7 +326,8 @@ def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, 
 
     Q (nR, K, K), R (nR, K, M), S (nR, K), v (nR, K): the state of all replicas (float64, C-contiguous).
     The random numbers are drawn inside, from the counter-based streams (seed, replica, step) of
-    :mod:`simulate.engines.reduced.rng` under ``key`` (:func:`simulate.engines.reduced.rng.key_of` of the seed): per step and
+    :mod:`simulate.engines.reduced.rng` under ``key`` (:func:`simulate.engines.reduced.rng.key_of` of the seed): per
+    step and
     replica, Bs r standard normals eps, Bs Gamma(shapes[s]) variables gam (shapes[s] = (D - r - s)/2,
     so that 2 gam ~ chi^2_{D-r-s}: the Bartlett factor of the Wishart(D - r, I_Bs) Gram matrix of
     the inputs' components orthogonal to the r vectors; Bs = 1: chi^2_{D-r}), Bs (Bs - 1)/2 normals
@@ -312,8 +339,34 @@ def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, 
     v_star (., M), b (., K). ``update`` is the rule's compiled update (theory._codegen.rule), gk the
     activation's code, kappa the weight decay.
     """
-    _advance_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
-                   sigma, sigma_F, kappa, gk, train_v)
+    _advance_block(
+        update,
+        bi,
+        B,
+        key,
+        step0,
+        n,
+        shapes,
+        noisy,
+        Q,
+        R,
+        S,
+        v,
+        A11T,
+        Binv,
+        U,
+        P,
+        v_star,
+        b,
+        D,
+        etas,
+        etas_v,
+        sigma,
+        sigma_F,
+        kappa,
+        gk,
+        train_v,
+    )
 
 
 @_jit()
@@ -372,7 +425,8 @@ class ChunkSampler:
     """The numba chain's blocks of replicas, its threads, its key, and its draws on request.
 
     Replicas are split into blocks of B = ``block`` (default :data:`RNG_REPLICA_BLOCK`), one kernel
-    work item each (its replicas interleaved in the kernel's loops), run by ``threads`` worker threads (:meth:`map_blocks`). The random numbers are
+    work item each (its replicas interleaved in the kernel's loops), run by ``threads`` worker threads
+    (:meth:`map_blocks`). The random numbers are
     not drawn here: the kernel draws them inside, each replica and step from its own counter-based
     stream (seed, replica, step) (:mod:`simulate.engines.reduced.rng`, Philox4x64-10 under ``key``), so a run does
     not depend on B, the threads or the chunking. :meth:`draw` computes the same numbers for the
@@ -388,8 +442,10 @@ class ChunkSampler:
         self.step = 0  # the next step :meth:`draw` returns
         self.shapes = np.maximum(0.5 * (self.D - self.r - np.arange(self.batch, dtype=float)), 0.0)
         if self.batch > 1 and self.shapes[-1] <= 0:
-            raise ValueError(f"batch: {self.batch} samples per step need D >= K + M + 1 + batch = {self.r + self.batch}, "
-                             f"got D = {self.D}")
+            raise ValueError(
+                f"batch: {self.batch} samples per step need D >= K + M + 1 + batch = {self.r + self.batch}, "
+                f"got D = {self.D}"
+            )
         self.threads = max(1, int(threads))
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads) if self.threads > 1 and nb > 1 else None
 

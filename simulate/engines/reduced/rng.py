@@ -38,8 +38,20 @@ except ImportError:  # pragma: no cover - numba is a dependency
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["philox4x64", "key_of", "stream", "next_u64", "next_double", "normal", "normals_into", "gamma", "ziggurat_tables",
-           "ZIGGURAT_R", "ZIGGURAT_V", "PURPOSE_CHAIN"]
+__all__ = [
+    "philox4x64",
+    "key_of",
+    "stream",
+    "next_u64",
+    "next_double",
+    "normal",
+    "normals_into",
+    "gamma",
+    "ziggurat_tables",
+    "ZIGGURAT_R",
+    "ZIGGURAT_V",
+    "PURPOSE_CHAIN",
+]
 
 _U64 = np.uint64
 _M0, _M1 = _U64(0xD2E7470EE14C6C93), _U64(0xCA5A826395121157)  # Philox4x64 multipliers

@@ -24,7 +24,7 @@ xp = x + alpha f / sqrt D and c = eta kappa / D (kappa = weight_decay),
 
 Writing xi_u = xp . u / sqrt D = z_u + alpha G[u, f] for u = w_l, w*_n, f, and
 |xp|^2 = |x|^2 + 2 alpha phi + alpha^2 P, and taking dot products (derivation checked by hand
-and by tests/test_reduced.py against an explicit D-dimensional step with the same draws):
+and by tests/simulate/engines/reduced/test_reduced.py against an explicit D-dimensional step with the same draws):
 
     Q'_kl = (1-c)^2 Q_kl - (1-c)(eta/D)(delta_k xi_l + delta_l xi_k) + (eta^2/D) delta_k delta_l |xp|^2/D
     R'_kn = (1-c) R_kn - (eta/D) delta_k xi*_n
@@ -107,7 +107,12 @@ class ReducedStep:
         self.rule, self.g = rule, hyper.g
         self.D = int(D)
         self.M = T.shape[-1]
-        tt = lambda a: None if a is None else torch.as_tensor(np.array(a, dtype=np.float64)).to(device=device, dtype=dtype)  # noqa: E731
+
+        def tt(a):
+            if a is None:
+                return None
+            return torch.as_tensor(np.array(a, dtype=np.float64)).to(device=device, dtype=dtype)
+
         A11T, Binv = _fixed_square_root(T, U, P)
         self.A11T = tt(A11T)  # y = eps1 @ A11^T
         self.Binv = tt(Binv)  # L21 = [R, S] @ Binv
@@ -234,8 +239,13 @@ class ReducedStep:
         xi_nu = nu + a * U
         xi_phi = phi + alpha * P
         P2 = P if P.ndim == 0 else P[..., None]
-        G = eps @ eps.transpose(-1, -2) + W + alpha[..., None, :] * phi[..., :, None] + alpha[..., :, None] * phi[..., None, :] \
-            + P2 * alpha[..., :, None] * alpha[..., None, :]  # xp_s . xp_s'
+        G = (
+            eps @ eps.transpose(-1, -2)
+            + W
+            + alpha[..., None, :] * phi[..., :, None]
+            + alpha[..., :, None] * phi[..., None, :]
+            + P2 * alpha[..., :, None] * alpha[..., None, :]
+        )  # xp_s . xp_s'
         k = 1.0 - c
         dxi = delta.transpose(-1, -2) @ xi_lam  # sum_s delta_s xi_s^T
         Q = (k * k) * Q - (k * eta / (D * B)) * (dxi + dxi.transpose(-1, -2)) \
