@@ -268,6 +268,7 @@ def specify(init, rule, t, params: HyperParams | None, engine, *, options: dict,
     rule, hyper = _rule_and_hyper(rule, params, options, init, where=where, extra=extra)
     n_test = engine.n_test(hyper) if n_test is None else n_test
     steps = recording_steps(t, D, where=where)
+    _internal.checks.learns_within(float(hyper.t_pre), float(steps[-1]) / D, where=where)
     if dtype == torch.float32 and hyper.max_rate() > 1e30:
         raise ValueError(f"{where}: a learning rate of {hyper.max_rate():.3g} overflows float32; "
                          f"use dtype=torch.float64")

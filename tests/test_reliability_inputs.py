@@ -273,3 +273,28 @@ def test_netcdf_trajectory_with_nan_is_refused_as_the_npz_one(tmp_path):
     with pytest.raises(theory.LoadError, match="lacks P_t"):
         theory.Trajectory.from_xarray(traj_m.to_xarray().drop_vars("P_t"))
     assert theory.Trajectory.from_xarray(traj_m.to_xarray()).P_t is not None
+
+
+def test_requests_too_large_to_finish_are_refused_by_size(monkeypatch):
+    st = theory.random_state(2, 2, D=100, seed=0)
+    with pytest.raises(theory.TooLarge, match=r"K = 200, M = 200.*PEPITA_DYNAMICS_WORK_SCALE"):
+        theory.integrate(theory.random_state(200, 200, D=1000, seed=0), "bp", [0, 1.0], eta=0.5)
+    with pytest.raises(theory.TooLarge, match="output times"):
+        theory.integrate(st, "afa", np.linspace(0, 10, 10**7), eta=0.5, eta_F=0.3)
+    knots = tuple(np.linspace(0, 100, 20000))
+    with pytest.raises(theory.TooLarge, match="breakpoints"):
+        theory.integrate(st, "bp", [0, 100.0], eta=theory.Interpolated(knots, tuple(np.full(20000, 0.5))))
+    assert theory.integrate(st, "afa", np.linspace(0, 10, 1000), eta=0.5, eta_F=0.3).status == 0
+    monkeypatch.setenv("PEPITA_DYNAMICS_WORK_SCALE", "1e-4")  # the documented knob scales every limit
+    with pytest.raises(theory.TooLarge, match="output times: 1e\\+03 is above the limit 200"):
+        theory.integrate(st, "afa", np.linspace(0, 10, 1000), eta=0.5, eta_F=0.3)
+
+
+@pytest.mark.parametrize("t_pre", [10.0, 20.0])
+def test_t_pre_at_or_beyond_the_last_time_is_refused(t_pre):
+    st = theory.random_state(2, 2, D=100, seed=0)
+    with pytest.raises(ValueError, match="integrate: t_pre.*never learns"):
+        theory.integrate(st, "afa", [0, 10.0], eta=0.5, eta_F=0.3, t_pre=t_pre)
+    with pytest.raises(ValueError, match="sweep: point 0: t_pre.*never learns"):
+        theory.sweep([st], "afa", [0, 10.0], eta=0.5, eta_F=0.3, t_pre=t_pre, progress=False)
+    assert theory.integrate(st, "afa", [0, 10.0], eta=0.5, eta_F=0.3, t_pre=5.0).status == 0

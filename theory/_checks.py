@@ -150,6 +150,39 @@ def memory(what: str, nbytes: float, *, where: str | None = None, fraction: floa
                        f"{_bytes(avail)} available; ask for less")
 
 
+#: how many times the default work limits (:func:`work`) a request may use: PEPITA_DYNAMICS_WORK_SCALE=10 asks for 10x
+WORK_SCALE_ENV = "PEPITA_DYNAMICS_WORK_SCALE"
+#: the default limits of :func:`work` (before the scale): operations of one right-hand side evaluation, output
+#: times of one run, restarts of the integrator at schedule breakpoints
+WORK_LIMITS = {"rhs": 2e9, "times": 2e6, "breakpoints": 5e3}
+
+
+def work(what: str, amount: float, kind: str, *, where: str | None = None) -> None:
+    """Refuse (TooLarge) a request whose size ``amount`` of ``kind`` (WORK_LIMITS) exceeds its limit times
+    $PEPITA_DYNAMICS_WORK_SCALE (default 1): a run that would not finish in reasonable time is refused before
+    it starts, with the way to ask for more."""
+    import os
+
+    raw = os.environ.get(WORK_SCALE_ENV, "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ValueError(f"{WORK_SCALE_ENV} must be a number, got {raw!r}") from None
+    limit = WORK_LIMITS[kind] * scale
+    if amount > limit:
+        raise TooLarge(f"{_prefix(where)}{what}: {amount:.3g} is above the limit {limit:.3g} (a run this size would "
+                       f"take hours or never finish); ask for less, or set {WORK_SCALE_ENV} to raise the limit")
+
+
+def learns_within(t_pre: float, t_end: float, *, where: str | None = None) -> None:
+    """t_pre (the pre-mirroring time: no learning before it) must lie before the last time: else the rule never
+    learns in the run and every result is that of mirroring alone."""
+    if t_pre > 0 and t_pre >= t_end:
+        raise ValueError(f"{_prefix(where)}t_pre = {t_pre:g} is at or beyond the last time {t_end:g}: the rule never "
+                         "learns in this run (before t_pre eta = eta_v = 0); give times beyond t_pre, or a smaller "
+                         "t_pre")
+
+
 def _bytes(n: float) -> str:
     for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1024 or unit == "PB":

@@ -25,9 +25,11 @@ Defaults slope_tol = 0.1, margin = 0.1, spec_tol = 0.2; the grid must resolve th
 default log-spaced times do).
 
 Plateau split (``plateau_split``; where a comparison separates "before" from "after"): the
-plateau is the flattest point of ln eg against ln t at t >= 1 (after the initial transient), with
-value eg_p; the split is the first time after it at which eg < eg_p / 2 (the escape), or the last
-time when the curve does not escape in the window.
+plateau is the flattest point of ln eg against ln t within the first flat stretch (|s| <= slope_tol)
+at t >= 1 (after the initial transient; the flattest point overall when nothing is flat), with value
+eg_p; the split is the first time after it at which eg < eg_p / 2 (the escape), or the last time when
+the curve does not escape in the window. Anchored on the first stretch, the split does not depend on
+the horizon: a converged floor after the escape, flatter than the plateau, cannot move it.
 """
 
 from __future__ import annotations
@@ -116,6 +118,13 @@ def plateau_split(t, eg) -> float:
         return float(t[-1])
     tt, le = t[ok], np.log(eg[ok])
     slope = np.gradient(le, np.log(tt))
-    ip = int(np.argmin(np.abs(slope)))
+    flat = np.flatnonzero(np.abs(slope) <= PLATEAU_DEFAULTS["slope_tol"])
+    if flat.size:  # the first flat stretch: what comes after it (a converged floor) cannot move the anchor
+        i = j = int(flat[0])
+        while j + 1 < slope.size and abs(slope[j + 1]) <= PLATEAU_DEFAULTS["slope_tol"]:
+            j += 1
+        ip = i + int(np.argmin(np.abs(slope[i : j + 1])))
+    else:
+        ip = int(np.argmin(np.abs(slope)))
     below = np.nonzero(le[ip:] < le[ip] - np.log(2.0))[0]
     return float(tt[ip + below[0]]) if below.size else float(t[-1])

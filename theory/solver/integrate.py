@@ -99,6 +99,8 @@ def integrate(
 
     Ctrl-C stops the integration and returns what was computed, with status 1.
     """
+    if isinstance(state0, OrderParams):
+        check_size(state0.K, state0.M, where="integrate")
     tol, max_cost = accuracy_target(expectation_tol, "integrate")
     dyn = make_dynamics(state0, rule, params, quadrature=quadrature, where="integrate",
                         extra=checks.parameters(integrate), expectation_tol=tol, max_cost=max_cost, **options)
@@ -108,6 +110,7 @@ def integrate(
     throw = checks.boolean("throw", throw, where="integrate")
     n = state0.to_vector(dyn.mirror).size
     checks.memory(f"{t.size} output times", t.size * (n + 3 * dyn.K * dyn.M + 16) * 8 * 3, where="integrate")
+    check_work(dyn, t, where="integrate")
     solver_cls = _solver_class(method)
 
     def run(dyn):
@@ -119,6 +122,25 @@ def integrate(
     if traj.status < 0 and throw:
         raise DivergenceError(f"integrate: {traj.message}; last recorded time {traj.t[-1]:.6g}", traj)
     return traj
+
+
+def check_size(K: int, M: int, *, where: str) -> None:
+    """The operations of one right-hand side evaluation, K^2 (K + M)^2 (the quartic integrals; a numerical view's
+    nodes are sized where its quadrature is chosen), within checks.work's limit: checked before anything is built."""
+    checks.work(f"K = {K}, M = {M}: operations of one right-hand side evaluation", K * K * (K + M) ** 2, "rhs",
+                where=where)
+
+
+def check_work(dyn, t, *, where: str) -> None:
+    """A run's size before it starts: the operations of one right-hand side evaluation (the quartic integrals,
+    K^2 (K + M)^2), the output times, the restarts at the schedules'
+    breakpoints inside the horizon (checks.work); and t_pre before the last time (checks.learns_within)."""
+    check_size(dyn.K, dyn.M, where=where)
+    checks.work("t: output times", np.size(t), "times", where=where)
+    inside = [b for b in dyn.hyper.breakpoints() if t[0] < b < t[-1]]
+    checks.work("the schedules' breakpoints inside the horizon (each restarts the integrator)", len(inside),
+                "breakpoints", where=where)
+    checks.learns_within(float(dyn.hyper.t_pre), float(t[-1]), where=where)
 
 
 def _solver_class(method):

@@ -416,6 +416,11 @@ def sweep(
     cols, tags = _expand_request(states, rule, t, params, options, grid, tags, opt_names)
     run = _settings(t, rtol, atol, eg_target, progress, plateau_options, chunk_size, threads, max_steps, executor)
     points = _validated_points(cols, tags, params, opt_names)
+    for i, hp in enumerate(points.hypers):
+        try:
+            checks.learns_within(float(hp.t_pre), float(run.t[-1]))
+        except ValueError as exc:
+            raise ValueError(f"sweep: point {i}: {exc}") from None
     tol, max_cost = accuracy_target(expectation_tol, "sweep")
     chunk_size = run.chunk_size if run.chunk_size is not None else _default_chunk_size(len(points), executor)
     chunks = _chunks(_groups(points, quadrature), points, run, quadrature, tol, max_cost, chunk_size)
