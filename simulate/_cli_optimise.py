@@ -74,9 +74,8 @@ def _write_schedules(out, key, res) -> list:
             for b in times[1:-1]:
                 pts += [(b - 1e-9 * T, float(sched(b - 1e-9 * T))), (b, float(sched(b)))]
             pts.append((T, float(sched(T))))
-        else:
-            ts = np.union1d(np.asarray(times), np.linspace(0.0, T, 2))
-            pts = [(float(t), float(sched(t))) for t in ts]
+        else:  # linear between its knots (or constant): the knots are the table
+            pts = [(t, float(sched(t))) for t in times]
         path = out / f"schedule_{key}_{name}.csv"
         np.savetxt(path, np.array(pts), delimiter=",", fmt="%.17g")
         written.append(path)
@@ -84,7 +83,7 @@ def _write_schedules(out, key, res) -> list:
 
 
 def _simulate(res, rule, D, replicas, seed, progress) -> dict:
-    """eg(T) of each protocol simulated by the exact sampler at D from res.state0: mean and standard error."""
+    """{protocol: its SimulationResult}: each protocol simulated by the exact sampler at D from res.state0."""
     import theory
 
     from ._run import run_reduced

@@ -653,7 +653,7 @@ def _accurate_problem(setup: _Setup, ph, where: str) -> Problem:
     from ..expectations.numerical import accuracy_target
     from ..ode.dynamics import make_dynamics
     from ..results.trajectory import Trajectory
-    from ..solver.integrate import _final_estimate, _refine_at_end
+    from ..solver.integrate import _final_estimate, refined_at_end
 
     pb = setup.problem
     tol, max_cost = accuracy_target(None, where)
@@ -665,10 +665,6 @@ def _accurate_problem(setup: _Setup, ph, where: str) -> Problem:
     except FlowDiverged:
         return acc
     end = Trajectory.from_flat(fl.t[[0, -1]], fl.y[[0, -1]], setup.state0, params={}, status=0, message="", nfev=0)
-    est = _final_estimate(acc.dyn, end)
-    if est is not None and est > tol:
-        finer = _refine_at_end(acc.dyn, end, tol, max_cost)
-        if finer is not None:
-            return dataclasses.replace(pb, dyn=finer)
-    return acc
+    finer = refined_at_end(acc.dyn, end, _final_estimate(acc.dyn, end), tol=tol, max_cost=max_cost)
+    return acc if finer is None else dataclasses.replace(pb, dyn=finer)
 

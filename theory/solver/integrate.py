@@ -184,18 +184,26 @@ def _accuracy_control(dyn, traj, run, *, refine, tol, max_cost) -> Trajectory:
     given), the rule refined there and the run repeated once. Records the estimate in traj.params and warns
     (theory.AccuracyWarning, at integrate's caller) when it is above tol."""
     est = _final_estimate(dyn, traj)
-    if refine and traj.status >= 0 and est is not None and est > tol:
-        finer = _refine_at_end(dyn, traj, tol, max_cost)  # the state moved where the rule is coarse
-        if finer is not None:
-            dyn = finer
-            traj = run(dyn)
-            est = _final_estimate(dyn, traj)
+    finer = refined_at_end(dyn, traj, est, tol=tol, max_cost=max_cost) if refine else None
+    if finer is not None:
+        dyn = finer
+        traj = run(dyn)
+        est = _final_estimate(dyn, traj)
     traj.params["expectation_tol"] = float(tol)
     traj.params["expectation_error"] = est
     note = accuracy_note(est, tol)
     if note is not None:
         warnings.warn(AccuracyWarning(f"integrate: rule {dyn.rule.label}, g={dyn.g.name}: {note}"), stacklevel=3)
     return traj
+
+
+def refined_at_end(dyn, traj, est, *, tol, max_cost):
+    """The accuracy control's one refinement: where a finished run's estimate ``est`` (:func:`_final_estimate`) is
+    above tol, the Dynamics with the rule chosen at its last recorded state (the state moved where the rule is
+    coarse); None when no refinement is due or the ladder gives nothing finer."""
+    if traj.status < 0 or est is None or est <= tol:
+        return None
+    return _refine_at_end(dyn, traj, tol, max_cost)
 
 
 def _refine_at_end(dyn, traj, tol, max_cost):
