@@ -99,6 +99,10 @@ API_INTRO = {
 }
 
 
+#: Public modules that re-export another one's functions: one page (the original's), not two.
+API_ALIASES = {"simulate.plots": "theory.plots"}
+
+
 def _write_api_pages():
     import importlib
     import inspect
@@ -113,8 +117,13 @@ def _write_api_pages():
                                          or inspect.ismodule(getattr(mod, n)))]
         lines = [f"# `{package}`", "", intro, "", "```{eval-rst}", f".. automodule:: {package}", "   :no-members:", "",
                  f".. currentmodule:: {package}", "", ".. autosummary::", "   :toctree: generated", ""]
-        lines += [f"   {n}" for n in names if n not in data]
-        lines += ["```", "", "## Constants", "", "```{eval-rst}", f".. currentmodule:: {package}", ""]
+        lines += [f"   {n}" for n in names if n not in data and f"{package}.{n}" not in API_ALIASES]
+        lines += ["```", ""]
+        for n in names:
+            if f"{package}.{n}" in API_ALIASES:
+                lines += [f"`{package}.{n}`: the same functions as {{mod}}`{API_ALIASES[f'{package}.{n}']}`, "
+                          "where they are documented.", ""]
+        lines += ["## Constants", "", "```{eval-rst}", f".. currentmodule:: {package}", ""]
         for n in data:
             lines += [f".. py:data:: {n}", f"   :value: {_short_repr(getattr(mod, n))}", ""]
             lines += [f"   {line}" for line in _attr_doc(package, n)] + [""]

@@ -6,8 +6,10 @@ The draw is the one of :func:`theory.random_state`:
     student  w_k  ~ N(0, w_std^2 I_D), v_k  ~ N(0, v_std^2)
     f ~ N(0, I_D) (top-down projection direction), b_k ~ N(0, 1) (FA feedback)
 
-made in float64 from a CPU ``torch.Generator`` seeded with ``seed`` and only then cast and moved,
-so float32/float64 and CPU/CUDA runs start from the same weights. The ODE starts from the
+made in float64 by the same function as :func:`theory.random_state` (numpy's generator seeded with
+``seed``; replica 0 is random_state's student) and only then cast and moved, so one (K, M, D, seed) is
+one initial state in the ODEs, the simulations and the command line, and float32/float64 and CPU/CUDA
+runs start from the same weights. The ODE starts from the
 *measured* overlaps of these weights (float64), so that finite-D initial overlaps such as
 S_k(0) ~ 1/sqrt D are part of the initial condition, not noise.
 """
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from theory import state_from_weights
-from theory._internal import checks
+from theory._internal import checks, draw_weights
 
 __all__ = ["Initialisation", "Weights", "resolve_device"]
 
@@ -156,22 +158,20 @@ class Initialisation:
         """Draw the weights (see the module docstring) for ``replicas`` students.
 
         independent=False: every replica starts from the same student; True: each gets its own.
-        Draws happen in float64 on a CPU generator (order: W*, W, f, v, b), then are cast/moved.
+        The draw is ``theory._internal.draw_weights`` (numpy, float64; replica 0 is the student of
+        ``theory.random_state`` with the same K, M, D, seed), then cast and moved.
         Shared students are views of one (no copies).
         """
         replicas = checks.integer("replicas", replicas, where="Initialisation.weights", min=1)
         dev = resolve_device(device)
         dtype = _check_dtype(dtype)
-        K, M, D = self.K, self.M, self.D
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
-        kw = dict(generator=gen, dtype=torch.float64)
-        W_star = torch.randn(M, D, **kw)
         nW = replicas if independent else 1
-        W = self.w_std * torch.randn(nW, K, D, **kw)
-        f = torch.randn(D, **kw)
-        v = self.v_std * torch.randn(nW, K, **kw)
-        b = torch.randn(K, **kw)
-        v_star = torch.as_tensor(np.broadcast_to(np.asarray(self.v_star, dtype=float), (M,)).copy())
+        checks.memory(f"initial weights of {nW} students at D = {self.D}", 8.0 * (nW * self.K + self.M + 1) * self.D,
+                      where="Initialisation.weights")
+        w = {k: torch.from_numpy(a) for k, a in draw_weights(self.K, self.M, self.D, self.seed, self.w_std, self.v_std,
+                                                              self.v_star, replicas=nW).items()}
+        K, D = self.K, self.D
+        W, v, W_star, f, b, v_star = w["W"], w["v"], w["W_star"], w["f"], w["b"], w["v_star"]
         mv = lambda a: a.to(device=dev, dtype=dtype).contiguous()  # noqa: E731
         W, v = mv(W), mv(v)
         if not independent:  # one student for all replicas: a view, not R copies (an engine copies what it updates)

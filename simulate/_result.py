@@ -207,6 +207,14 @@ class SimulationResult:
             f"mean eg[-1]={self.mean('eg')[-1]:.4g}, status={self.status} ({self.message!r}))"
         )
 
+    def plot(self, what: str = "eg", **kw):
+        """The learning curve (``what="eg"``: mean +- sem over the replicas, :func:`simulate.plots.learning_curves`)
+        or the alignment angles (``"angles"``, :func:`simulate.plots.angles`); keywords go to that function.
+        Returns the Figure."""
+        from theory.plots import plot_result
+
+        return plot_result(self, what, **kw)
+
     # ------------------------------------------------------------------ persistence
     def to_xarray(self):
         """An xarray Dataset: Q (replica, t, k, l), R (replica, t, k, m), S, v (replica, t, k), eg, eg_test
@@ -235,6 +243,7 @@ class SimulationResult:
         """The result a Dataset of :meth:`to_xarray` holds (theory.LoadError when it holds something else)."""
         meta = theory.labelled.from_attrs(ds, "SimulationResult")
         a = lambda name: np.asarray(ds[name].values)  # noqa: E731
+        _check_loaded("SimulationResult.from_xarray", {k: a(k) for k in _SERIES if k in ds}, meta)
         try:
             consts = {k: (a(k) if k in ds else None) for k in _CONSTANTS}
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
@@ -285,15 +294,11 @@ class SimulationResult:
         need = ("t", "Q", "R", "S", "v", "eg", "eg_test", "const_T", "const_U", "const_P", "const_v_star")
         meta, z = _internal.io.load_npz(path, "SimulationResult", need)
         what = f"SimulationResult.load: {str(path)!r}"
-        Rn, n, K, M = *np.shape(z["Q"])[:2], *np.shape(z["R"])[-2:]
-        _internal.io.check_arrays(what, z, dict(t=(n,), Q=(Rn, n, K, K), R=(Rn, n, K, M), S=(Rn, n, K), v=(Rn, n, K),
-                                             eg=(Rn, n), eg_test=(Rn, n)), finite=("t", "Q", "R", "S", "v"))
+        _check_loaded(what, z, meta)
         try:
             consts = {k: (z[f"const_{k}"] if f"const_{k}" in z else None) for k in _CONSTANTS}
             consts["P"] = consts["P"] if consts["P"].ndim else float(consts["P"])
             angles = {name: z[f"angle_{i}"] for i, name in enumerate(meta["angle_names"])}
-            if "U_t" in z:
-                _internal.io.check_arrays(what, z, dict(U_t=(Rn, n, M), P_t=(Rn, n)), finite=("U_t", "P_t"))
             return cls(
                 t=z["t"],
                 Q=z["Q"],
@@ -312,6 +317,24 @@ class SimulationResult:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise theory.LoadError(f"{what}: damaged ({type(exc).__name__}: {exc})") from None
+
+
+#: The time series of a saved simulation (beside its constants and angles).
+_SERIES = ("t", "Q", "R", "S", "v", "eg", "eg_test", "U_t", "P_t")
+
+
+def _check_loaded(what: str, arrays: dict, meta: dict) -> None:
+    """What every SimulationResult loader (npz, netCDF) checks: the order parameters as a Trajectory's, with a
+    replica axis (shapes, finite values, U_t and P_t exactly when the run mirrors f), eg and eg_test shaped
+    (replicas, n). eg_test may hold NaN (not measured), eg too after a replica stopped."""
+    if "Q" not in arrays or "R" not in arrays or np.ndim(arrays["Q"]) != 4 or np.ndim(arrays["R"]) != 4:
+        raise theory.LoadError(f"{what}: damaged (Q and R must be arrays (replica, t, k, l) and (replica, t, k, m))")
+    Rn, n, M = np.shape(arrays["Q"])[0], np.shape(arrays["Q"])[1], np.shape(arrays["R"])[-1]
+    _internal.io.check_order_params(what, arrays, meta.get("params"), M, lead=(Rn,))
+    for name in ("eg", "eg_test"):
+        if name not in arrays:
+            raise theory.LoadError(f"{what}: damaged (no array {name})")
+    _internal.io.check_arrays(what, arrays, dict(eg=(Rn, n), eg_test=(Rn, n)))
 
 
 def run_params(spec, rec) -> dict[str, Any]:

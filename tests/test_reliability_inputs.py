@@ -298,3 +298,48 @@ def test_t_pre_at_or_beyond_the_last_time_is_refused(t_pre):
     with pytest.raises(ValueError, match="sweep: point 0: t_pre.*never learns"):
         theory.sweep([st], "afa", [0, 10.0], eta=0.5, eta_F=0.3, t_pre=t_pre, progress=False)
     assert theory.integrate(st, "afa", [0, 10.0], eta=0.5, eta_F=0.3, t_pre=5.0).status == 0
+
+
+def _saved_simulation(tmp_path, mirror=False):
+    kw = dict(eta_F=0.3) if mirror else {}
+    res = simulate.run(simulate.Initialisation(2, 2, 60, seed=0), "afa", [0.0, 0.5, 1.0], eta=0.5, replicas=2,
+                       device="cpu", n_test=0, progress=False, **kw)
+    return res, res.save(tmp_path / ("sim_m.npz" if mirror else "sim.npz"))
+
+
+def test_simulation_loaders_check_what_they_read(tmp_path):
+    """npz and netCDF alike: NaN in the order parameters, and a mirrored run without its P(t), are refused."""
+    res, path = _saved_simulation(tmp_path)
+    assert simulate.SimulationResult.load(path).Q.shape == res.Q.shape
+    _rewrite_npz(path, change=lambda a: {"S": np.where(np.arange(a["S"].size).reshape(a["S"].shape) == 3, np.inf,
+                                                       a["S"])})
+    with pytest.raises(theory.LoadError, match="SimulationResult.load: .*array S has non-finite entries"):
+        simulate.SimulationResult.load(path)
+    res_m, path_m = _saved_simulation(tmp_path, mirror=True)
+    assert simulate.SimulationResult.load(path_m).P_t is not None
+    _rewrite_npz(path_m, drop=("P_t",))
+    with pytest.raises(theory.LoadError, match="SimulationResult.load: .*(lacks P_t|without)"):
+        simulate.SimulationResult.load(path_m)
+    pytest.importorskip("xarray")
+    ds = res.to_xarray()
+    ds["Q"].values[0, 1, 0, 0] = np.nan
+    with pytest.raises(theory.LoadError, match="SimulationResult.from_xarray: array Q has non-finite entries"):
+        simulate.SimulationResult.from_xarray(ds)
+    with pytest.raises(theory.LoadError, match="lacks P_t"):
+        simulate.SimulationResult.from_xarray(res_m.to_xarray().drop_vars("P_t"))
+    assert simulate.SimulationResult.from_xarray(res_m.to_xarray()).P_t is not None
+
+
+def test_sweep_table_must_match_its_sidecar(tmp_path):
+    st = theory.random_state(2, 2, D=100, seed=0)
+    path = theory.sweep(st, "bp", [0.0, 0.5, 1.0], eta=[0.5, 1.0, 1.5], progress=False).save(tmp_path / "s.csv")
+    assert len(theory.SweepResult.read_table(path)) == 3
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")  # one row short
+    with pytest.raises(theory.LoadError, match="has 2 rows but its sidecar describes 3 points"):
+        theory.SweepResult.read_table(path)
+    path.write_text("\n".join([lines[0], lines[2], lines[1], lines[3]]) + "\n")  # reordered
+    with pytest.raises(theory.LoadError, match="point column is not 0, 1"):
+        theory.SweepResult.read_table(path)
+    path.with_suffix(".json").unlink()  # a bare CSV (no sidecar): read as it is
+    assert len(theory.SweepResult.read_table(path)) == 3

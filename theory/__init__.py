@@ -49,6 +49,10 @@ Gaussian integrals (erf)
 Errors: DivergenceError, LoadError (a file that is not a result, or is damaged), TooLarge (a request that
 would not fit in memory, refused up front).
 
+Figures: plots (a module: learning curves, angles, directions, Fig. 2 of the PEPITA paper, phase diagrams of
+sweeps; Trajectory.plot, SweepResult.plot and simulate's results use it); explorer (a module: explore(), sliders
+for eta, sigma_F, sigma, K, M and a rule menu redrawing the learning curve and angles in a notebook).
+
 Files: labelled (xarray Datasets and netCDF files: labelled.load, labelled.to_dataset).
 
 The package is laid out by concept (each subpackage's docstring lists its modules): rules/, activations/,
@@ -181,4 +185,14 @@ __all__ = [
     "LoadError",
     "TooLarge",
     "labelled",
+    "plots",
+    "explorer",
 ]
+
+
+def __getattr__(name):
+    if name in ("plots", "explorer"):  # submodules imported on first use (they import matplotlib, ipywidgets)
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'theory' has no attribute {name!r}")

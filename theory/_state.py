@@ -11,6 +11,7 @@ The local fields (lambda, nu, phi) are Gaussian with covariance Omega = [[Q, R, 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
@@ -59,7 +60,13 @@ class OrderParams:
 
     Validation on construction: shapes, symmetry of Q and T, and positive semi-definiteness of
     Omega, each failing with a ValueError that names the parameter.
+
+    ``origin``: how the state was drawn, for the record of results started from it (None unless it
+    came from :func:`theory.random_state`: then D, init_seed, w_std, v_std, v_star, the fields
+    ``simulate`` records for its initial weights). Not a field: it is not compared, flattened or saved.
     """
+
+    origin: ClassVar[dict | None] = None
 
     Q: np.ndarray
     R: np.ndarray

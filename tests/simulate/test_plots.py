@@ -247,3 +247,68 @@ def test_bad_input():
     with pytest.raises(ValueError, match="K = 2"):
         plots.directions(simulate.compare(simulate.Initialisation(3, 2, 30, seed=0), ["bp"], T[:3], eta=1.0,
                                           replicas=1, device="cpu", n_test=0, progress=False))
+
+
+def _marked_table():
+    """A 2 x 3 grid per rule; bp's (eta 0.5, sigma_F 0.5) diverged, (1.0, 0.5) censored, (2.0, 1.0) no plateau."""
+    grid = [(r, e, s) for r in ("bp", "afa") for e in (0.5, 1.0, 2.0) for s in (0.5, 1.0)]
+    table = pd.DataFrame(grid, columns=["rule", "eta", "sigma_F"])
+    table["eg_final"] = 0.01 * table["eta"] + table["sigma_F"] * 1e-3
+    table["plateau_length"] = 10.0 / table["eta"]
+    table["status"], table["plateau_status"] = 0, "escaped"
+    table.loc[0, ["status", "eg_final", "plateau_length", "plateau_status"]] = (-1, np.nan, np.nan, "diverged")
+    table.loc[2, "plateau_status"] = "censored"
+    table.loc[5, ["plateau_length", "plateau_status"]] = (np.nan, "none")
+    return table
+
+
+def _hatches(ax):
+    return [p.get_hatch() for p in ax.patches if p.get_hatch()]
+
+
+def test_phase_diagrams_mark_cells_without_a_value():
+    """Diverged cells hatched in every panel, censored and plateau-less ones in the plateau panel, with a legend
+    that explains them; an unmarked table (every point escaped) draws no hatch and no legend."""
+    fig = plots.phase_diagrams(_marked_table(), ["eta", "sigma_F"])
+    bp_eg, bp_pl, afa_eg, afa_pl = [ax for ax in fig.get_axes() if ax.get_title()]
+    marks = plots.CELL_MARKS
+    assert _hatches(bp_eg) == [marks["stopped"][0]]
+    assert sorted(_hatches(bp_pl)) == sorted(marks[m][0] for m in ("stopped", "censored", "none"))
+    assert not _hatches(afa_eg) and not _hatches(afa_pl)
+    assert set(_legend_labels(fig)) == {lab for _, lab in marks.values()}
+    clean = _marked_table().assign(status=0, plateau_status="escaped", plateau_length=1.0, eg_final=0.1)
+    fig = plots.phase_diagrams(clean, ["eta", "sigma_F"])
+    assert not any(_hatches(ax) for ax in fig.get_axes()) and not _legend_labels(fig)
+
+
+def test_phase_diagram_curve_marks_bounds_and_missing_values():
+    table = _marked_table()
+    fig = plots.phase_diagrams(table[table["sigma_F"] == 0.5], ["eta", "sigma_F"])
+    bp_pl = [ax for ax in fig.get_axes() if ax.get_title() == "bp: plateau_length"][0]
+    markers = {ln.get_marker(): ln.get_xdata() for ln in bp_pl.lines}
+    assert list(markers["^"]) == [1.0] and list(markers["x"]) == [0.5]  # censored at eta=1, no value at 0.5
+    assert len(_legend_labels(fig)) == 2
+
+
+def test_plot_methods(cmp):
+    """Trajectory.plot, SimulationResult.plot (eg or angles) and SweepResult.plot return the figures of
+    theory.plots; simulate.plots is the same functions."""
+    import theory
+    import theory.plots
+
+    assert plots.fig2 is theory.plots.fig2
+    res, tr = cmp.results["bp"], cmp.trajectories["bp"][0]
+    for obj in (res, tr):
+        fig = obj.plot()
+        assert isinstance(fig, Figure) and fig.get_axes()[0].get_yscale() == "log"
+        assert len(obj.plot("angles", names=("teacher",)).get_axes()) == 1
+        with pytest.raises(ValueError, match="what must be one of"):
+            obj.plot("loss")
+    sw = theory.sweep(theory.random_state(2, 2, D=100, seed=0), "bp", T, eta=[0.5, 1.0], progress=False)
+    fig = sw.plot()
+    assert [ax.get_title() for ax in fig.get_axes()] == ["bp: log10 eg_final", "bp: plateau_length"]
+    assert fig.get_axes()[0].get_xlabel() == "eta"
+    with pytest.raises(ValueError, match="no parameter that varies"):
+        sw.plot(over=["sigma"])
+    with pytest.raises(ValueError, match="not columns"):
+        sw.plot(values=["nope"])

@@ -99,3 +99,34 @@ def check_arrays(what: str, arrays: dict, shapes: dict, finite=()) -> None:
     for name in finite:
         if not np.all(np.isfinite(arrays[name])):
             raise LoadError(f"{what}: array {name} has non-finite entries (damaged file)")
+
+
+def mirrored_by(params) -> bool:
+    """Whether recorded hyper-parameters mirror f (eta_F a schedule or > 0): U and P then move in time."""
+    if not isinstance(params, dict):
+        return False
+    return params.get("eta_F_schedule", "constant") != "constant" or float(params.get("eta_F") or 0.0) != 0.0
+
+
+def check_order_params(what: str, arrays: dict, params, M: int, lead: tuple = ()) -> None:
+    """One check for every loader of a result (npz and netCDF, Trajectory and SimulationResult): t, Q, R, S, v
+    present, shaped (*lead, n, ...) and finite; U_t, P_t present exactly when the recorded parameters mirror f,
+    shaped and finite. ``lead``: the leading axes before time (() for a Trajectory, (replicas,) for a
+    simulation). LoadError otherwise."""
+    for name in ("t", "Q", "R", "S", "v"):
+        if name not in arrays:
+            raise LoadError(f"{what}: damaged (no array {name})")
+    n, K = len(arrays["t"]), np.shape(arrays["Q"])[-1]
+    lead = tuple(lead)
+    check_arrays(what, arrays, dict(t=(None,), Q=(*lead, n, K, K), R=(*lead, n, K, M), S=(*lead, n, K),
+                                    v=(*lead, n, K)), finite=("t", "Q", "R", "S", "v"))
+    present = [k for k in ("U_t", "P_t") if k in arrays]
+    if mirrored_by(params) and len(present) < 2:
+        raise LoadError(
+            f"{what}: the run mirrors f (eta_F = {params.get('eta_F')}, {params.get('eta_F_schedule')}) "
+            f"but the file lacks {' and '.join(k for k in ('U_t', 'P_t') if k not in present)} (damaged file)"
+        )
+    if len(present) == 1:
+        raise LoadError(f"{what}: holds {present[0]} without {({'U_t', 'P_t'} - set(present)).pop()} (damaged file)")
+    if present:
+        check_arrays(what, arrays, dict(U_t=(*lead, n, M), P_t=(*lead, n)), finite=("U_t", "P_t"))

@@ -13,7 +13,7 @@ from .._checks import LoadError
 from .._observables import alignment_angles, generalisation_error, specialisation
 from .._state import OrderParams
 from ..rules._base import rule_from_params
-from .io import check_arrays, file_path, load_npz, save_npz
+from .io import check_order_params, file_path, load_npz, save_npz
 
 __all__ = ["Trajectory", "DivergenceError", "STATUS"]
 
@@ -143,6 +143,13 @@ class Trajectory:
             f"status={self.status} ({self.message!r}), nfev={self.nfev})"
         )
 
+    def plot(self, what: str = "eg", **kw):
+        """The learning curve eps_g(t) (``what="eg"``, :func:`theory.plots.learning_curves`) or the alignment
+        angles (``"angles"``, :func:`theory.plots.angles`); keywords go to that function. Returns the Figure."""
+        from ..plots import plot_result
+
+        return plot_result(self, what, **kw)
+
     # ------------------------------------------------------------------ persistence
     def to_xarray(self):
         """An xarray Dataset: Q (t, k, l), R (t, k, m), S, v (t, k), eg (t), angles (t, angle), the
@@ -173,7 +180,7 @@ class Trajectory:
         meta = from_attrs(ds, "Trajectory")
         a = lambda name: np.asarray(ds[name].values)  # noqa: E731
         names = ("t", "Q", "R", "S", "v", "U_t", "P_t")
-        _check_loaded(
+        check_order_params(
             "Trajectory.from_xarray", {k: a(k) for k in names if k in ds}, meta.get("params"), a("T").shape[0]
         )
         try:
@@ -221,7 +228,7 @@ class Trajectory:
         need = ("t", "Q", "R", "S", "v", "state0_Q", "state0_R", "state0_T", "state0_v", "state0_v_star", "state0_P")
         meta, z = load_npz(path, "Trajectory", need)
         what = f"Trajectory.load: {str(path)!r}"
-        _check_loaded(what, z, meta.get("params"), np.shape(z["state0_R"])[-1])
+        check_order_params(what, z, meta.get("params"), np.shape(z["state0_R"])[-1])
         try:
             s0 = {k[len("state0_"):]: z[k] for k in z if k.startswith("state0_")}
             s0["P"] = float(s0["P"])
@@ -244,34 +251,6 @@ class Trajectory:
         # the angles as computed when saved (the rule's class need not be registered here)
         traj.__dict__["angles"] = {k[len("angle_"):]: _read_only(z[k]) for k in z if k.startswith("angle_")}
         return traj
-
-
-def _mirrored_by(params) -> bool:
-    """Whether the recorded hyper-parameters mirror f (eta_F a schedule or > 0): U and P then move."""
-    if not isinstance(params, dict):
-        return False
-    return params.get("eta_F_schedule", "constant") != "constant" or float(params.get("eta_F") or 0.0) != 0.0
-
-
-def _check_loaded(what: str, arrays: dict, params, M: int) -> None:
-    """One check for every loader (npz and netCDF): shapes, finite values, and U_t, P_t present exactly
-    when the recorded parameters mirror f. LoadError otherwise."""
-    for name in ("t", "Q", "R", "S", "v"):
-        if name not in arrays:
-            raise LoadError(f"{what}: damaged (no array {name})")
-    n, K = len(arrays["t"]), np.shape(arrays["Q"])[-1]
-    check_arrays(what, arrays, dict(t=(None,), Q=(n, K, K), R=(n, K, M), S=(n, K), v=(n, K)),
-                 finite=("t", "Q", "R", "S", "v"))
-    present = [k for k in ("U_t", "P_t") if k in arrays]
-    if _mirrored_by(params) and len(present) < 2:
-        raise LoadError(
-            f"{what}: the run mirrors f (eta_F = {params.get('eta_F')}, {params.get('eta_F_schedule')}) "
-            f"but the file lacks {' and '.join(k for k in ('U_t', 'P_t') if k not in present)} (damaged file)"
-        )
-    if len(present) == 1:
-        raise LoadError(f"{what}: holds {present[0]} without {({'U_t', 'P_t'} - set(present)).pop()} (damaged file)")
-    if present:
-        check_arrays(what, arrays, dict(U_t=(n, M), P_t=(n,)), finite=("U_t", "P_t"))
 
 
 def _read_only(a):

@@ -161,7 +161,7 @@ def _run(dyn, state0, t, method, solver_cls, *, rtol, atol, max_steps, progress)
     K, M = dyn.K, dyn.M
     params = dict(**record(dyn.rule, dyn.hyper), quadrature=repr(dyn.quadrature),
                   method=getattr(method, "__name__", method), rtol=rtol, atol=atol, max_steps=max_steps, K=K, M=M,
-                  units={"t": "steps / D", "angles": "degrees"}, provenance=provenance())
+                  units={"t": "steps / D", "angles": "degrees"}, provenance=provenance(), **(state0.origin or {}))
 
     def stepper_on(a, b, _points):
         seg = dyn.on(a, b)  # a learning-rate schedule's smooth piece on [a, b]

@@ -17,7 +17,10 @@ sigma, sigma_F, weight_decay, the tags, then
   (last time reached, steps / D), nfev (right-hand-side evaluations of the point), n_steps;
 - eg_initial, eg_final (eg at the last requested time; NaN unless status == 0), eg_min;
 - t_target: first time eg <= eg_target (:func:`theory.crossing_time`; only with ``eg_target``);
-- plateau_length, plateau_start, plateau_end, plateau_eg, plateau_escaped (:func:`theory.plateau`);
+- plateau_status ("escaped", "censored": still on the plateau at the end, its length a lower bound; "none":
+  no plateau detected; "diverged", "interrupted", "failed": the curve stopped early), plateau_length,
+  plateau_start, plateau_end, plateau_eg (:func:`theory.plateau`; NaN unless escaped or censored, never a
+  length 0 for a point without a plateau), plateau_escaped;
 - angle_<name> for each alignment angle of THEORY.md section 5 at the last recorded time.
 
 Executors
@@ -257,6 +260,30 @@ class SweepResult:
     def __len__(self) -> int:
         return len(self.table)
 
+    def plot(self, over: Sequence[str] | None = None, values: Sequence[str] = ("eg_final", "plateau_length")):
+        """Phase diagrams of the table (:func:`theory.plots.phase_diagrams`): one row of panels per rule, one
+        panel per summary column in ``values``, over ``over`` (default: the parameters that vary, the first
+        two as a heat map). Diverged, censored and plateau-less cells are marked. Returns the Figure."""
+        from ..plots import phase_diagrams
+
+        tab = self.table
+        swept: list[str] = []
+        for c in over if over is not None else self._param_columns:
+            if c not in tab.columns or c in ("rule", "state", "K", "M") or tab[c].nunique() < 2:
+                continue
+            n = tab[c].nunique()  # a column that moves one-to-one with one already kept (eta_v = eta) adds nothing
+            if not any(len(tab[[k, c]].drop_duplicates()) == n == tab[k].nunique() for k in swept):
+                swept.append(c)
+        cols = tab.columns
+        if over is not None and not swept:
+            raise ValueError(f"SweepResult.plot: over={list(over)!r} names no parameter that varies in the table")
+        if not swept:
+            raise ValueError("SweepResult.plot: no parameter varies across the points (nothing to draw a diagram of)")
+        missing = [v for v in values if v not in cols]
+        if missing:
+            raise ValueError(f"SweepResult.plot: values {missing} are not columns of the table")
+        return phase_diagrams(tab, swept, values)
+
     def save(self, path) -> Path:
         """Write the table as CSV and, next to it (same name, .json), its attributes: units, tolerances,
         plateau options, the points' full parameters and the provenance. :meth:`read_table` reads both."""
@@ -303,6 +330,15 @@ class SweepResult:
                             f"({type(exc).__name__}: {exc})") from None
         if "point" not in frame.columns or "status" not in frame.columns:
             raise LoadError(f"SweepResult.read_table: {str(path)!r}: not a sweep table (no point/status columns)")
+        points = frame.attrs.get("points")
+        if points is not None and (not isinstance(points, list) or len(points) != len(frame)):
+            got = len(points) if isinstance(points, list) else type(points).__name__
+            raise LoadError(f"SweepResult.read_table: {str(path)!r} has {len(frame)} rows but its sidecar describes "
+                            f"{got} points (truncated or mismatched files)")
+        if points is not None and not np.array_equal(pd.to_numeric(frame["point"], errors="coerce"),
+                                                     np.arange(len(frame))):
+            raise LoadError(f"SweepResult.read_table: {str(path)!r}: the point column is not 0, 1, ..., "
+                            f"{len(frame) - 1} (rows missing, reordered or damaged)")
         return frame
 
     def trajectory(self, i: int) -> Trajectory:
@@ -692,8 +728,8 @@ def _estimates(chunks, Ys, hypers, npts):
 
 #: Columns of every sweep table that are not parameters or tags.
 _FIXED_COLUMNS = ("point", "state", "K", "M", "activation", "status", "message", "t_end", "nfev", "n_steps",
-                  "eg_initial", "eg_final", "eg_min", "t_target", "plateau_length", "plateau_start", "plateau_end",
-                  "plateau_eg", "plateau_escaped")
+                  "eg_initial", "eg_final", "eg_min", "t_target", "plateau_status", "plateau_length", "plateau_start",
+                  "plateau_end", "plateau_eg", "plateau_escaped")
 #: The HyperParams fields of the table, after activation and train_second_layer.
 _HYPER_COLUMNS = ("eta", "eta_v", "sigma", "sigma_F", "weight_decay", "batch", "eta_schedule", "eta_v_schedule",
                   "eta_F", "eta_F_schedule", "kappa_F", "mirror_norm", "t_pre")
@@ -825,12 +861,37 @@ def _summary_columns(curves: _Curves, run: _Settings) -> dict[str, Any]:
     if run.eg_target is not None:
         cols["t_target"] = np.array([crossing_time(t[: nrec[i]], eg[i, : nrec[i]], float(run.eg_target))
                                      for i in range(npts)])
-    pl = [plateau(t[: nrec[i]], eg[i, : nrec[i]], curves.spread_end[i], **run.plateau) for i in range(npts)]
-    for j, name in enumerate(("plateau_length", "plateau_start", "plateau_end", "plateau_eg", "plateau_escaped")):
-        cols[name] = np.array([p[j] for p in pl])
+    cols.update(_plateau_columns(t, eg, nrec, status, curves.spread_end, run.plateau))
     angles = curves.angles
     for k in sorted({k for a in angles for k in a}):
         cols[f"angle_{k}"] = np.array([angles[i][k][last[i]] if k in angles[i] else np.nan for i in range(npts)])
+    return cols
+
+
+#: plateau_status of a point whose integration did not finish, by its status.
+_UNFINISHED = {1: "interrupted", -1: "diverged", -2: "failed"}
+
+
+def _plateau_columns(t, eg, nrec, status, spread_end, options) -> dict[str, np.ndarray]:
+    """plateau_status, plateau_length .. plateau_escaped per point (theory.plateau on its recorded times).
+
+    plateau_status: "escaped" (a plateau followed by learning), "censored" (still on the plateau at the last
+    time: the length is a lower bound), "none" (no plateau detected), or, for a point that did not finish,
+    "diverged", "interrupted" or "failed". The length, start, end and eg are NaN unless escaped or censored: a
+    point that never showed a plateau, or whose curve stopped early, has no plateau length (not 0)."""
+    npts = len(status)
+    pl = [plateau(t[: nrec[i]], eg[i, : nrec[i]], spread_end[i], **options) for i in range(npts)]
+    found = np.array([not np.isnan(p[1]) for p in pl], dtype=bool)
+    escaped = np.array([bool(p[4]) for p in pl], dtype=bool)
+    finished = np.asarray(status) == 0
+    state = np.where(escaped, "escaped", np.where(found, "censored", "none")).astype(object)
+    for i in np.flatnonzero(~finished):
+        state[i] = _UNFINISHED.get(int(status[i]), "failed")
+    valid = finished & found
+    cols: dict[str, np.ndarray] = {"plateau_status": state.astype(str)}
+    for j, name in enumerate(("plateau_length", "plateau_start", "plateau_end", "plateau_eg")):
+        cols[name] = np.where(valid, np.array([p[j] for p in pl], dtype=float), np.nan)
+    cols["plateau_escaped"] = escaped & finished
     return cols
 
 
@@ -849,7 +910,8 @@ def _point_records(points: _Points, chunks, run: _Settings, quadrature, tol, err
     return [dict(**record(points.rules[i], points.hypers[i]), quadrature=repr(quad_of.get(i, quadrature)),
                  method="DOP853 (batched)", rtol=run.rtol, atol=run.atol, K=points.state(i).K, M=points.state(i).M,
                  tags=tuple(points.tags), units={"t": "steps / D", "angles": "degrees"}, provenance=prov,
-                 expectation_tol=float(tol), expectation_error=None if np.isnan(errors[i]) else float(errors[i]))
+                 expectation_tol=float(tol), expectation_error=None if np.isnan(errors[i]) else float(errors[i]),
+                 **(points.state(i).origin or {}))
             for i in range(len(points))]
 
 

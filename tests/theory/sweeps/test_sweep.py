@@ -249,6 +249,22 @@ def test_plateau_and_target_on_a_constructed_curve():
     assert np.isnan(_t_target(t, eg, 1e-9))
 
 
+def test_plateau_status_in_the_table(states):
+    """A plateau length is a number only when there is one: censored (still on it at the end: a lower bound),
+    escaped; NaN with its status for a point with no plateau (K = M = 1) and for one that diverged, never 0."""
+    s0 = theory.random_state(2, 2, D=1000, seed=0)
+    t = np.concatenate([[0.0], np.geomspace(0.01, 2000, 120)])
+    res = sweep(s0, "bp", t, eta=[0.02, 1.0], progress=False).table
+    assert list(res["plateau_status"]) == ["censored", "escaped"]
+    assert res["plateau_length"][0] > 1000 and not res["plateau_escaped"][0] and res["plateau_escaped"][1]
+    none = sweep(theory.random_state(1, 1, D=1000, seed=0), "bp", t, eta=1.0, progress=False).table
+    assert none["plateau_status"][0] == "none" and np.isnan(none["plateau_length"][0])
+    bad = sweep(states[0], "afa", T_SHORT, eta=[10.0, 0.5], sigma_F=[10.0, 1.0], progress=False).table
+    assert bad["status"][0] < 0 and bad["plateau_status"][0] in ("diverged", "failed")
+    assert all(np.isnan(bad[c][0]) for c in ("plateau_length", "plateau_start", "plateau_end", "plateau_eg"))
+    assert not bad["plateau_escaped"][0] and bad["plateau_status"][1] != "diverged"
+
+
 def test_plateau_found_in_a_real_bp_curve(states):
     """bp, K = M = 2 from small random weights: a plateau with unspecialised R, then specialisation."""
     s0 = theory.random_state(2, 2, D=1000, seed=0)
