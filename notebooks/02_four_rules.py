@@ -21,6 +21,11 @@
 # expectations); AFA is its first-order approximation. The alignment angles (THEORY.md section 5)
 # show how the second layer v aligns with the teacher (or a sign-flipped, equivalent teacher) and
 # how the feedback each rule uses aligns with v.
+#
+# **Size.** With `PEPITA_NB_SIZE=small` (how the documentation and the tests run it) this notebook uses
+# D = 200, 3 replicas and t up to 30; otherwise D = 500, 16 replicas, t up to 300. The paper's own
+# learning rate (0.05) and horizon (t = 10^4), at full size, are on the page "Reproduce Srinivasan et
+# al. 2024, Fig. 2" of the documentation, with the command that made the figure.
 
 # %%
 import os

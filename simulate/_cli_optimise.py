@@ -98,28 +98,12 @@ def _simulate(res, rule, D, replicas, seed, progress) -> dict:
 
 
 def _figure(out):
-    """optimise.png from curves.csv read back: eg of each protocol (log scale) and each control's schedule."""
-    import matplotlib.pyplot as plt
+    """optimise.png from curves.csv read back (theory.plots.protocols): what the file holds is what is drawn."""
     import pandas as pd
 
-    curves = pd.read_csv(out / "curves.csv")
-    controls = [c for c in ("eta", "eta_v", "sigma_F", "eta_F") if c in curves]
-    rules = list(dict.fromkeys(curves["rule"]))
-    fig, axes = plt.subplots(1 + len(controls), len(rules), figsize=(4.2 * len(rules), 2.6 * (1 + len(controls))),
-                             squeeze=False, sharex="col")
-    styles = {"optimal": "-", "constant": "--", "power_law": ":"}
-    for j, rule in enumerate(rules):
-        for name, part in curves[curves["rule"] == rule].groupby("protocol", sort=False):
-            axes[0, j].semilogy(part["t"], part["eg"], styles.get(name, "-"), label=name)
-            for i, c in enumerate(controls):
-                axes[i + 1, j].plot(part["t"], part[c], styles.get(name, "-"), label=name)
-        axes[0, j].set_title(rule)
-        axes[0, j].set_ylabel(r"$\epsilon_g$")
-        for i, c in enumerate(controls):
-            axes[i + 1, j].set_ylabel(c)
-        axes[-1, j].set_xlabel("t (steps / D)")
-    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.tight_layout()
+    from theory.plots import protocols
+
+    fig = protocols(pd.read_csv(out / "curves.csv"))
     return cli._save_fig(fig, out / "optimise.png")
 
 

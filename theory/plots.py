@@ -45,7 +45,7 @@ from .results.summaries import plateau_split
 from .rules._base import rule_from_params
 
 __all__ = ["ANGLES", "ANGLE_TITLES", "CELL_MARKS", "angles", "directions", "fig2", "learning_curves", "phase_diagrams",
-           "plot_result"]
+           "plot_result", "protocols", "PROTOCOL_STYLES"]
 
 #: Panel titles of the alignment angles (THEORY.md section 5), by the names of ``alignment_angles``.
 ANGLE_TITLES = {
@@ -473,6 +473,40 @@ def plot_result(data, what: str = "eg", **kw) -> Figure:
     if what not in draw:
         raise ValueError(f"plot: what must be one of {sorted(draw)}, got {what!r}")
     return draw[what](data, **kw)
+
+
+# --------------------------------------------------------------------------- optimal protocols
+#: Line styles of the protocols an optimal-protocol figure compares.
+PROTOCOL_STYLES = {"optimal": "-", "constant": "--", "power_law": ":"}
+
+
+def protocols(curves) -> Figure:
+    """The optimal protocol against its baselines: one column per rule, eps_g(t) (log scale) on top and each
+    control's schedule below, a line style per protocol (solid: optimal, dashed: best constant, dotted: best
+    power law). ``curves``: the long table of :meth:`theory.OptimalProtocol.curves` (columns protocol, t, eg
+    and the controls; with a ``rule`` column, one column of panels per rule). Returns the new Figure."""
+    missing = [c for c in ("protocol", "t", "eg") if c not in curves]
+    if missing:
+        raise ValueError(f"plots.protocols: the table lacks columns {missing} (expected OptimalProtocol.curves())")
+    controls = [c for c in ("eta", "eta_v", "sigma_F", "eta_F") if c in curves]
+    rules = list(dict.fromkeys(curves["rule"])) if "rule" in curves else [None]
+    fig, axes = plt.subplots(1 + len(controls), len(rules), figsize=(4.2 * len(rules) + 1.2, 2.6 * (1 + len(controls))),
+                             squeeze=False, sharex="col", layout="constrained")
+    for j, rule in enumerate(rules):
+        part_of_rule = curves if rule is None else curves[curves["rule"] == rule]
+        for name, part in part_of_rule.groupby("protocol", sort=False):
+            style = PROTOCOL_STYLES.get(name, "-")
+            axes[0, j].semilogy(part["t"], part["eg"], style, label=name)
+            for i, c in enumerate(controls):
+                axes[i + 1, j].plot(part["t"], part[c], style, label=name)
+        if rule is not None:
+            axes[0, j].set_title(str(rule))
+        axes[0, j].set_ylabel(r"$\epsilon_g$")
+        for i, c in enumerate(controls):
+            axes[i + 1, j].set_ylabel(c)
+        axes[-1, j].set_xlabel("t (steps / D)")
+    _legend(fig, _entries_of(axes[0, :1]), True)
+    return fig
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -706,12 +706,54 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
     _check_constant(dyn, where)
     kw = dict(t_max=t_max, tol=tol, marginal_tol=marginal_tol, where=where)
     sigma_F = float(dyn.hyper.sigma_F)
-    if not homotopy or sigma_F <= 1.0 or guess is not None:
-        return _plateau(dyn, start, guess, throw=throw, **kw)
     try:
-        return _plateau(dyn, start, guess, throw=True, **kw)
-    except FixedPointError as direct:
-        return _plateau_by_homotopy(dyn, start, direct, throw=throw, **kw)
+        if not homotopy or sigma_F <= 1.0 or guess is not None:
+            return _plateau(dyn, start, guess, throw=throw, **kw)
+        try:
+            return _plateau(dyn, start, guess, throw=True, **kw)
+        except FixedPointError as direct:
+            return _plateau_by_homotopy(dyn, start, direct, throw=throw, **kw)
+    except FixedPointError as exc:
+        raise _explained(exc, dyn) from None
+
+
+#: How the free coordinates move under the rescaling w_k -> c w_k, v_k -> v_k / c, at c = 1 (d/dc of the state).
+_RESCALING = {"Q": 2.0, "R": 1.0, "S": 1.0, "v": -1.0}
+
+
+def _rescaling_drift(dyn: Dynamics, state: OrderParams) -> float:
+    """|cos| of the angle between dx/dt at state and the generator of the rescaling w_k -> c w_k, v_k -> v_k / c
+    (nan when either vanishes). Near 1: the flow runs along the family of states the rescaling connects."""
+    co = _Coordinates.of(dyn, state)
+    x = co.x_of(state)
+    with np.errstate(all="ignore"):
+        f = co.f(x)
+    gen = np.array([_RESCALING.get(lab[0], 0.0) for lab in co.labels]) * x
+    norm = float(np.linalg.norm(f) * np.linalg.norm(gen))
+    return abs(float(f @ gen)) / norm if norm > 0 and np.isfinite(norm) else float("nan")
+
+
+def _explained(exc: FixedPointError, dyn: Dynamics, state: OrderParams | None = None) -> FixedPointError:
+    """A failed plateau solve, with the reason when the flow drifts along the rescaling of a trained second layer.
+
+    For a positively homogeneous activation (relu: g(c z) = c g(z)) the network with w_k -> c w_k, v_k -> v_k / c
+    computes the same function, so the unspecialised plateau is a family of states along which the finite-rate
+    terms of the ODE push (Q grows, v shrinks): there is no isolated fixed point to find. Recognised from the
+    flow itself (dx/dt nearly parallel to the rescaling's generator), not from the activation's name."""
+    r = exc.result
+    state = state if state is not None else (r.state if r is not None else None)
+    if state is None or not dyn.hyper.train_second_layer or "No isolated plateau" in str(exc):
+        return exc
+    cos = _rescaling_drift(dyn, state)
+    if not cos > 0.99:
+        return exc
+    q, v = float(np.mean(np.diag(state.Q))), float(np.mean(np.abs(state.v)))
+    return FixedPointError(
+        f"{exc}. No isolated plateau fixed point: the flow drifts along the rescaling w_k -> c w_k, v_k -> v_k / c "
+        f"(|cos| = {cos:.4f} between dx/dt and its generator; there mean Q_kk = {q:.4g}, mean |v_k| = "
+        f"{v:.4g}), which leaves the network's function unchanged for a positively homogeneous activation such as "
+        f"{dyn.hyper.g.name}: its plateau is a slowly drifting family of states. Freeze the second layer "
+        "(train_second_layer=False) for a plateau that is a fixed point", r)
 
 
 def _plateau_by_homotopy(dyn: Dynamics, start: OrderParams, direct: FixedPointError, *, throw: bool,
@@ -789,6 +831,11 @@ def _plateau(dyn: Dynamics, start: OrderParams, guess, *, t_max, tol, marginal_t
                                   "attractor from this start (try other q0, r0, s0, v0, or smaller rates)") from None
         except _Budget:  # a slow (e.g. near a fold) or stiff approach: Newton's method goes on from there
             p, t_end = np.array(last["p"]), float(last["t"])
+        if dyn.hyper.train_second_layer and _resid(g(p)) > 1e-8:  # not settled: drifting along the rescaling?
+            end = co.state_of(B @ p, validate=False)
+            if _rescaling_drift(dyn, end) > 0.99:
+                raise _explained(FixedPointError(f"{where}: the ODE in the symmetric subspace did not settle by "
+                                                 f"t = {t_end:.4g}", None), dyn, end)
     def g_root(p):
         try:
             return g(p)
@@ -796,7 +843,10 @@ def _plateau(dyn: Dynamics, start: OrderParams, guess, *, t_max, tol, marginal_t
             return np.full(p.size, 1e8)
 
     def dg_root(p):
-        return B.T @ co.jac(B @ p).matrix @ B if co.valid(B @ p) is None else np.eye(p.size)
+        try:
+            return B.T @ co.jac(B @ p).matrix @ B if co.valid(B @ p) is None else np.eye(p.size)
+        except ValueError:  # the right-hand side is not finite around p (far out): no derivative, a plain step
+            return np.eye(p.size)
 
     ps, best = p, _resid(g_root(p))
     for m in ("hybr", "lm"):
@@ -806,7 +856,11 @@ def _plateau(dyn: Dynamics, start: OrderParams, guess, *, t_max, tol, marginal_t
             ps, best = sub.x, res
         if best <= tol:
             break
-    Jsub = B.T @ co.jac(B @ ps).matrix @ B
+    try:
+        Jsub = B.T @ co.jac(B @ ps).matrix @ B
+    except ValueError as exc:
+        raise FixedPointError(f"{where}: no fixed point found in the symmetric subspace (best residual {best:.3g}; "
+                              f"{exc})", None) from None
     info = dict(subspace_dimension=B.shape[1], subspace_residual=_resid(g_root(ps)),
                 subspace_eigenvalues=np.sort_complex(np.linalg.eigvals(Jsub))[::-1], subspace_basis=B,
                 symmetric_time=t_end)

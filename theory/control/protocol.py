@@ -152,6 +152,13 @@ class OptimalProtocol:
             rows.append(pd.DataFrame(frame))
         return pd.concat(rows, ignore_index=True)
 
+    def plot(self, t=None):
+        """eps_g(t) of the optimal protocol and the baselines, and each control's schedule
+        (:func:`theory.plots.protocols` of :meth:`curves`). Returns the Figure."""
+        from ..plots import protocols
+
+        return protocols(self.curves(t))
+
     def to_dict(self) -> dict:
         """The result as plain JSON-able values (schedules as {kind, parameters})."""
         def sched(s):

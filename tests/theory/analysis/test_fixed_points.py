@@ -447,6 +447,26 @@ def test_failed_solve_raises_or_reports():
     assert not res.success and "residual" in res.message and res.residual > 1e-10
 
 
+def test_relu_with_a_trained_second_layer_has_no_isolated_plateau():
+    """relu is positively homogeneous: w_k -> c w_k, v_k -> v_k / c leaves the network unchanged, and on the plateau
+    the flow runs along that family (Q grows, v shrinks, v sqrt(Q_kk) and eps_g nearly constant), so there is no
+    plateau fixed point to find. The finder says so; an integration shows the drift independently; freezing v
+    gives a fixed point."""
+    with pytest.raises(theory.FixedPointError, match="No isolated plateau fixed point.*rescaling.*train_second_layer"):
+        symmetric_plateau("bp", g="relu", eta=0.5)
+    c = teacher_constants(2, 2)
+    start = c.replace(Q=0.5 * np.eye(2), R=np.zeros((2, 2)), S=np.zeros(2), v=np.ones(2))
+    tr = theory.integrate(start, "bp", [0.0, 30.0, 300.0], eta=0.5, g="relu")
+    q, v = tr.Q[1:, 0, 0], tr.v[1:, 0]
+    assert q[1] > 2 * q[0] and v[1] < 0.7 * v[0]  # it moves a lot ...
+    assert abs(v[1] * np.sqrt(q[1]) / (v[0] * np.sqrt(q[0])) - 1) < 0.02  # ... along the rescaling
+    assert abs(tr.eg[2] / tr.eg[1] - 1) < 0.15  # still on the plateau
+    frozen = symmetric_plateau("bp", g="relu", eta=0.5, train_second_layer=False)
+    assert frozen.success and frozen.residual <= 1e-10 and frozen.n_unstable >= 1
+    # erf is not homogeneous: its trained-v plateau is a fixed point (the explanation is not given where it is wrong)
+    assert symmetric_plateau("bp", g="erf", eta=0.5).success
+
+
 # ----------------------------------------------------------------------------------------------- slow validations
 
 

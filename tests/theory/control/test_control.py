@@ -244,3 +244,29 @@ def test_optimal_protocol_beats_the_baselines_in_simulation(rule, sigma, D):
     for name in ("constant", "power_law"):
         gap = eg[name] - eg["optimal"]  # paired by replica
         assert gap.mean() > 3 * gap.std(ddof=1) / np.sqrt(gap.size), (name, gap.mean(), gap.std(ddof=1))
+
+
+def test_optimal_protocol_plot_draws_its_curves():
+    """OptimalProtocol.plot: eps_g of the optimum and of both baselines, and the eta schedule of each, drawn from
+    curves() (the data in the lines is the table's); theory.plots.protocols refuses a table that is not one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from theory.plots import protocols
+
+    res = theory.optimal_protocol(ERF2, "bp", 5.0, {"eta": (0.1, 2.0)}, pieces=2, maxiter=5, progress=False)
+    t = np.linspace(0.0, 5.0, 11)
+    fig = res.plot(t)
+    eg_ax, eta_ax = fig.get_axes()
+    curves = res.curves(t)
+    for ax, col in ((eg_ax, "eg"), (eta_ax, "eta")):
+        lines = {ln.get_label(): ln for ln in ax.lines}
+        assert set(lines) == {"optimal", "constant", "power_law"}
+        for name, ln in lines.items():
+            np.testing.assert_allclose(ln.get_ydata(), curves[curves["protocol"] == name][col])
+    assert eg_ax.get_yscale() == "log" and eta_ax.get_ylabel() == "eta"
+    with pytest.raises(ValueError, match="lacks columns"):
+        protocols(curves.drop(columns="eg"))
+    plt.close("all")
