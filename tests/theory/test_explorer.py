@@ -76,3 +76,10 @@ def test_bad_construction_names_the_parameter():
         explore(("bp",), D=0)
     with pytest.raises(ValueError, match="t_max"):
         explore(("bp",), t_max=-1.0)
+
+
+def test_numerical_rules_run_at_the_explorers_accuracy():
+    ex = explore(("pepita",), D=300, seed=3, t_max=5.0, n_times=8, eta=0.5)
+    assert ex.trajectory.params["expectation_tol"] == 1e-3 and ex.trajectory.status == 0
+    ref = theory.integrate(theory.random_state(2, 2, D=300, seed=3), "pepita", theory.default_times(5.0, 8), eta=0.5)
+    np.testing.assert_allclose(_drawn(ex, "eg")[1], ref.eg[1:], rtol=1e-3)  # what the looser tolerance costs

@@ -845,9 +845,11 @@ def error_at(rule, state, hyper, quadrature):
 
 def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, sigma_F=1.0, g="erf",
                       tol=DEFAULT_EXPECTATION_TOL, start=None, max_cost=None):
-    """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature`,
-    or ``start``, upwards: GaussHermite(n), the spherical KinkAware(n), QMC(n) with n x 4) whose error estimate
-    (:func:`expectation_error`, an embedded pair) at this state is below ``tol``, the largest absolute error of
+    """(quadrature, estimate): the first rule of the default family's ladder (from :func:`default_quadrature` with
+    the default cost limit, from the ladder's bottom, GaussHermite(12) or KinkAware(16), when ``max_cost`` is None
+    (an explicit tolerance: a looser one then costs fewer nodes), or from ``start``; upwards: GaussHermite(n), the
+    spherical KinkAware(n), QMC(n) with n x 4) whose error estimate (:func:`expectation_error`, an embedded pair) at
+    this state is below ``tol``, the largest absolute error of
     any term relative to the largest. At the ladder's top, its finest rule with the last estimate. ``max_cost``:
     climb only to rules with at most this many times the nodes of the default rule; when none of them meets
     ``tol``, the finest of them (GaussHermite, KinkAware, SparseGrid: their errors fall fast with n) or the
@@ -859,7 +861,8 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     noise = bool(np.any(np.asarray(sigma) != 0))
     d = K + M + int(noise)
     base = quadrature_rule(None, d, g)
-    quad = base if start is None else start
+    quad = base if start is not None or max_cost is not None else _cheapest(base)
+    quad = start if start is not None else quad
     budget = None if max_cost is None else max_cost * _cost(base, K + M, noise)
     args = (Q, R, T, S, U, P, v, v_star, b)
     last, first = None, None
@@ -879,6 +882,18 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
         if nxt is None or _too_big(nxt, d):
             return quad, est
         quad = nxt
+
+
+def _cheapest(quad):
+    """The bottom of quad's ladder (GaussHermite(12), KinkAware(16)): where an explicit ``expectation_tol`` starts
+    climbing, so that a looser tolerance than the default's costs fewer nodes (the default rule is only where the
+    default tolerance starts)."""
+    if isinstance(quad, GaussHermite) and quad.n > _GH_LADDER[0]:
+        return dataclasses.replace(quad, n=_GH_LADDER[0], n_noise=None if quad.n_noise is None else
+                                   max(quad.n_noise - quad.n + _GH_LADDER[0], 1))
+    if isinstance(quad, KinkAware) and quad.n > _KINK_LADDER[0]:
+        return dataclasses.replace(quad, n=_KINK_LADDER[0])
+    return quad
 
 
 def _cost(quad, n: int, noise: bool) -> float:

@@ -286,14 +286,32 @@ def _warn_untraceable(rule, facts: RuleFacts) -> None:
         stacklevel=4)
 
 
-@functools.lru_cache(maxsize=512)
 def rule_facts(rule, K: int, M: int) -> RuleFacts:
-    """The facts of ``rule`` (a Rule instance) for K student and M teacher units (module docstring).
+    """The facts of ``rule`` (a Rule instance, or a name or spec as :func:`theory.make_rule` takes) for K student
+    and M teacher units (module docstring).
 
     Cached in the process and on disk. An untraceable rule warns once per class
     (:class:`UntraceableRuleWarning`); a class declaring ``closed_form = "feedback"`` that the facts
     contradict is a ValueError.
     """
+    if not (isinstance(rule, _rule_class()) and type(K) is int and type(M) is int and K > 0 and M > 0):
+        from .._checks import integer  # (the hot path, a Rule and two positive ints, skips the checks)
+        from ._base import make_rule
+
+        rule = make_rule(rule)
+        K, M = integer("K", K, where="rule_facts", min=1), integer("M", M, where="rule_facts", min=1)
+    return _rule_facts(rule, K, M)
+
+
+@functools.cache
+def _rule_class():
+    from ._base import Rule  # the rules' base module imports this one
+
+    return Rule
+
+
+@functools.lru_cache(maxsize=512)
+def _rule_facts(rule, K: int, M: int) -> RuleFacts:
     path = _cache_file(rule, K, M)
     facts = _load(path)
     if facts is None:

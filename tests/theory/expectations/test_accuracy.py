@@ -180,3 +180,21 @@ def test_untraceable_relu_rule_default_within_1e_4(seed, M):
     got = numerical_terms(SignFeedbackUntraceable(), *args(st), g="relu", quadrature=quad)
     assert rel_err(got, ref) < RELU_DEFAULT_TOL
     assert est >= 0.5 * rel_err(got, ref)  # the estimate it reports is not an under-statement
+
+
+def test_a_looser_explicit_tolerance_costs_fewer_nodes():
+    """An explicit expectation_tol climbs from the bottom of the ladder: 1e-3 picks a coarser rule than the default
+    tolerance's, whose actual error (against GaussHermite(40)) is within it."""
+    st = theory.random_state(2, 2, D=500, seed=0)
+    hp = theory.HyperParams(eta=1.0, sigma_F=1.0)
+    default, _ = _numerical.select_at("pepita", st, hp, tol=_numerical.DEFAULT_EXPECTATION_TOL,
+                                      max_cost=_numerical.DEFAULT_COST_FACTOR)
+    loose, est = _numerical.select_at("pepita", st, hp, tol=1e-3)
+    assert loose.n < default.n and est <= 1e-3
+    args, kw = _numerical._at(st, hp)
+    got = numerical_terms("pepita", *args, **kw, quadrature=loose)
+    ref = numerical_terms("pepita", *args, **kw, quadrature=GaussHermite(40))
+    scale = max(np.abs(r).max() for r in ref)
+    assert max(np.abs(a - b).max() for a, b in zip(got, ref)) / scale <= 1e-3
+    tight, _ = _numerical.select_at("pepita", st, hp, tol=1e-7)  # and a tighter one climbs past the default
+    assert tight.n > default.n
