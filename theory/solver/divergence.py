@@ -25,8 +25,12 @@ __all__ = [
     "state_check",
 ]
 
-#: |Q_kk|, |S_k| or |v_k| above this counts as divergence.
-BLOWUP = 1e8
+#: |Q_kk|, |S_k| or |v_k| above this counts as divergence. |Q_kk| = |w_k|^2 / D = 1e6 is a student norm a thousand
+#: times the teacher's: no run from O(1) weights gets there but a runaway (afa at a large sigma_F: |w| grows without
+#: bound while eps_g stays flat), and past it such runs turn stiff (a sweep point at eta = 2, sigma_F = 10 spent
+#: 137,000 evaluations between |Q_kk| = 5e6 and 1e8, against 1,200 to reach 5e6), so a threshold of 1e8 made a
+#: sweep with runaway points 7 times slower than one without (benchmarks/bench_runaway.py; 0.8 times at 1e6).
+BLOWUP = 1e6
 
 
 def runaway(Qd, S, v):
