@@ -9,7 +9,9 @@ weights at dimension D and seed (:func:`theory.random_state`; one state per K, M
 ``simulate.Initialisation``) and redraws three panels: eps_g(t) on log axes, angle(v, v*) and
 angle(feedback, v) in degrees (THEORY.md section 5). A run that diverges is drawn up to where it stopped,
 with the reason in the status line; a combination the package refuses (a rule option that does not apply,
-K = 0, ...) leaves the curves as they were and says why. Time is in steps / D.
+K = 0, ...) leaves the curves as they were and says why; the sigma_F slider is greyed out for a rule on which
+it has no effect (derived from the rule's right-hand side, as theory.optimal_protocol derives inert controls:
+bp and fa). Time is in steps / D.
 
 The explorer is a plain object: ``explorer.controls`` holds the widgets by name, ``explorer.set(eta=0.3)``
 changes controls from code (one redraw), ``explorer.trajectory`` is the last integrated
@@ -101,6 +103,7 @@ class Explorer:
         self._style_axes()
         self.trajectory = None
         self._holding = False
+        self._sigma_F_used: dict = {}
         for c in self.controls.values():
             c.observe(self._changed, names="value")
         self.widget = w.VBox([w.HBox([self.controls["rule"], self.controls["K"], self.controls["M"]]),
@@ -143,15 +146,26 @@ class Explorer:
     def _integrate(self):
         v = self.values
         state = random_state(v["K"], v["M"], D=self.D, seed=self.seed)
-        kw = dict(eta=v["eta"], sigma=v["sigma"], g=self.g)
-        if v["rule"] in ("afa", "pepita"):  # the rules with a top-down projection F = sigma_F f / sqrt D
-            kw["sigma_F"] = v["sigma_F"]
+        kw = dict(eta=v["eta"], sigma=v["sigma"], sigma_F=v["sigma_F"], g=self.g)
         if not rule_facts(v["rule"], v["K"], v["M"]).closed_form:  # numerical expectations: an explorer's accuracy
             kw["expectation_tol"] = self.expectation_tol
+        self.controls["sigma_F"].disabled = not self._uses_sigma_F(state, v["rule"], kw)
         try:
             return integrate(state, v["rule"], self.t, **kw), None
         except DivergenceError as exc:
             return exc.trajectory, str(exc)
+
+    def _uses_sigma_F(self, state, rule, kw) -> bool:
+        """Whether sigma_F can change eps_g under this rule (derived from its right-hand side's derivatives,
+        theory.control's inert-control test, once per rule, K, M): the slider is greyed out where it cannot."""
+        key = (rule, state.K, state.M)
+        if key not in self._sigma_F_used:
+            from .control.protocol import inert_controls
+            from .ode.dynamics import make_dynamics
+
+            dyn = make_dynamics(state, rule, None, **kw)
+            self._sigma_F_used[key] = not inert_controls(dyn, state.to_vector(dyn.mirror), ["sigma_F"])
+        return self._sigma_F_used[key]
 
     def redraw(self) -> None:
         """Integrate with the current controls and redraw the panels (what every control change calls)."""
@@ -172,7 +186,8 @@ class Explorer:
             ax.relim()
             ax.autoscale_view(scalex=True, scaley=ax is self.axes["eg"])
         v = self.values
-        self.status.value = (f"{v['rule']}, K = {v['K']}, M = {v['M']}, D = {self.D}, seed = {self.seed}: "
+        unused = " (sigma_F has no effect on this rule)" if self.controls["sigma_F"].disabled else ""
+        self.status.value = (f"{v['rule']}, K = {v['K']}, M = {v['M']}, D = {self.D}, seed = {self.seed}{unused}: "
                              + (f"<b>diverged</b>: {diverged}" if diverged else
                                 f"eps_g(t = {t[-1]:g}) = {float(tr.eg[-1]):.4g}"))
         if _in_kernel():  # in a notebook: show the new figure in the explorer's output area

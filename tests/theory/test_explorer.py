@@ -39,7 +39,9 @@ def test_every_control_redraws_what_integrate_gives(ex):
     np.testing.assert_allclose(x, want.t[1:])
     ex.controls["eta"].value = 1.5  # what a slider move does
     np.testing.assert_allclose(_drawn(ex, "eg")[1], _expected("bp", eta=1.5).eg[1:], rtol=1e-10)
+    assert ex.controls["sigma_F"].disabled and "no effect" in ex.status.value  # bp has no top-down projection
     ex.controls["rule"].value = "afa"
+    assert not ex.controls["sigma_F"].disabled  # derived from the rule, not from its name
     ex.controls["sigma_F"].value = 2.0
     want = _expected("afa", eta=1.5, sigma_F=2.0)
     np.testing.assert_allclose(_drawn(ex, "eg")[1], want.eg[1:], rtol=1e-10)
