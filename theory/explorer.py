@@ -100,6 +100,8 @@ class Explorer:
             self.figure, axs = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
         self.axes = dict(zip(("eg", *EXPLORER_ANGLES), axs))
         self._lines = {name: ax.plot([], [], lw=1.6)[0] for name, ax in self.axes.items()}
+        self._notes = {name: self.axes[name].text(0.5, 0.5, "", transform=self.axes[name].transAxes, ha="center",
+                                                  color="0.4") for name in EXPLORER_ANGLES}  # why a panel is empty
         self._style_axes()
         self.trajectory = None
         self._holding = False
@@ -180,11 +182,14 @@ class Explorer:
         self._lines["eg"].set_data(t[keep], np.asarray(tr.eg)[keep])
         for name in EXPLORER_ANGLES:
             deg = tr.angles.get(name)
-            self._lines[name].set_data(t[keep], np.asarray(deg)[keep] if deg is not None else np.full(keep.sum(),
-                                                                                                       np.nan))
+            deg = np.asarray(deg)[keep] if deg is not None else np.full(keep.sum(), np.nan)
+            self._lines[name].set_data(t[keep], deg)
+            self._notes[name].set_text("" if np.any(np.isfinite(deg)) else
+                                       "not defined for these K, M" if deg.size else "nothing recorded")
         for ax in self.axes.values():
             ax.relim()
             ax.autoscale_view(scalex=True, scaley=ax is self.axes["eg"])
+            ax.set_xlim(max(float(t[keep][0]), 1e-12) if keep.any() else 1e-2, float(t[-1]))
         v = self.values
         unused = " (sigma_F has no effect on this rule)" if self.controls["sigma_F"].disabled else ""
         self.status.value = (f"{v['rule']}, K = {v['K']}, M = {v['M']}, D = {self.D}, seed = {self.seed}{unused}: "

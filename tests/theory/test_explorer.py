@@ -51,6 +51,8 @@ def test_every_control_redraws_what_integrate_gives(ex):
     want = _expected("afa", K=3, M=1, eta=1.5, sigma_F=2.0, sigma=0.2)
     np.testing.assert_allclose(_drawn(ex, "eg")[1], want.eg[1:], rtol=1e-10)
     assert ex.trajectory.K == 3 and "K = 3, M = 1" in ex.status.value
+    # angle(v, v*) needs K = M: its panel says so instead of staying silently empty
+    assert ex._notes["teacher"].get_text() == "not defined for these K, M" and not ex._notes["feedback"].get_text()
     assert not np.any(np.isnan(_drawn(ex, "eg")[1]))
 
 
