@@ -45,13 +45,12 @@ def draw_weights(K: int, M: int, D: int, seed: int, w_std: float = 1.0, v_std: f
     the student of replica r = 1, 2, ... from ``np.random.default_rng([seed, r])`` (W, then v), so each
     replica's student is the same whatever the number of replicas."""
     rng = np.random.default_rng(seed)
-    W_star = rng.standard_normal((M, D))
-    W0 = w_std * rng.standard_normal((1, K, D))
-    f = rng.standard_normal(D)
-    v0 = v_std * rng.standard_normal((1, K))
-    b = rng.standard_normal(K)
     W, v = np.empty((replicas, K, D)), np.empty((replicas, K))
-    W[0], v[0] = W0[0], v0[0]
+    W_star = rng.standard_normal((M, D))
+    W[0] = w_std * rng.standard_normal((K, D))
+    f = rng.standard_normal(D)
+    v[0] = v_std * rng.standard_normal(K)
+    b = rng.standard_normal(K)
     for r in range(1, replicas):
         own = np.random.default_rng([seed, r])
         W[r] = w_std * own.standard_normal((K, D))

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._init import random_state
+from .plots import _ANGLE_LIM, ANGLE_TITLES
 from .results.trajectory import DivergenceError
 from .rules._base import RULES
 from .rules._facts import rule_facts
@@ -81,14 +82,15 @@ class Explorer:
         self.D, self.seed, self.g, self.expectation_tol = D, seed, g, expectation_tol
         self.t = default_times(t_max, n_times)
         random_state(K, M, D=D, seed=seed)  # D and seed checked here, once, with their names
-        lo, hi = RANGES["eta"]
-        log = dict(base=10, continuous_update=False, readout_format=".3g")
+        def log_slider(name, value):
+            lo, hi = RANGES[name]
+            return w.FloatLogSlider(value=value, min=math.log10(lo), max=math.log10(hi), step=0.05, base=10,
+                                    description=name, continuous_update=False, readout_format=".3g")
+
         self.controls = {
             "rule": w.Dropdown(options=rules, value=rule, description="rule"),
-            "eta": w.FloatLogSlider(value=eta, min=math.log10(lo), max=math.log10(hi), step=0.05,
-                                    description="eta", **log),
-            "sigma_F": w.FloatLogSlider(value=sigma_F, min=math.log10(RANGES["sigma_F"][0]),
-                                        max=math.log10(RANGES["sigma_F"][1]), step=0.05, description="sigma_F", **log),
+            "eta": log_slider("eta", eta),
+            "sigma_F": log_slider("sigma_F", sigma_F),
             "sigma": w.FloatSlider(value=sigma, min=RANGES["sigma"][0], max=RANGES["sigma"][1], step=0.01,
                                    description="sigma", continuous_update=False, readout_format=".2f"),
             "K": w.IntSlider(value=K, min=RANGES["K"][0], max=RANGES["K"][1], description="K", continuous_update=False),
@@ -142,8 +144,7 @@ class Explorer:
         ax.set(xscale="log", yscale="log", xlabel="t (steps / D)", ylabel=r"$\epsilon_g$", title="learning curve")
         for name in EXPLORER_ANGLES:
             a = self.axes[name]
-            a.set(xscale="log", xlabel="t (steps / D)", ylabel="degrees", ylim=(-8, 188),
-                  title={"teacher": r"angle$(v, v^*)$", "feedback": r"angle(feedback, $v$)"}[name])
+            a.set(xscale="log", xlabel="t (steps / D)", ylabel="degrees", ylim=_ANGLE_LIM, title=ANGLE_TITLES[name])
 
     def _integrate(self):
         v = self.values
@@ -188,8 +189,9 @@ class Explorer:
                                        "not defined for these K, M" if deg.size else "nothing recorded")
         for ax in self.axes.values():
             ax.relim()
-            ax.autoscale_view(scalex=True, scaley=ax is self.axes["eg"])
-            ax.set_xlim(max(float(t[keep][0]), 1e-12) if keep.any() else 1e-2, float(t[-1]))
+            ax.autoscale_view(scalex=False, scaley=ax is self.axes["eg"])
+            if keep.any():
+                ax.set_xlim(t[keep][0], t[-1])
         v = self.values
         unused = " (sigma_F has no effect on this rule)" if self.controls["sigma_F"].disabled else ""
         self.status.value = (f"{v['rule']}, K = {v['K']}, M = {v['M']}, D = {self.D}, seed = {self.seed}{unused}: "

@@ -8,6 +8,8 @@ The functions, and what each draws::
     plots.fig2(cmp, *, angles=("teacher", "feedback"), directions=None)
                                                   Figure 2 of the ICLR 2024 PEPITA paper (Srinivasan and others)
     plots.phase_diagrams(table, over)             summaries of a sweep table over one or two of its parameters
+    plots.protocols(curves)                       an optimal protocol against its baselines (OptimalProtocol.curves)
+    plots.plot_result(data, what="eg")            what Trajectory.plot and SimulationResult.plot draw
 
 Drawing needs no simulation, so the figures live in ``theory.plots``; ``simulate.plots`` is the same
 functions under the name the documentation and the command line use. ``Comparison.plot``,
@@ -39,7 +41,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from .results.summaries import plateau_split
 from .rules._base import rule_from_params
@@ -534,8 +536,6 @@ def _tick_labels(values):
 
 def _heat_map(fig, ax, sub, z, col, x, y, label) -> set[str]:
     """One 2-D phase diagram: the median of z per (y, x) cell, cells hatched by CELL_MARKS; the marks used."""
-    from matplotlib.patches import Rectangle
-
     cells = sub.assign(z=z).groupby([y, x])
     piv = cells["z"].median().unstack(x)
     mesh = ax.pcolormesh(np.arange(piv.shape[1] + 1), np.arange(piv.shape[0] + 1), piv.to_numpy(), shading="flat")

@@ -714,7 +714,8 @@ def symmetric_plateau(rule, params=None, *, constants: OrderParams | None = None
         except FixedPointError as direct:
             return _plateau_by_homotopy(dyn, start, direct, throw=throw, **kw)
     except FixedPointError as exc:
-        raise _explained(exc, dyn) from None
+        r = exc.result
+        raise (_drift_error(dyn, None if r is None else r.state, str(exc), r) or exc) from None
 
 
 #: How the free coordinates move under the rescaling w_k -> c w_k, v_k -> v_k / c, at c = 1 (d/dc of the state).
@@ -733,27 +734,27 @@ def _rescaling_drift(dyn: Dynamics, state: OrderParams) -> float:
     return abs(float(f @ gen)) / norm if norm > 0 and np.isfinite(norm) else float("nan")
 
 
-def _explained(exc: FixedPointError, dyn: Dynamics, state: OrderParams | None = None) -> FixedPointError:
-    """A failed plateau solve, with the reason when the flow drifts along the rescaling of a trained second layer.
+def _drift_error(dyn: Dynamics, state: OrderParams | None, message: str,
+                 result: FixedPoint | None = None) -> FixedPointError | None:
+    """The failure ``message`` with its reason when the flow at ``state`` drifts along the rescaling of a trained
+    second layer; None when it does not (or there is no state to look at).
 
     For a positively homogeneous activation (relu: g(c z) = c g(z)) the network with w_k -> c w_k, v_k -> v_k / c
     computes the same function, so the unspecialised plateau is a family of states along which the finite-rate
     terms of the ODE push (Q grows, v shrinks): there is no isolated fixed point to find. Recognised from the
     flow itself (dx/dt nearly parallel to the rescaling's generator), not from the activation's name."""
-    r = exc.result
-    state = state if state is not None else (r.state if r is not None else None)
-    if state is None or not dyn.hyper.train_second_layer or "No isolated plateau" in str(exc):
-        return exc
+    if state is None or not dyn.hyper.train_second_layer:
+        return None
     cos = _rescaling_drift(dyn, state)
     if not cos > 0.99:
-        return exc
+        return None
     q, v = float(np.mean(np.diag(state.Q))), float(np.mean(np.abs(state.v)))
     return FixedPointError(
-        f"{exc}. No isolated plateau fixed point: the flow drifts along the rescaling w_k -> c w_k, v_k -> v_k / c "
+        f"{message}. No isolated plateau fixed point: the flow drifts along the rescaling w_k -> c w_k, v_k -> v_k / c "
         f"(|cos| = {cos:.4f} between dx/dt and its generator; there mean Q_kk = {q:.4g}, mean |v_k| = "
         f"{v:.4g}), which leaves the network's function unchanged for a positively homogeneous activation such as "
         f"{dyn.hyper.g.name}: its plateau is a slowly drifting family of states. Freeze the second layer "
-        "(train_second_layer=False) for a plateau that is a fixed point", r)
+        "(train_second_layer=False) for a plateau that is a fixed point", result)
 
 
 def _plateau_by_homotopy(dyn: Dynamics, start: OrderParams, direct: FixedPointError, *, throw: bool,
@@ -832,10 +833,10 @@ def _plateau(dyn: Dynamics, start: OrderParams, guess, *, t_max, tol, marginal_t
         except _Budget:  # a slow (e.g. near a fold) or stiff approach: Newton's method goes on from there
             p, t_end = np.array(last["p"]), float(last["t"])
         if dyn.hyper.train_second_layer and _resid(g(p)) > 1e-8:  # not settled: drifting along the rescaling?
-            end = co.state_of(B @ p, validate=False)
-            if _rescaling_drift(dyn, end) > 0.99:
-                raise _explained(FixedPointError(f"{where}: the ODE in the symmetric subspace did not settle by "
-                                                 f"t = {t_end:.4g}", None), dyn, end)
+            drift = _drift_error(dyn, co.state_of(B @ p, validate=False),
+                                 f"{where}: the ODE in the symmetric subspace did not settle by t = {t_end:.4g}")
+            if drift is not None:
+                raise drift
     def g_root(p):
         try:
             return g(p)

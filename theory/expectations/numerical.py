@@ -849,8 +849,8 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     the default cost limit, from the ladder's bottom, GaussHermite(12) or KinkAware(16), when ``max_cost`` is None
     (an explicit tolerance: a looser one then costs fewer nodes), or from ``start``; upwards: GaussHermite(n), the
     spherical KinkAware(n), QMC(n) with n x 4) whose error estimate (:func:`expectation_error`, an embedded pair) at
-    this state is below ``tol``, the largest absolute error of
-    any term relative to the largest. At the ladder's top, its finest rule with the last estimate. ``max_cost``:
+    this state is below ``tol``, the largest absolute error of any term relative to the largest. At the ladder's
+    top, its finest rule with the last estimate. ``max_cost``:
     climb only to rules with at most this many times the nodes of the default rule; when none of them meets
     ``tol``, the finest of them (GaussHermite, KinkAware, SparseGrid: their errors fall fast with n) or the
     first (QMC: four times the points only halve its error)."""
@@ -861,8 +861,10 @@ def select_quadrature(rule, Q, R, T, S, U, P, v, v_star, b=None, *, sigma=0.0, s
     noise = bool(np.any(np.asarray(sigma) != 0))
     d = K + M + int(noise)
     base = quadrature_rule(None, d, g)
-    quad = base if start is not None or max_cost is not None else _cheapest(base)
-    quad = start if start is not None else quad
+    if start is not None:
+        quad = start
+    else:  # the default tolerance starts at the default rule, an explicit one at the ladder's bottom
+        quad = base if max_cost is not None else _cheapest(base)
     budget = None if max_cost is None else max_cost * _cost(base, K + M, noise)
     args = (Q, R, T, S, U, P, v, v_star, b)
     last, first = None, None

@@ -269,17 +269,15 @@ class SweepResult:
         tab = self.table
         swept: list[str] = []
         for c in over if over is not None else self._param_columns:
-            if c not in tab.columns or c in ("rule", "state", "K", "M") or tab[c].nunique() < 2:
-                continue
-            n = tab[c].nunique()  # a column that moves one-to-one with one already kept (eta_v = eta) adds nothing
-            if not any(len(tab[[k, c]].drop_duplicates()) == n == tab[k].nunique() for k in swept):
+            n = tab[c].nunique() if c in tab.columns and c not in ("rule", "state", "K", "M") else 0
+            # a column that moves one-to-one with one already kept (eta_v = eta) adds nothing
+            if n > 1 and not any(len(tab[[k, c]].drop_duplicates()) == n == tab[k].nunique() for k in swept):
                 swept.append(c)
-        cols = tab.columns
         if over is not None and not swept:
             raise ValueError(f"SweepResult.plot: over={list(over)!r} names no parameter that varies in the table")
         if not swept:
             raise ValueError("SweepResult.plot: no parameter varies across the points (nothing to draw a diagram of)")
-        missing = [v for v in values if v not in cols]
+        missing = [v for v in values if v not in tab.columns]
         if missing:
             raise ValueError(f"SweepResult.plot: values {missing} are not columns of the table")
         return phase_diagrams(tab, swept, values)
