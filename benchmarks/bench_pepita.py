@@ -11,11 +11,18 @@ Prints, in one run on this machine:
 4. Where AFA departs from exact pepita: final eg at t = 300 of both ODEs from the same initial
    condition for sigma_F in (0.1, 0.3, 1, 2, 3), eta = 1, K = M = 2.
 
+0. (issue 25) One K = M = 2 curve to t = 1000 at eta = 1, sigma_F = 1 from theory.random_state(2, 2, D=500) with
+   the default error-controlled quadrature, against the AFA curve from the same state, with its floor: nodes x
+   cost of one node x evaluations (one compiled right-hand side timed alone); and a 16-point sweep
+   (sigma_F in {0.3, 1, 2, 3} x eta in {0.25, 0.5, 1, 2}) to t = 1000, its time per point against the single
+   curve divided by the threads.
+
 Run: PYTHONPATH=. python benchmarks/bench_pepita.py [--quick]
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -67,7 +74,54 @@ def mc_rk4(state, t_end, dt, n_samples, seed, eta=1.0, sigma_F=1.0):
     return y
 
 
+def one_rhs_seconds(state, rule, repeats=20, **kw):
+    """One compiled right-hand side evaluation (best of ``repeats``) and the number of quadrature nodes it sums."""
+    rhs, p = theory.make_dynamics(state, rule, **kw).compiled()
+    y = state.to_vector()
+    dy = np.empty_like(y)
+    rhs(0.0, y, p, dy)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rhs(0.0, y, p, dy)
+        best = min(best, time.perf_counter() - t0)
+    afa = theory.make_dynamics(state, "afa", **kw).compiled()[1]  # the same parameters without the node block
+    return best, int(p[len(afa)])
+
+
+def exploration(quick=False):
+    """Section 0: the figures of issue 25 (exact pepita at the speed of exploration)."""
+    st = theory.random_state(2, 2, D=500, seed=0)
+    t = theory.default_times(1000.0, 100)
+    kw = dict(eta=1.0, sigma_F=1.0)
+    theory.integrate(st, "pepita", [0.0, 1.0], **kw)  # compile / load the cache
+    theory.integrate(st, "afa", [0.0, 1.0], **kw)
+    tr, dt = timed_integrate(st, "pepita", t, **kw)
+    tr_afa, dt_afa = timed_integrate(st, "afa", t, **kw)
+    t_rhs, nodes = one_rhs_seconds(st, "pepita", **kw)
+    floor = t_rhs * tr.nfev
+    print("== issue 25: one K = M = 2 pepita curve to t = 1000, eta = 1, sigma_F = 1, D = 500 initial state ==")
+    print(f"  pepita: {dt:.2f} s, nfev {tr.nfev}, {tr.params['quadrature']}, expectation error "
+          f"{tr.params['expectation_error']:.1e}, eg(1000) = {tr.eg[-1]:.6f}")
+    print(f"  afa from the same state: {dt_afa:.3f} s, nfev {tr_afa.nfev} -> pepita / afa {dt / dt_afa:.0f}x")
+    print(f"  floor: {nodes} nodes x {1e9 * t_rhs / nodes:.1f} ns per node = {1e3 * t_rhs:.2f} ms per evaluation x "
+          f"{tr.nfev} evaluations = {floor:.2f} s (the curve: {dt:.2f} s; target 2 s)")
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    grid = dict(sigma_F=[0.3, 1.0, 2.0, 3.0], eta=[0.25, 0.5, 1.0, 2.0]) if not quick else dict(sigma_F=[1.0, 3.0],
+                                                                                               eta=[0.5, 1.0])
+    n = len(grid["sigma_F"]) * len(grid["eta"])
+    t0 = time.perf_counter()
+    sw = theory.sweep(st, "pepita", t, grid=grid, progress=False)
+    dt_sw = time.perf_counter() - t0
+    tab = sw.table
+    print(f"  sweep of {n} points (sigma_F x eta) to t = 1000 on {threads} threads: {dt_sw:.1f} s, "
+          f"{dt_sw / n:.2f} s per point against the single curve / threads = {dt / threads:.2f} s; "
+          f"status {dict(tab['status'].value_counts())}; nfev per point: median {int(tab['nfev'].median())}, "
+          f"max {int(tab['nfev'].max())}")
+
+
 def main(quick=False):
+    exploration(quick)
     st = theory.random_state(2, 2, D=1000, seed=0)
     t = np.linspace(0, 300, 61)
     ref = GaussHermite(48)

@@ -7,7 +7,8 @@ Same run, same machine, K = M = 2, erf, eta = 1, bp and pepita, at D = 500 and D
 Prints the rates (the reduced sampler's from its own wall time, run_reduced's params["wall_s"]:
 the chain without measuring the initial weights' overlaps) and the ratios reduced / full, and the
 rate of the numba backend's in-kernel draws alone (its floor), next to numpy's SFC64 drawing the same variables.
-Target (issue #5): ratio >= 50 at D = 500, and the
+Then feedback mirroring (afa, pepita; eta_F = 0.6, mirror_norm) on both backends, next to the numba backend
+without mirroring. Target (issue #5): ratio >= 50 at D = 500, and the
 reduced rate flat in D. Each rate is the best of ``--repeats`` timed runs after a warm-up (the
 machine may be shared).
 
@@ -50,9 +51,9 @@ def rate_full(rule, D, replicas, steps, device, repeats):
     return replicas * n / best
 
 
-def rate_reduced(rule, D, replicas, steps, device, backend, repeats):
+def rate_reduced(rule, D, replicas, steps, device, backend, repeats, **options):
     init = simulate.Initialisation(K=2, M=2, D=D, seed=0)
-    kw = dict(eta=1.0, replicas=replicas, n_test=0, progress=False, device=device, backend=backend)
+    kw = dict(eta=1.0, replicas=replicas, n_test=0, progress=False, device=device, backend=backend, **options)
     simulate.run_reduced(init, rule, [0.0, min(20, steps) / D], **kw)  # warm-up (and numba compile / cache load)
     best = float("inf")
     for _ in range(repeats):
@@ -159,6 +160,16 @@ def main(argv=None):
         nb = rate_reduced(rule, 500, a.replicas_reduced, a.steps, "cpu", "numba", a.repeats)
         tr = rate_reduced(rule, 500, a.replicas_reduced, a.steps_torch, a.device, "torch", a.repeats)
         print(f"  {rule:14s} compiled (numba) {nb:10.3g}   generic (torch) {tr:10.3g}   ratio {nb / tr:5.1f}")
+    print("feedback mirroring (eta_F = 0.6, mirror_norm; D = 500): every step factors the whole Gram matrix twice "
+          "and draws xi (r normals + 1 chi-square) besides the learning step; the plain run beside it")
+    for rule in ("afa", "pepita"):
+        plain = rate_reduced(rule, 500, a.replicas_reduced, a.steps, "cpu", "numba", a.repeats)
+        nb = rate_reduced(rule, 500, a.replicas_reduced, a.steps, "cpu", "numba", a.repeats, eta_F=0.6,
+                          mirror_norm=True)
+        tr = rate_reduced(rule, 500, a.replicas_reduced, a.steps_torch, a.device, "torch", a.repeats, eta_F=0.6,
+                          mirror_norm=True)
+        print(f"  {rule:7s} mirroring: numba {nb:10.3g}   torch {tr:10.3g}   numba/torch {nb / tr:6.1f}   "
+              f"(numba without mirroring {plain:10.3g}: cost of mirroring x{plain / nb:.2f})")
 
 
 if __name__ == "__main__":

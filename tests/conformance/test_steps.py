@@ -157,11 +157,6 @@ def check_reduced_torch(rule, g, option, seed):
 
 def check_reduced_numba(rule, g, option, seed):
     hyper = hyper_for(option, g)
-    if hyper.mirroring:
-        pytest.skip(
-            "the numba backend does not run feedback mirroring (simulate.engines.reduced.backends.resolve_backend "
-            "refuses it)"
-        )
     if not compiled_ok(rule, K, M):
         assert rule.name in UNTRACEABLE, f"{rule.label}: no compiled view: {theory.compiled_rule(rule, K, M).reason}"
         pytest.skip("untraceable rule: no numba kernel (by design)")
@@ -169,10 +164,12 @@ def check_reduced_numba(rule, g, option, seed):
     st = net.state()
     r, B = K + M + 1, hyper.batch
     x0 = [np.asarray(a, dtype=float)[None].copy() for a in (st.Q, st.R, st.S, st.v)]
+    if hyper.mirroring:
+        x0 += [np.asarray(st.U, dtype=float)[None].copy(), np.array([st.P], dtype=float)]
     chain = _NumbaChain(rule, hyper, [a.copy() for a in x0], D=D, T=st.T, U=st.U, P=st.P, v_star=st.v_star, b=st.b,
                         replicas=1, r=r, seed=seed, threads=1, step0=STEP)
     chain.advance(1)
-    Q1, R1, S1, v1 = chain.state()
+    out = chain.state()
     chain.close()
     sampler = ChunkSampler(seed, 1, r, D, noise=hyper.sigma > 0, batch=B)
     sampler.step = STEP  # the kernel drew the stream (seed, replica 0, step STEP)
@@ -184,14 +181,28 @@ def check_reduced_numba(rule, g, option, seed):
     else:
         L = bartlett(d.gam[0, 0, :, 0], d.offd[0, 0, :, 0])
         zeta = d.zeta[0, 0, :, 0] if hyper.sigma > 0 else np.zeros(B)
-    # the kernel's square root is the torch step's (same construction): read it off the reference step
+    # the kernel's square root is the torch step's (same construction): read it off the reference step (under
+    # mirroring: the whole Gram matrix's factor, ReducedStep.fields_of)
     ref = ReducedStep(rule, hyper, D=D, T=st.T, U=st.U, P=st.P, v_star=st.v_star, b=st.b, device=torch.device("cpu"),
                       dtype=torch.float64)
     tt = lambda a: t64(a)[None]  # noqa: E731
-    A = engine_square_root(ref, tt(st.Q), tt(st.R), tt(st.S))
+    UP = (tt(st.U), tt(np.float64(st.P))) if hyper.mirroring else (None, None)
+    A = engine_square_root(ref, tt(st.Q), tt(st.R), tt(st.S), *UP)
     X = inputs_from_draws(net, A, eps, L, np.random.default_rng(seed + 3))
-    want = definition_step(net, rule, hyper, X, zeta, T_EVAL).state()
-    assert_state_equal(dict(Q=Q1[0], R=R1[0], S=S1[0], v=v1[0]), want, st, f"reduced numba, {rule.label} {g} {option}")
+    got = dict(Q=out[0][0], R=out[1][0], S=out[2][0], v=out[3][0])
+    xi = None
+    if hyper.mirroring:
+        # the learning step alone, then xi rebuilt from the kernel's mirroring draws (stream PURPOSE_MIRROR) on the
+        # factor of the learned state's Gram matrix
+        learned = definition_step(net, rule, hyper.replace(eta_F=0.0), X, zeta, T_EVAL)
+        ls = learned.state()
+        A_m = engine_square_root(ref, tt(ls.Q), tt(ls.R), tt(ls.S), *UP)
+        eps_m, gam_m = sampler.draw_mirror(STEP, 1)
+        xi = inputs_from_draws(learned, A_m, eps_m[0, :, :, 0], np.sqrt(2.0 * gam_m[0, :, :1]),
+                               np.random.default_rng(seed + 4))[0]
+        got.update(U=out[4][0], P=out[5][0])
+    want = definition_step(net, rule, hyper, X, zeta, T_EVAL, xi).state()
+    assert_state_equal(got, want, st, f"reduced numba, {rule.label} {g} {option}")
 
 
 ENGINES = {"full": check_full, "reduced-torch": check_reduced_torch, "reduced-numba": check_reduced_numba}

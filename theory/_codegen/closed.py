@@ -61,15 +61,19 @@ def _rhs_c(t, y, p, c, out):
     v_star = p[o + M * M + M : o + M * M + 2 * M]
     n = K + M
     N1 = n + 1
-    om = _omega(y, p, K, M)
     v = y[K * K + K * M + K : K * K + K * M + 2 * K]
-    # one workspace for the small arrays (one allocation per call instead of five)
-    work = np.empty(n + N1 + K * N1 + K * K + n)
-    a = work[:n]
-    d1 = work[n : n + N1]
-    X = work[n + N1 : n + N1 + K * N1].reshape((K, N1))
-    DD = work[n + N1 + K * N1 : n + N1 + K * N1 + K * K].reshape((K, K))
-    L1 = work[n + N1 + K * N1 + K * K :]
+    # one workspace for Omega and the small arrays (one allocation per call instead of three)
+    work = np.empty(N1 * N1 + n * n + n + N1 + K * N1 + K * K + n + K)
+    om = work[: N1 * N1].reshape((N1, N1))
+    W = work[N1 * N1 : N1 * N1 + n * n].reshape((n, n))
+    _omega_into(y, p, K, M, om)
+    o1 = N1 * N1 + n * n
+    a = work[o1 : o1 + n]
+    d1 = work[o1 + n : o1 + n + N1]
+    X = work[o1 + n + N1 : o1 + n + N1 + K * N1].reshape((K, N1))
+    DD = work[o1 + n + N1 + K * N1 : o1 + n + N1 + K * N1 + K * K].reshape((K, K))
+    L1 = work[o1 + n + N1 + K * N1 + K * K : o1 + n + N1 + K * N1 + K * K + n]
+    EH = work[o1 + n + N1 + K * N1 + K * K + n :]
     for k in range(K):
         a[k] = v[k]
     for m in range(M):
@@ -77,9 +81,8 @@ def _rhs_c(t, y, p, c, out):
     for q in range(N1):
         d1[q] = 1.0 + om[q, q]
 
-    EH = np.empty(K)
     if gk == 0:
-        _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH)
+        _terms_erf(om, a, d1, L1, W, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH)
     else:
         _terms_pl(om, a, c, K, n, modulated, sigma, sigma_F, train_v, gk, X, DD, EH)
 
@@ -87,9 +90,15 @@ def _rhs_c(t, y, p, c, out):
 
 
 def _omega(y, p, K, M):
-    """The field covariance Omega (K+M+1, K+M+1) of the flat state y and the constants in p, and v."""
+    """The field covariance Omega (K+M+1, K+M+1) of the flat state y and the constants in p."""
+    om = np.empty((K + M + 1, K + M + 1))
+    _omega_into(y, p, K, M, om)
+    return om
+
+
+def _omega_into(y, p, K, M, om):
+    """Omega of :func:`_omega`, written to ``om``."""
     n = K + M
-    N1 = n + 1
     o = HEADER
     T = p[o : o + M * M]
     U = p[o + M * M : o + M * M + M]
@@ -98,7 +107,6 @@ def _omega(y, p, K, M):
     if p[PARAM.mirror] != 0.0:
         U = y[n_core : n_core + M]
         P = y[n_core + M]
-    om = np.empty((N1, N1))
     i = 0
     for k in range(K):
         for l in range(K):
@@ -119,7 +127,6 @@ def _omega(y, p, K, M):
         om[K + m, n] = U[m]
         om[n, K + m] = U[m]
     om[n, n] = P
-    return om
 
 
 def _assemble(t, y, p, om, X, DD, EH, K, M, out):
@@ -150,7 +157,7 @@ def _assemble(t, y, p, om, X, DD, EH, K, M, out):
         _mirror(t, p, om, v, K, M, out, K * K + K * M + 2 * K)
 
 
-def _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH):
+def _terms_erf(om, a, d1, L1, W, c, K, n, modulated, sigma, sigma_F, train_v, X, DD, EH):
     """X, DD, EH for erf (Saad & Solla's closed forms, theory.activations.erf)."""
     N1 = n + 1
     # X[k, u] = sum_j a_j I3(k, u, j)
@@ -194,13 +201,22 @@ def _terms_erf(om, a, d1, L1, c, K, n, modulated, sigma, sigma_F, train_v, X, DD
             for i1 in range(n):
                 c13, c23 = om[k, i1], om[l, i1]
                 L1[i1] = L4 * (1.0 + om[i1, i1]) - c23 * c23 * a1 - c13 * c13 * a2 + 2.0 * c12 * c13 * c23
-            s = 0.0
+            # L0(i1, i2) is symmetric in (i1, i2): asin once per pair (i2 >= i1, kept in W), then summed over every
+            # (i1, i2) in order, as the full double sum, so that equal fields (a student unit on its teacher unit)
+            # give bitwise equal terms that cancel as they did
+            for i1 in range(n):
+                L1[i1] = 1.0 / math.sqrt(L1[i1])  # now 1 / sqrt(L1)
             for i1 in range(n):
                 c13, c23 = om[k, i1], om[l, i1]
-                for i2 in range(n):
+                for i2 in range(i1, n):
                     c14, c24, c34 = om[k, i2], om[l, i2], om[i1, i2]
                     L0 = L4 * c34 - c23 * c24 * a1 - c13 * c14 * a2 + c12 * c13 * c24 + c12 * c14 * c23
-                    s += a[i1] * a[i2] * math.asin(L0 / math.sqrt(L1[i1] * L1[i2]))
+                    W[i1, i2] = math.asin(L0 * (L1[i1] * L1[i2]))
+                    W[i2, i1] = W[i1, i2]
+            s = 0.0
+            for i1 in range(n):
+                for i2 in range(n):
+                    s += a[i1] * a[i2] * W[i1, i2]
             val = _4_PI2 / math.sqrt(L4) * s + sigma * sigma * _2_PI / math.sqrt(L4)
             DD[k, l] = c[k] * c[l] * val
             DD[l, k] = DD[k, l]
@@ -325,7 +341,8 @@ def _mirror(t, p, om, v, K, M, out, n_core):
 if HAVE_NUMBA:
     _rate = numba.njit(cache=True, inline="always")(_rate)
     _rate_at = numba.njit(cache=True, inline="always")(_rate_at)
-    _terms_erf = numba.njit(cache=True, error_model="numpy")(_terms_erf)
+    _terms_erf = numba.njit(cache=True, error_model="numpy", inline="always")(_terms_erf)
+    _omega_into = numba.njit(cache=True, error_model="numpy", inline="always")(_omega_into)
     _omega = numba.njit(cache=True, error_model="numpy")(_omega)
     _assemble = numba.njit(cache=True, error_model="numpy")(_assemble)
     _dg_mean = numba.njit(cache=True, inline="always")(_dg_mean)

@@ -202,18 +202,24 @@ def _take(adv: Advance, check, t, Y, n_rec, status, message, active) -> list:
         pts, idx, ys = pts[keep], idx[keep], ys[keep]
         if pts.size == 0:
             continue
-        why = check(ys, pts, True)
-        for r, w in enumerate(why):
-            p = pts[r]
-            if not active[p]:
-                continue  # an earlier output of this point diverged
-            if w is not None:
-                status[p], message[p], active[p] = -1, _diverged(t[idx[r]], w), False
-                stop.append(p)
-                continue
-            Y[p, idx[r]] = ys[r]
-            n_rec[p] = idx[r] + 1
-            if n_rec[p] == nt:
+        # a point's outputs come in time order; those after its first diverged one are dropped
+        first_bad: dict = {}
+        for r, w in enumerate(check(ys, pts, True)):
+            if w is not None and int(pts[r]) not in first_bad:
+                first_bad[int(pts[r])] = (r, w)
+        ok = np.ones(pts.size, dtype=bool)
+        if first_bad:
+            cut = np.full(Y.shape[0], pts.size)
+            for p, (r, _) in first_bad.items():
+                cut[p] = r
+            ok = np.arange(pts.size) < cut[pts]
+        Y[pts[ok], idx[ok]] = ys[ok]
+        np.maximum.at(n_rec, pts[ok], idx[ok] + 1)
+        for p, (r, w) in first_bad.items():
+            status[p], message[p], active[p] = -1, _diverged(t[idx[r]], w), False
+            stop.append(p)
+        for p in np.unique(pts[ok][n_rec[pts[ok]] == nt]):
+            if active[p]:
                 active[p] = False
                 stop.append(p)
     for p, code, msg in adv.failures:

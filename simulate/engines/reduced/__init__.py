@@ -69,8 +69,7 @@ class ReducedEngine(Engine):
                              f"got {spec.D}")
         if B > 1 and spec.D < r + B:
             raise ValueError(f"D: {B} samples per step need D >= K + M + 1 + batch = {r + B}, got {spec.D}")
-        resolve_backend(self.backend, spec.device, spec.dtype, spec.rule, spec.hyper.g, spec.K, spec.M,
-                        spec.hyper.mirroring)
+        resolve_backend(self.backend, spec.device, spec.dtype, spec.rule, spec.hyper.g, spec.K, spec.M)
 
     def run(self, spec: RunSpec) -> Records:
         from .chain import run_chain

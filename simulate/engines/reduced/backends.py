@@ -163,41 +163,52 @@ class _NumbaChain:
             )
         gk = _internal.compiled.activation_code(hyper.g)
         self.update = update
-        self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state)
+        self.mirror = hyper.mirroring  # f learns: U (replicas, M) and P (replicas,) are state
+        self.Q, self.R, self.S, self.v = (np.ascontiguousarray(a, dtype=np.float64) for a in state[:4])
         A11T, Binv = _fixed_square_root(T, U, P)
-        U, P, v_star = (np.asarray(a, dtype=np.float64) for a in (U, P, v_star))
+        T, U, P, v_star = (np.asarray(a, dtype=np.float64) for a in (T, U, P, v_star))
         b = np.zeros(K) if b is None else np.asarray(b, dtype=np.float64)
         # constants shared by all replicas (leading axis 1) or per replica (leading axis replicas)
-        per = any(a.ndim > nd for a, nd in ((A11T, 2), (U, 1), (P, 0), (v_star, 1), (b, 1)))
+        per = any(a.ndim > nd for a, nd in ((A11T, 2), (U, 1), (P, 0), (v_star, 1), (b, 1), (T, 2)))
         C = replicas if per else 1
         fix = lambda a, tail: np.array(np.broadcast_to(a, (C,) + tail), dtype=np.float64, order="C")  # noqa: E731
-        self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), fix(U, (M,)), fix(P, ()),
-                       fix(v_star, (M,)), fix(b, (K,)))
+        if self.mirror:
+            U, P = (np.array(a, dtype=np.float64, order="C") for a in state[4:6])
+            self.P0 = P.copy()
+        else:
+            U, P = fix(U, (M,)), fix(P, ())
+            self.P0 = np.zeros(0)
+        self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), U, P, fix(v_star, (M,)), fix(b, (K,)))
+        self.T = fix(T, (M, M))
         self.hyper, self.D, self.step_index = hyper, int(D), int(step0)
         self.params = (hyper.sigma, hyper.sigma_F, hyper.weight_decay, gk, hyper.train_second_layer)
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.sampler = kernel.ChunkSampler(seed, replicas, r, D, noise=hyper.sigma != 0, threads=threads,
                                            batch=hyper.batch)
-        per_step = hyper.batch * (r + 3)
+        per_step = hyper.batch * (r + 3) + (2 * r if self.mirror else 0)
         self.chunk = int(np.clip(_NUMBA_BLOCK_ELEMENTS // (self.sampler.B * per_step), 1, _NUMBA_MAX_CHUNK_STEPS))
 
     def advance(self, n):
         """n <= self.chunk steps: the threads advance the blocks of replicas, drawing inside the kernel."""
         t = (self.step_index + np.arange(n)) / self.D
-        etas, etas_v = (np.ascontiguousarray(np.broadcast_to(np.asarray(r, dtype=np.float64), (n,))).copy()
-                        for r in self.hyper.rates(t))
+        vec = lambda r: np.ascontiguousarray(np.broadcast_to(np.asarray(r, dtype=np.float64), (n,))).copy()  # noqa: E731
+        etas, etas_v = (vec(r) for r in self.hyper.rates(t))
+        hp = self.hyper
+        etas_F = vec(hp.mirror_rate(t)) if self.mirror else np.zeros(n)
+        mirror = (self.mirror, self.T, self.P0, etas_F, float(hp.kappa_F), bool(hp.mirror_norm))
         sp = self.sampler
 
         def block(j):
             kernel.chain_block(self.update, j, sp.B, sp.key, self.step_index, n, sp.shapes, sp.noise, self.Q, self.R,
-                               self.S, self.v, *self.consts, float(self.D), etas, etas_v, *self.params)
+                               self.S, self.v, *self.consts, float(self.D), etas, etas_v, *self.params, *mirror)
 
         sp.map_blocks(block)
         self.step_index += n
 
     def state(self):
-        return self.Q.copy(), self.R.copy(), self.S.copy(), self.v.copy()
+        parts = (self.Q, self.R, self.S, self.v) + (self.consts[2:4] if self.mirror else ())
+        return tuple(a.copy() for a in parts)
 
     def close(self):
         self.sampler.close()
@@ -207,17 +218,15 @@ def _numba_ok(rule, g, K, M) -> bool:
     return kernel.HAVE_NUMBA and update_view(rule, g, K, M)[0] is not None
 
 
-def resolve_backend(backend, device, dtype, rule, g, K, M, mirror=False) -> str:
-    """The backend a run takes: "auto" -> "numba" on the CPU in float64 without mirroring for a rule with a
-    compiled view, else "torch"; "numba" or "torch" as asked, refused (ValueError) where it cannot run."""
+def resolve_backend(backend, device, dtype, rule, g, K, M) -> str:
+    """The backend a run takes: "auto" -> "numba" on the CPU in float64 for a rule with a compiled view (feedback
+    mirroring included), else "torch"; "numba" or "torch" as asked, refused (ValueError) where it cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        ok = device.type == "cpu" and dtype == torch.float64 and not mirror and _numba_ok(rule, g, K, M)
+        ok = device.type == "cpu" and dtype == torch.float64 and _numba_ok(rule, g, K, M)
         return "numba" if ok else "torch"
     if backend == "numba":
-        if mirror:
-            raise ValueError("backend: 'numba' does not run feedback mirroring (eta_F > 0) yet; use backend='torch'")
         if not kernel.HAVE_NUMBA:
             raise ValueError("backend: 'numba' requested but numba is not importable")
         if device.type != "cpu":
@@ -244,7 +253,8 @@ def open_chain(spec, *, seed: int, backend: str, block: int = 256):
     r = spec.K + spec.M + 1
     consts = dict(D=D, T=state0.T, U=state0.U, P=state0.P, v_star=state0.v_star, b=getattr(state0, "b", None))
     if backend == "numba":
-        state = [a.numpy() for a in _broadcast_state(state0, replicas, torch.device("cpu"), torch.float64)]
+        state = [a.numpy() for a in _broadcast_state(state0, replicas, torch.device("cpu"), torch.float64,
+                                                     spec.hyper.mirroring)]
         return _NumbaChain(spec.rule, spec.hyper, state, replicas=replicas, r=r, seed=seed, threads=spec.threads,
                            **consts)
     step = ReducedStep(spec.rule, spec.hyper, device=spec.device, dtype=spec.dtype, **consts)

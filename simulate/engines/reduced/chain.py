@@ -54,7 +54,7 @@ def run_chain(spec: RunSpec, *, seed: int, backend: str = "auto", block: int = 2
     """The chain of ``spec`` (module docstring), its draws seeded by ``seed``, on ``backend`` (resolved as
     :func:`.backends.resolve_backend`). Records with eg_test None; info: backend, wall_s, replica_steps."""
     hp = spec.hyper
-    backend = resolve_backend(backend, spec.device, spec.dtype, spec.rule, hp.g, spec.K, spec.M, hp.mirroring)
+    backend = resolve_backend(backend, spec.device, spec.dtype, spec.rule, hp.g, spec.K, spec.M)
     chain = open_chain(spec, seed=seed, backend=backend, block=block)
     stepper = ChainStepper(chain, spec)
     wall = time.perf_counter()
@@ -99,8 +99,8 @@ def reduced_chain(state0, rule, t, params: HyperParams | None = None, *, D: int,
     of the numba backend (default: the CPUs this process may use); results do not depend on it.
     ``seed`` seeds the chain's draws directly. Returns a dict with t (= steps / D), steps, Q
     (R_, n, K, K), R, S, v, U (R_, n, M) and P (R_, n) under mirroring (else None), status, message,
-    wall_s, replica_steps, backend, rule, hyper, D. Feedback mirroring (eta_F > 0) runs on the
-    torch backend ("auto" picks it). :func:`simulate.run_reduced` is the same chain with a
+    wall_s, replica_steps, backend, rule, hyper, D. Feedback mirroring (eta_F > 0) runs on both backends.
+    :func:`simulate.run_reduced` is the same chain with a
     :class:`simulate.SimulationResult` out.
     """
     where = "reduced"

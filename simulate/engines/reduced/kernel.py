@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
+from theory._internal import compiled as _compiled
+
 from . import rng as _rng
+
+g_scalar = _compiled.g_scalar  # g(z) by activation code, compiled inline (the rules' own)
 
 try:
     import numba
@@ -79,6 +84,116 @@ def _draw_step(key, b0, nv, step, shapes, noisy, eps_s, gam_s, offd_s, zeta_s):
 
 
 @_jit(inline="never")
+def _draw_mirror(key, b0, nv, step, shape, eps_m, gam_m):
+    """The mirroring input xi of one step for replicas b0 .. b0 + nv - 1 (replica b0 + t in column t), from the
+    stream (seed, replica, step, PURPOSE_MIRROR): r standard normals eps_m (its (nu, phi, lambda) coordinates),
+    then gam_m ~ Gamma(shape) (2 gam_m ~ chi^2_{D-r}: the squared norm of its orthogonal part)."""
+    for t in range(nv):
+        st = _rng.stream(b0 + t, step, _rng.PURPOSE_MIRROR)
+        st = _rng.normals_into(eps_m, t, 0, eps_m.shape[0], st, key)
+        g, st = _rng.gamma(st, key, shape)
+        gam_m[t] = g
+
+
+@_jit()
+def _full_fields(nv, q, rr, s, Tb, Ub, Pb, eps, o, Gf, Lf, col, scale, yv, lam):
+    """Under mirroring (U and P change): the fields z = L eps (rows eps[o:o + r]) with L the PSD Cholesky factor of
+    the whole Gram matrix G ordered (nu, phi, lambda), as simulate.engines.reduced.step.ReducedStep.fields_of
+    (same construction and pivot rule, so the same square root): (nu, phi) into yv (M + 1, B), lambda into lam."""
+    K, M = s.shape[0], Ub.shape[0]
+    M1 = M + 1
+    r = M1 + K
+    for t in range(nv):
+        for m in range(M):
+            for m2 in range(M):
+                Gf[m, m2, t] = Tb[m, m2, t]
+            Gf[m, M, t] = Ub[m, t]
+            Gf[M, m, t] = Ub[m, t]
+        Gf[M, M, t] = Pb[t]
+        for k in range(K):
+            for m in range(M):
+                Gf[M1 + k, m, t] = rr[k, m, t]
+                Gf[m, M1 + k, t] = rr[k, m, t]
+            Gf[M1 + k, M, t] = s[k, t]
+            Gf[M, M1 + k, t] = s[k, t]
+            for l in range(K):  # noqa: E741  (Q_kl: the notation of THEORY.md)
+                Gf[M1 + k, M1 + l, t] = q[k, l, t]
+        scale[t] = 1e-300
+        for i in range(r):
+            scale[t] = max(scale[t], abs(Gf[i, i, t]))
+    for jj in range(r):
+        for ii in range(jj, r):
+            for t in range(nv):
+                col[ii, t] = Gf[ii, jj, t]
+            for p in range(jj):
+                for t in range(nv):
+                    col[ii, t] -= Lf[ii, p, t] * Lf[jj, p, t]
+        for ii in range(jj, r):
+            for t in range(nv):
+                d = col[jj, t]
+                ok = d > _PIVOT_TOL * scale[t]
+                Lf[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
+    for i in range(r):
+        for t in range(nv):
+            z = 0.0
+            for p in range(i + 1):
+                z += Lf[i, p, t] * eps[o + p, t]
+            if i < M1:
+                yv[i, t] = z
+            else:
+                lam[i - M1, t] = z
+
+
+@_jit()
+def _apply_factor(nv, Lf, eps, o, M1, yv, lam):
+    """z = Lf eps[o:o + r] of :func:`_full_fields` with the factor already computed (another sample)."""
+    r = Lf.shape[0]
+    for i in range(r):
+        for t in range(nv):
+            z = 0.0
+            for p in range(i + 1):
+                z += Lf[i, p, t] * eps[o + p, t]
+            if i < M1:
+                yv[i, t] = z
+            else:
+                lam[i - M1, t] = z
+
+
+@_jit()
+def _mirror_block(key, b0, nv, step, shape_m, eta_F, kappa_F, mirror_norm, D, gk, q, rr, s, vv, Tb, Ub, Pb, P0b,
+                  eps_m, gam_m, Gf, Lf, colf, scale, ym, lam_m):
+    """The mirroring step after the learning step (simulate.engines.reduced.step.ReducedStep.mirror_step): f <-
+    (1 - c_F) f + (eta_F / sqrt D) yhat_xi xi with c_F = eta_F kappa_F / D, for the fields (lambda, nu, phi) of xi
+    (its own draws) and |xi|^2 = |eps|^2 + chi^2_{D-r}; with mirror_norm, f rescaled to |f|^2 / D = P0. Updates S
+    (in s), U and P (in Ub, Pb)."""
+    K, M = s.shape[0], Ub.shape[0]
+    M1 = M + 1
+    _draw_mirror(key, b0, nv, step, shape_m, eps_m, gam_m)
+    _full_fields(nv, q, rr, s, Tb, Ub, Pb, eps_m, 0, Gf, Lf, colf, scale, ym, lam_m)
+    kF = 1.0 - eta_F * kappa_F / D
+    for t in range(nv):
+        a = 0.0
+        for k in range(K):
+            a += vv[k, t] * g_scalar(lam_m[k, t], gk)
+        a *= eta_F  # eta_F yhat_xi
+        e2 = 2.0 * gam_m[t]
+        for i in range(M1 + K):
+            e2 += eps_m[i, t] * eps_m[i, t]
+        for k in range(K):
+            s[k, t] = kF * s[k, t] + (a / D) * lam_m[k, t]
+        for m in range(M):
+            Ub[m, t] = kF * Ub[m, t] + (a / D) * ym[m, t]
+        Pb[t] = (kF * kF) * Pb[t] + (2.0 * kF / D) * a * ym[M, t] + (a * a / (D * D)) * e2
+        if mirror_norm:
+            sc = math.sqrt(P0b[t] / Pb[t])
+            for k in range(K):
+                s[k, t] *= sc
+            for m in range(M):
+                Ub[m, t] *= sc
+            Pb[t] = P0b[t]
+
+
+@_jit(inline="never")
 def _advance_block(
     update,
     bi,
@@ -106,6 +221,12 @@ def _advance_block(
     kappa,
     gk,
     train_v,
+    mirror,
+    T,
+    P0,
+    etas_F,
+    kappa_F,
+    mirror_norm,
 ):
     """Replicas bi*B .. bi*B + B - 1 of :func:`chain_block` for steps step0 .. step0 + n - 1.
     State and constants are held along the last axis of scratch arrays (one column per replica) and
@@ -124,6 +245,8 @@ def _advance_block(
     offd_s = np.zeros((Bs * (Bs - 1) // 2, B))
     zeta_s = np.zeros((Bs, B))
     per = 1 if A11T.shape[0] > 1 else 0
+    per_u = 1 if U.shape[0] > 1 else 0  # U, P: per replica under mirroring (they are state)
+    per_t = 1 if T.shape[0] > 1 else 0
     q = np.empty((K, K, B))
     rr = np.empty((K, M, B))
     s = np.empty((K, B))
@@ -134,6 +257,8 @@ def _advance_block(
     Pb = np.empty(B)
     vsb = np.empty((M, B))
     bb_ = np.empty((K, B))
+    Tb = np.empty((M, M, B))
+    P0b = np.empty(B)
     for t in range(nv):
         ct = (b0 + t) * per
         for k in range(K):
@@ -148,10 +273,14 @@ def _advance_block(
             for a2 in range(M1):
                 Ab[a, a2, t] = A11T[ct, a, a2]
                 Bb[a, a2, t] = Binv[ct, a, a2]
+        cu = (b0 + t) * per_u
         for m in range(M):
-            Ub[m, t] = U[ct, m]
+            Ub[m, t] = U[cu, m]
             vsb[m, t] = v_star[ct, m]
-        Pb[t] = P[ct]
+            for m2 in range(M):
+                Tb[m, m2, t] = T[(b0 + t) * per_t, m, m2]
+        Pb[t] = P[cu]
+        P0b[t] = P0[cu] if mirror else 0.0
     yv = np.empty((Bs, M1, B))  # (nu, phi) of each sample; phi becomes xi_phi after the update
     L21 = np.empty((K, M1, B))
     L22 = np.zeros((K, K, B))
@@ -167,6 +296,16 @@ def _advance_block(
     tmp = np.empty(B)
     G = np.empty((Bs, Bs, B))  # xp_s . xp_s'
     acc = np.empty(B)
+    # mirroring: the whole Gram matrix's factor, the input xi's draws and fields
+    rm = r if mirror else 0
+    Gf = np.empty((rm, rm, B))
+    Lf = np.zeros((rm, rm, B))
+    colf = np.empty((rm, B))
+    eps_m = np.zeros((rm, B))
+    gam_m = np.zeros(B)
+    ym = np.empty((M1, B))
+    lam_m = np.empty((K, B))
+    shape_m = max(0.5 * (D - r), 0.0)
     for j in range(n):
         _draw_step(key, b0, nv, step0 + j, shapes, noisy, eps_s, gam_s, offd_s, zeta_s)
         eta = etas[j]
@@ -177,59 +316,66 @@ def _advance_block(
         a_lin = eta / (D * Bs)
         a_sq = eta * eta / (D * D * Bs * Bs)
         a_v = eta_v / (D * Bs)
-        # L21 = [R, S] Binv
-        for k in range(K):
-            for a in range(M1):
-                for t in range(nv):
-                    L21[k, a, t] = s[k, t] * Bb[M, a, t]
-                for m in range(M):
-                    for t in range(nv):
-                        L21[k, a, t] += rr[k, m, t] * Bb[m, a, t]
-        # L22 = PSD Cholesky of Q - L21 L21^T (a zero column where a pivot vanishes)
-        for t in range(nv):
-            scale[t] = 1e-300
-        for k in range(K):
-            for t in range(nv):
-                tmp[t] = q[k, k, t]
-            for a in range(M1):
-                for t in range(nv):
-                    tmp[t] -= L21[k, a, t] * L21[k, a, t]
-            for t in range(nv):
-                scale[t] = max(scale[t], abs(tmp[t]))
-        for jj in range(K):
-            for ii in range(jj, K):
-                for t in range(nv):
-                    col[ii, t] = q[ii, jj, t]
+        if not mirror:
+            # L21 = [R, S] Binv
+            for k in range(K):
                 for a in range(M1):
                     for t in range(nv):
-                        col[ii, t] -= L21[ii, a, t] * L21[jj, a, t]
-                for p in range(jj):
-                    for t in range(nv):
-                        col[ii, t] -= L22[ii, p, t] * L22[jj, p, t]
-            for ii in range(jj, K):
-                for t in range(nv):
-                    d = col[jj, t]
-                    ok = d > _PIVOT_TOL * scale[t]
-                    L22[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
-        for bs in range(Bs):
-            o = bs * r
-            # (nu, phi) = A11 eps_1
-            for a in range(M1):
-                for t in range(nv):
-                    yv[bs, a, t] = 0.0
-                for a2 in range(M1):
-                    for t in range(nv):
-                        yv[bs, a, t] += eps_s[o + a2, t] * Ab[a2, a, t]
-            # lambda = L21 eps_1 + L22 eps_2
+                        L21[k, a, t] = s[k, t] * Bb[M, a, t]
+                    for m in range(M):
+                        for t in range(nv):
+                            L21[k, a, t] += rr[k, m, t] * Bb[m, a, t]
+            # L22 = PSD Cholesky of Q - L21 L21^T (a zero column where a pivot vanishes)
+            for t in range(nv):
+                scale[t] = 1e-300
             for k in range(K):
                 for t in range(nv):
-                    lam[bs, k, t] = 0.0
+                    tmp[t] = q[k, k, t]
                 for a in range(M1):
                     for t in range(nv):
-                        lam[bs, k, t] += L21[k, a, t] * eps_s[o + a, t]
-                for p in range(k + 1):
+                        tmp[t] -= L21[k, a, t] * L21[k, a, t]
+                for t in range(nv):
+                    scale[t] = max(scale[t], abs(tmp[t]))
+            for jj in range(K):
+                for ii in range(jj, K):
                     for t in range(nv):
-                        lam[bs, k, t] += L22[k, p, t] * eps_s[o + M1 + p, t]
+                        col[ii, t] = q[ii, jj, t]
+                    for a in range(M1):
+                        for t in range(nv):
+                            col[ii, t] -= L21[ii, a, t] * L21[jj, a, t]
+                    for p in range(jj):
+                        for t in range(nv):
+                            col[ii, t] -= L22[ii, p, t] * L22[jj, p, t]
+                for ii in range(jj, K):
+                    for t in range(nv):
+                        d = col[jj, t]
+                        ok = d > _PIVOT_TOL * scale[t]
+                        L22[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
+        for bs in range(Bs):
+            o = bs * r
+            if mirror:  # U, P moved: the whole Gram matrix's factor (the same for every sample of the step)
+                if bs == 0:
+                    _full_fields(nv, q, rr, s, Tb, Ub, Pb, eps_s, o, Gf, Lf, colf, scale, yv[bs], lam[bs])
+                else:
+                    _apply_factor(nv, Lf, eps_s, o, M1, yv[bs], lam[bs])
+            else:
+                # (nu, phi) = A11 eps_1
+                for a in range(M1):
+                    for t in range(nv):
+                        yv[bs, a, t] = 0.0
+                    for a2 in range(M1):
+                        for t in range(nv):
+                            yv[bs, a, t] += eps_s[o + a2, t] * Ab[a2, a, t]
+                # lambda = L21 eps_1 + L22 eps_2
+                for k in range(K):
+                    for t in range(nv):
+                        lam[bs, k, t] = 0.0
+                    for a in range(M1):
+                        for t in range(nv):
+                            lam[bs, k, t] += L21[k, a, t] * eps_s[o + a, t]
+                    for p in range(k + 1):
+                        for t in range(nv):
+                            lam[bs, k, t] += L22[k, p, t] * eps_s[o + M1 + p, t]
             update(lam[bs], yv[bs], zeta_s[bs] if noisy else no_noise, vv, vsb, s, bb_, nv, 1, sigma, sigma_F, gk,
                    delta[bs], h[bs], res[bs])
         # the Gram matrix of the presynaptic inputs: xp_s . xp_s' = x_s . x_s' + alpha_s' phi_s + alpha_s phi_s'
@@ -308,7 +454,14 @@ def _advance_block(
                         acc[t] += a_v * res[bs, 1, t] * h[bs, k, t]
                 for t in range(nv):
                     vv[k, t] = vv[k, t] - acc[t]
+        if mirror and etas_F[j] != 0.0:
+            _mirror_block(key, b0, nv, step0 + j, shape_m, etas_F[j], kappa_F, mirror_norm, D, gk, q, rr, s, vv, Tb,
+                          Ub, Pb, P0b, eps_m, gam_m, Gf, Lf, colf, scale, ym, lam_m)
     for t in range(nv):
+        if mirror:
+            for m in range(M):
+                U[b0 + t, m] = Ub[m, t]
+            P[b0 + t] = Pb[t]
         for k in range(K):
             for l in range(K):  # noqa: E741  (Q_kl: the notation of THEORY.md)
                 Q[b0 + t, k, l] = q[k, l, t]
@@ -319,7 +472,7 @@ def _advance_block(
 
 
 def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, Binv, U, P, v_star, b, D, etas, etas_v,
-                 sigma, sigma_F, kappa, gk, train_v):
+                 sigma, sigma_F, kappa, gk, train_v, mirror, T, P0, etas_F, kappa_F, mirror_norm):
     """Advance the replicas of block bi (bi*B .. bi*B + B - 1, the last block possibly partial) by the
     n steps step0 .. step0 + n - 1 of the chain, in place; releases the GIL, so Python threads run
     blocks in parallel.
@@ -336,8 +489,13 @@ def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, 
     chunking or the threads. etas, etas_v (n,): the learning rates of the n steps (schedules).
     Constants with a leading axis of 1 (shared) or nR (per replica): A11T (., M+1, M+1) with
     (nu, phi) = eps_1 @ A11T, Binv (., M+1, M+1) with L21 = [R, S] @ Binv, U (., M), P (.,),
-    v_star (., M), b (., K). ``update`` is the rule's compiled update (theory._codegen.rule), gk the
+    v_star (., M), b (., K), T (., M, M). ``update`` is the rule's compiled update (theory._codegen.rule), gk the
     activation's code, kappa the weight decay.
+
+    Feedback mirroring (``mirror``): U (nR, M) and P (nR,) are state, updated in place; every step's fields come
+    from the PSD Cholesky factor of the whole Gram matrix (as ReducedStep.fields_of), and after the learning step
+    a mirroring step with its own input xi, drawn from the stream (seed, replica, step, PURPOSE_MIRROR), at the
+    rates etas_F (n,), with decay kappa_F and, with ``mirror_norm``, |f|^2 / D held at P0 (nR,).
     """
     _advance_block(
         update,
@@ -366,6 +524,12 @@ def _chain_block(update, bi, B, key, step0, n, shapes, noisy, Q, R, S, v, A11T, 
         kappa,
         gk,
         train_v,
+        mirror,
+        T,
+        P0,
+        etas_F,
+        kappa_F,
+        mirror_norm,
     )
 
 
@@ -378,6 +542,17 @@ def _fill_draws(key, B, nR, step0, shapes, noisy, eps, gam, offd, zeta):
         nv = min(B, nR - b0)
         for j in range(eps.shape[1]):
             _draw_step(key, b0, nv, step0 + j, shapes, noisy, eps[bi, j], gam[bi, j], offd[bi, j], zeta[bi, j])
+
+
+@_jit()
+def _fill_mirror_draws(key, B, nR, step0, shape, eps, gam):
+    """The mirroring inputs' draws for steps step0 .. step0 + n - 1, as the kernel makes them (:func:`_draw_mirror`),
+    into eps (nb, n, r, B) and gam (nb, n, B)."""
+    for bi in range(eps.shape[0]):
+        b0 = bi * B
+        nv = min(B, nR - b0)
+        for j in range(eps.shape[1]):
+            _draw_mirror(key, b0, nv, step0 + j, shape, eps[bi, j], gam[bi, j])
 
 
 @_jit(nogil=True)
@@ -401,13 +576,17 @@ if HAVE_NUMBA:
     import theory
 
     UPDATE_TYPE = theory._internal.compiled.UPDATE_TYPE
-    _f8, _i8 = numba.float64, numba.int64
+    _f8, _i8, _b1 = numba.float64, numba.int64, numba.types.boolean
     _A = lambda nd: numba.types.Array(_f8, nd, "C")  # noqa: E731
-    chain_block = numba.njit(
-        numba.types.void(UPDATE_TYPE, _i8, _i8, numba.types.Array(numba.uint64, 1, "C"), _i8, _i8, _A(1),
-                         numba.types.boolean, _A(3), _A(3), _A(2), _A(2), _A(3), _A(3), _A(2), _A(1), _A(2), _A(2), _f8,
-                         _A(1), _A(1), _f8, _f8, _f8, _i8, numba.types.boolean),
-        cache=True, nogil=True)(_chain_block)
+    # the rule's update comes in as a first-class function (deliberately: one kernel for every rule); numba warns
+    # that the feature is experimental when its type inference meets one in a branch (the mirroring branches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", numba.core.errors.NumbaExperimentalFeatureWarning)
+        chain_block = numba.njit(
+            numba.types.void(UPDATE_TYPE, _i8, _i8, numba.types.Array(numba.uint64, 1, "C"), _i8, _i8, _A(1), _b1,
+                             _A(3), _A(3), _A(2), _A(2), _A(3), _A(3), _A(2), _A(1), _A(2), _A(2), _f8, _A(1), _A(1),
+                             _f8, _f8, _f8, _i8, _b1, _b1, _A(3), _A(1), _A(1), _f8, _b1),
+            cache=True, nogil=True)(_chain_block)
 else:  # pragma: no cover
     chain_block = _chain_block
 
@@ -465,6 +644,14 @@ class ChunkSampler:
         if Bs == 1:
             gam, zeta = gam[:, :, 0], zeta[:, :, 0]
         return Draws(eps, gam, zeta, offd)
+
+    def draw_mirror(self, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mirroring inputs' draws of steps step .. step + n - 1 (feedback mirroring), as the kernel makes
+        them: eps (nb, n, r, B) standard normals and gam (nb, n, B), 2 gam ~ chi^2_{D-r}; replica j B + t reads
+        [j, ..., t]."""
+        eps, gam = np.zeros((self.nb, n, self.r, self.B)), np.zeros((self.nb, n, self.B))
+        _fill_mirror_draws(self.key, self.B, self.R, int(step), max(0.5 * (self.D - self.r), 0.0), eps, gam)
+        return eps, gam
 
     def map_blocks(self, fn):
         """Call fn(j) for every block j, spread over the threads (contiguous runs of blocks).

@@ -51,6 +51,7 @@ __all__ = [
     "ZIGGURAT_R",
     "ZIGGURAT_V",
     "PURPOSE_CHAIN",
+    "PURPOSE_MIRROR",
 ]
 
 _U64 = np.uint64
@@ -67,6 +68,8 @@ ZIGGURAT_R = 3.6541528853610088
 ZIGGURAT_V = 0.00492867323399
 #: the purpose word of the reduced chain's streams (other kernels take other words)
 PURPOSE_CHAIN = 0
+#: the purpose word of the feedback-mirroring input xi of each step (its r normals, then its chi-square)
+PURPOSE_MIRROR = 1
 
 
 def _jit(fn):

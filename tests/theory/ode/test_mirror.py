@@ -18,6 +18,7 @@ import torch
 import simulate
 import theory
 from simulate.engines.full import FullStep
+from simulate.engines.reduced import ReducedEngine
 from simulate.engines.reduced.step import ReducedStep
 from tests.helpers import _max_t
 from theory.expectations.mirror import expected_dg, mirror_derivatives, mirror_terms
@@ -231,8 +232,11 @@ def test_bad_mirroring_input():
                       (dict(t_pre=-1.0), "t_pre must be >= 0"), (dict(mirror_norm="yes"), "mirror_norm")]:
         with pytest.raises(ValueError, match=match):
             theory.integrate(st, "afa", [0.0, 1.0], eta=0.5, **kw)
-    with pytest.raises(ValueError, match="does not run feedback mirroring"):
-        simulate.run_reduced(st, "afa", [0.0, 1.0], D=50, eta=0.5, eta_F=0.5, backend="numba")
+    # the compiled kernel runs mirroring (it refused it until issue 25); it still refuses what it cannot compute
+    res = simulate.run_reduced(st, "afa", [0.0, 1.0], D=50, eta=0.5, eta_F=0.5, backend="numba", progress=False)
+    assert res.params["backend"] == "numba" and res.mirrored and np.all(np.isfinite(res.P_t))
+    with pytest.raises(ValueError, match="computes in float64"):
+        simulate.run_reduced(st, "afa", [0.0, 1.0], D=50, eta=0.5, eta_F=0.5, backend="numba", dtype=torch.float32)
     with pytest.raises(ValueError, match="every"):
         theory.Piecewise.windows(0.5, every=2.0, duration=3.0, until=10.0)
 
@@ -251,15 +255,17 @@ def _deviations(res, trajs):
 
 
 T_REC = np.array([0.0, 1.0, 2.0, 4.0])
+#: the engines of the mirroring runs: the reduced sampler on its compiled kernel ("auto" on the CPU) and on torch
+ENGINES = {"full": "full", "reduced": "reduced", "reduced-torch": ReducedEngine(backend="torch")}
 
 
-@pytest.mark.parametrize("engine", ["full", "reduced"])
+@pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("rule,kw", [("afa", dict(mirror_norm=True)), ("pepita", dict(kappa_F=0.5)),
                                      ("pepita", dict(mirror_norm=True, batch=4))])
 def test_mirroring_simulation_matches_ode(engine, rule, kw):
     init = simulate.Initialisation(2, 2, 1000, seed=3)
     cmp = simulate.compare(init, [rule], T_REC, eta=0.8, eta_F=0.6, replicas=24, device="cpu", seed=11, n_test=0,
-                           progress=False, rtol=1e-9, atol=1e-11, engine=engine, **kw)
+                           progress=False, rtol=1e-9, atol=1e-11, engine=ENGINES[engine], **kw)
     res, trs = cmp.results[rule], cmp.trajectories[rule]
     assert res.mirrored and trs[0].mirrored
     stat, thresh = _max_t(_deviations(res, trs))
