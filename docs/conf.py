@@ -2,10 +2,13 @@
 
 Build (from the repository root): ``python -m sphinx -W -b html docs docs/_build/html``.
 The notebooks are copied from ``notebooks/`` and executed at the small size during the build
-(``PEPITA_NB_SIZE=small``), so the pages show their figures; the benchmark page includes the
-figures recorded in ``benchmarks/results/``.
+(``PEPITA_NB_SIZE=small``), so the pages show their figures (or taken already executed from
+``$PEPITA_DOCS_EXECUTED``, as the test suite does); the benchmark page includes the figures recorded in
+``benchmarks/results/``.
 """
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -57,8 +60,11 @@ nitpicky = False
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 
-# Notebooks: executed during the build at the small size, any error fails the build.
-nb_execution_mode = os.environ.get("PEPITA_DOCS_EXECUTE", "force")
+# Notebooks: executed during the build at the small size, any error fails the build. PEPITA_DOCS_EXECUTED names a
+# folder of notebooks already executed at the small size (tests/test_notebooks.py writes one, each stamped with the
+# SHA-256 of its source); those whose source matches are taken as they are and only the others are executed ("auto").
+EXECUTED = os.environ.get("PEPITA_DOCS_EXECUTED")
+nb_execution_mode = os.environ.get("PEPITA_DOCS_EXECUTE", "auto" if EXECUTED else "force")
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -82,8 +88,19 @@ def _copy_notebooks():
             old.unlink()
     for name in sorted(wanted):
         src, dst = NB_SRC / name, NB_DST / name
-        if not dst.exists() or dst.read_bytes() != src.read_bytes():
-            shutil.copyfile(src, dst)
+        done = _executed(src)
+        data = done if done is not None else src.read_bytes()
+        if not dst.exists() or dst.read_bytes() != data:
+            dst.write_bytes(data)
+
+
+def _executed(src: Path) -> bytes | None:
+    """The executed copy of notebook ``src`` in $PEPITA_DOCS_EXECUTED, if it was executed from this very source."""
+    if not EXECUTED or not (Path(EXECUTED) / src.name).exists():
+        return None
+    data = (Path(EXECUTED) / src.name).read_bytes()
+    meta = json.loads(data).get("metadata", {}).get("pepita_dynamics", {})
+    return data if meta.get("source_sha256") == hashlib.sha256(src.read_bytes()).hexdigest() else None
 
 
 _copy_notebooks()

@@ -36,9 +36,30 @@ COMPILED = ("tests/theory/codegen/", "tests/simulate/engines/reduced/", "tests/c
             "tests/theory/expectations/test_accuracy.py")
 
 
+@pytest.fixture(scope="session")
+def executed_notebooks(tmp_path_factory):
+    """The folder where tests/test_notebooks.py leaves each notebook it executed (stamped with its source's SHA-256)
+    and where tests/test_docs.py's site build takes them from (docs/conf.py, PEPITA_DOCS_EXECUTED), so that a
+    notebook runs once per test session, not once in its test and again in the docs build."""
+    folder = tmp_path_factory.getbasetemp() / "executed-notebooks"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+#: test modules run by one xdist worker, in this order: the notebooks, then the docs site built from their executions
+DOCS_GROUP = ("tests/test_notebooks.py", "tests/test_docs.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Mark the compile-heavy tests ``compiled`` (``-m 'not compiled'``: a quick loop without kernel builds)."""
+    """Mark the compile-heavy tests ``compiled`` (``-m 'not compiled'``: a quick loop without kernel builds); put
+    the notebook and docs tests in one xdist group (pyproject's --dist loadgroup), first in the queue (the group is
+    the longest unit: started last, it would run alone at the end) and the docs after the notebooks."""
     for item in items:
         path = item.path.as_posix()
         if any(f"/{c}" in path or path.endswith(c) for c in COMPILED):
             item.add_marker(pytest.mark.compiled)
+        if any(path.endswith(m) for m in DOCS_GROUP):
+            item.add_marker(pytest.mark.xdist_group("docs-site"))
+    rank = {m: i for i, m in enumerate(DOCS_GROUP)}
+    items.sort(key=lambda it: next((rank[m] for m in DOCS_GROUP if it.path.as_posix().endswith(m)), len(rank)))

@@ -65,9 +65,12 @@ def broken_links(html_root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, executed_notebooks):
+    """The site, built once by one xdist worker (tests/conftest.py: the docs group), from the notebooks that
+    tests/test_notebooks.py executed in this session where it did (the others are executed by the build)."""
     out = tmp_path_factory.mktemp("html")
-    env = dict(os.environ, PEPITA_NB_SIZE="small", MPLBACKEND="Agg", PYTHONWARNINGS="ignore::DeprecationWarning")
+    env = dict(os.environ, PEPITA_NB_SIZE="small", MPLBACKEND="Agg", PYTHONWARNINGS="ignore::DeprecationWarning",
+               PEPITA_DOCS_EXECUTED=str(executed_notebooks))
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, (
