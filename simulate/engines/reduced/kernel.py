@@ -118,30 +118,31 @@ def _full_fields(nv, q, rr, s, Tb, Ub, Pb, eps, o, Gf, Lf, col, scale, yv, lam):
             Gf[M, M1 + k, t] = s[k, t]
             for l in range(K):  # noqa: E741  (Q_kl: the notation of THEORY.md)
                 Gf[M1 + k, M1 + l, t] = q[k, l, t]
+    _psd_factor(Gf, r, nv, col, scale, Lf)
+    _apply_factor(nv, Lf, eps, o, M1, yv, lam)
+
+
+@_jit()
+def _psd_factor(C, n, nv, col, scale, L):
+    """L (n, n, B), lower, with L L^T = C (n, n, B; its lower triangle is read) for the replicas t < nv, column by
+    column with a zero column where a pivot vanishes (d <= _PIVOT_TOL max_i |C_ii|): the rule of
+    simulate.engines.reduced.step._psd_cholesky (exact for PSD matrices; handles w = 0)."""
+    for t in range(nv):
         scale[t] = 1e-300
-        for i in range(r):
-            scale[t] = max(scale[t], abs(Gf[i, i, t]))
-    for jj in range(r):
-        for ii in range(jj, r):
+        for i in range(n):
+            scale[t] = max(scale[t], abs(C[i, i, t]))
+    for jj in range(n):
+        for ii in range(jj, n):
             for t in range(nv):
-                col[ii, t] = Gf[ii, jj, t]
+                col[ii, t] = C[ii, jj, t]
             for p in range(jj):
                 for t in range(nv):
-                    col[ii, t] -= Lf[ii, p, t] * Lf[jj, p, t]
-        for ii in range(jj, r):
+                    col[ii, t] -= L[ii, p, t] * L[jj, p, t]
+        for ii in range(jj, n):
             for t in range(nv):
                 d = col[jj, t]
                 ok = d > _PIVOT_TOL * scale[t]
-                Lf[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
-    for i in range(r):
-        for t in range(nv):
-            z = 0.0
-            for p in range(i + 1):
-                z += Lf[i, p, t] * eps[o + p, t]
-            if i < M1:
-                yv[i, t] = z
-            else:
-                lam[i - M1, t] = z
+                L[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
 
 
 @_jit()
@@ -284,6 +285,7 @@ def _advance_block(
     yv = np.empty((Bs, M1, B))  # (nu, phi) of each sample; phi becomes xi_phi after the update
     L21 = np.empty((K, M1, B))
     L22 = np.zeros((K, K, B))
+    schur = np.empty((K, K, B))
     Lw = np.empty((Bs, Bs, B))  # Bartlett factor of the Wishart Gram matrix of the inputs' orthogonal parts
     col = np.empty((K, B))
     lam = np.empty((Bs, K, B))
@@ -325,32 +327,15 @@ def _advance_block(
                     for m in range(M):
                         for t in range(nv):
                             L21[k, a, t] += rr[k, m, t] * Bb[m, a, t]
-            # L22 = PSD Cholesky of Q - L21 L21^T (a zero column where a pivot vanishes)
-            for t in range(nv):
-                scale[t] = 1e-300
+            # L22 = PSD Cholesky of the Schur complement Q - L21 L21^T (a zero column where a pivot vanishes)
             for k in range(K):
-                for t in range(nv):
-                    tmp[t] = q[k, k, t]
-                for a in range(M1):
+                for l in range(k + 1):  # noqa: E741  (Q_kl: the notation of THEORY.md)
                     for t in range(nv):
-                        tmp[t] -= L21[k, a, t] * L21[k, a, t]
-                for t in range(nv):
-                    scale[t] = max(scale[t], abs(tmp[t]))
-            for jj in range(K):
-                for ii in range(jj, K):
-                    for t in range(nv):
-                        col[ii, t] = q[ii, jj, t]
+                        schur[k, l, t] = q[k, l, t]
                     for a in range(M1):
                         for t in range(nv):
-                            col[ii, t] -= L21[ii, a, t] * L21[jj, a, t]
-                    for p in range(jj):
-                        for t in range(nv):
-                            col[ii, t] -= L22[ii, p, t] * L22[jj, p, t]
-                for ii in range(jj, K):
-                    for t in range(nv):
-                        d = col[jj, t]
-                        ok = d > _PIVOT_TOL * scale[t]
-                        L22[ii, jj, t] = col[ii, t] / math.sqrt(d if ok else 1.0) if ok else 0.0
+                            schur[k, l, t] -= L21[k, a, t] * L21[l, a, t]
+            _psd_factor(schur, K, nv, col, scale, L22)
         for bs in range(Bs):
             o = bs * r
             if mirror:  # U, P moved: the whole Gram matrix's factor (the same for every sample of the step)
