@@ -172,13 +172,14 @@ class _NumbaChain:
         per = any(a.ndim > nd for a, nd in ((A11T, 2), (U, 1), (P, 0), (v_star, 1), (b, 1), (T, 2)))
         C = replicas if per else 1
         fix = lambda a, tail: np.array(np.broadcast_to(a, (C,) + tail), dtype=np.float64, order="C")  # noqa: E731
-        if self.mirror:
-            U, P = (np.array(a, dtype=np.float64, order="C") for a in state[4:6])
-            self.P0 = P.copy()
+        if self.mirror:  # the kernel updates these in place
+            self.U, self.P = (np.array(a, dtype=np.float64, order="C") for a in state[4:6])
+            self.P0 = self.P.copy()
         else:
-            U, P = fix(U, (M,)), fix(P, ())
+            self.U, self.P = fix(U, (M,)), fix(P, ())
             self.P0 = np.zeros(0)
-        self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), U, P, fix(v_star, (M,)), fix(b, (K,)))
+        self.consts = (fix(A11T, (M + 1, M + 1)), fix(Binv, (M + 1, M + 1)), self.U, self.P, fix(v_star, (M,)),
+                       fix(b, (K,)))
         self.T = fix(T, (M, M))
         self.hyper, self.D, self.step_index = hyper, int(D), int(step0)
         self.params = (hyper.sigma, hyper.sigma_F, hyper.weight_decay, gk, hyper.train_second_layer)
@@ -207,7 +208,7 @@ class _NumbaChain:
         self.step_index += n
 
     def state(self):
-        parts = (self.Q, self.R, self.S, self.v) + (self.consts[2:4] if self.mirror else ())
+        parts = (self.Q, self.R, self.S, self.v) + ((self.U, self.P) if self.mirror else ())
         return tuple(a.copy() for a in parts)
 
     def close(self):
