@@ -62,7 +62,8 @@ _codegen/ (compiled views generated from a rule). What simulate shares with theo
 (checks, files, the divergence policy, the compiled ABI, option resolution) is in theory._internal.
 """
 
-from . import _internal  # noqa: F401  (simulate's plumbing, theory._internal; not public)
+# _diskcache first: numba's cache of the package's kernels, shared by every copy of the package
+from . import _diskcache, _internal  # noqa: F401  (_internal: simulate's plumbing, not public)
 from ._checks import LoadError, TooLarge
 from ._codegen.rule import compiled_rule
 from ._hyper import HyperParams

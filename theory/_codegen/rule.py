@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._diskcache import cache_dir
 from ..ode.layout import HEADER, PARAM, header
 
 try:
@@ -425,29 +426,6 @@ def _kernel_version() -> str:
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
-
-
-def cache_dir() -> Path:
-    """Where generated modules (and numba's machine code for them) live: $PEPITA_DYNAMICS_CACHE, else
-    $XDG_CACHE_HOME/pepita-dynamics or ~/.cache/pepita-dynamics, else a temporary folder."""
-    env = os.environ.get("PEPITA_DYNAMICS_CACHE")
-    candidates = [Path(env)] if env else []
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    candidates += [Path(xdg) / "pepita-dynamics"] if xdg else []
-    candidates += [
-        Path.home() / ".cache" / "pepita-dynamics",
-        Path(tempfile.gettempdir()) / f"pepita-dynamics-{os.getuid()}",
-    ]
-    for c in candidates:
-        try:
-            (c / "rules").mkdir(parents=True, exist_ok=True)
-            probe = c / "rules" / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-            return c
-        except OSError:
-            continue
-    raise OSError("no writable cache folder for compiled rules; set PEPITA_DYNAMICS_CACHE")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
