@@ -54,10 +54,11 @@ class PhaseResult:
 
 
 def minimise(evaluator, family, theta0, *, name: str, method: str = "L-BFGS-B", maxiter: int = 50,
-             gtol: float = 1e-6, ftol: float = 1e-10) -> PhaseResult:
+             gtol: float = 1e-6, ftol: float = 1e-10, before: PhaseResult | None = None) -> PhaseResult:
     """Minimise the evaluator's scaled objective over ``family`` from ``theta0`` (scipy.optimize.minimize with
     the bounds of theta, on theta scaled to [0, 1] and the evaluator's gradient). Returns the best point
-    evaluated (which is scipy's answer unless scipy stopped on a worse one)."""
+    evaluated (which is scipy's answer unless scipy stopped on a worse one). ``before``: the best point of what
+    led to theta0 (a grid), returned by a Ctrl-C that comes before this search has a point of its own."""
     import scipy.optimize
 
     evaluator.start(family, name)
@@ -71,6 +72,8 @@ def minimise(evaluator, family, theta0, *, name: str, method: str = "L-BFGS-B", 
         res = scipy.optimize.minimize(evaluator, x0, jac=True, method=method, bounds=[(0.0, 1.0)] * x0.size,
                                       options=opts)
     except KeyboardInterrupt:
+        if evaluator.best is None and before is not None:
+            raise Interrupted(before) from None
         raise Interrupted(evaluator.best_result(name, family)) from None
     out = evaluator.best_result(name, family)
     out.nit, out.nfev, out.status, out.message = int(res.nit), int(res.nfev), int(res.status), str(res.message)
@@ -103,7 +106,7 @@ def best_constant(evaluator, names, bounds, T, initial, *, method="L-BFGS-B", ma
                 th[i] = v
                 thetas.append(th)
     start = _grid_best(evaluator, fam, thetas, "constant")
-    res = minimise(evaluator, fam, start.theta, name="constant", method=method, maxiter=maxiter)
+    res = minimise(evaluator, fam, start.theta, name="constant", method=method, maxiter=maxiter, before=start)
     res.nfev += len(thetas)
     return res
 
@@ -124,6 +127,6 @@ def best_power_law(evaluator, names, bounds, T, constant: PhaseResult, *, method
                 theta += [h if top else min(h, 2.0 * c), math.log(t0), p]
         thetas.append(fam.clip(theta))
     start = _grid_best(evaluator, fam, thetas, "power_law")
-    res = minimise(evaluator, fam, start.theta, name="power_law", method=method, maxiter=maxiter)
+    res = minimise(evaluator, fam, start.theta, name="power_law", method=method, maxiter=maxiter, before=start)
     res.nfev += len(thetas)
     return res

@@ -191,6 +191,31 @@ def test_ctrl_c_keeps_the_best_protocol_so_far(monkeypatch, phase):
     assert math.isfinite(res.value) and res.value == pytest.approx(history["J"].min(), rel=1e-9)
 
 
+
+def test_ctrl_c_at_the_first_step_after_the_grid_keeps_the_grids_best(monkeypatch):
+    """A Ctrl-C on the first evaluation of the refinement that follows the constant grid: that search has no point
+    of its own yet, and the grid's best is returned (it was lost: the interrupt escaped optimal_protocol)."""
+    import theory.control.protocol as P
+    from theory.control.baselines import CONSTANT_GRID
+
+    after = len(CONSTANT_GRID)  # one control: the grid's points, then the refinement's first evaluation
+    calls = {"n": 0}
+    real = P.flow
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == after + 1:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(P, "flow", interrupted)
+    res = theory.optimal_protocol(ERF2, "bp", 10.0, {"eta": (0.1, 2.0)}, pieces=3)
+    assert res.status == 1 and "interrupted" in res.message
+    history = res.record["history"]
+    assert len(history) == after and set(history["phase"]) == {"constant"}
+    assert math.isfinite(res.value) and res.value == pytest.approx(history["J"].min(), rel=1e-9)
+
+
 BAD = [
     (dict(controls={}), "controls must be a non-empty dict"),
     (dict(controls={"kappa": (0, 1)}), "unknown control 'kappa'"),
