@@ -166,13 +166,10 @@ def _phase_calls() -> dict:
     return {ph: (phases.index(ph), phases.count(ph)) for ph in dict.fromkeys(phases)}
 
 
-@pytest.mark.parametrize("phase", ["constant", "power_law", "optimal"])
-def test_ctrl_c_keeps_the_best_protocol_so_far(monkeypatch, phase):
+def _interrupted_after(monkeypatch, after: int):
+    """optimal_protocol's run of _phase_calls with one Ctrl-C on evaluation ``after`` + 1."""
     import theory.control.protocol as P
 
-    first, count = _phase_calls()[phase]
-    assert count >= 2, f"phase {phase}: {count} evaluation(s), nothing to interrupt in its middle"
-    after = first + count // 2  # one Ctrl-C in the middle of the phase
     calls = {"n": 0}
     real = P.flow
 
@@ -183,7 +180,15 @@ def test_ctrl_c_keeps_the_best_protocol_so_far(monkeypatch, phase):
         return real(*a, **k)
 
     monkeypatch.setattr(P, "flow", interrupted)
-    res = theory.optimal_protocol(ERF2, "bp", 10.0, {"eta": (0.1, 2.0)}, pieces=3)
+    return theory.optimal_protocol(ERF2, "bp", 10.0, {"eta": (0.1, 2.0)}, pieces=3)
+
+
+@pytest.mark.parametrize("phase", ["constant", "power_law", "optimal"])
+def test_ctrl_c_keeps_the_best_protocol_so_far(monkeypatch, phase):
+    first, count = _phase_calls()[phase]
+    assert count >= 2, f"phase {phase}: {count} evaluation(s), nothing to interrupt in its middle"
+    after = first + count // 2  # one Ctrl-C in the middle of the phase
+    res = _interrupted_after(monkeypatch, after)
     assert res.status == 1 and "interrupted" in res.message
     history = res.record["history"]
     assert len(history) == after and history["phase"].iloc[-1] == phase  # every evaluation made is kept
@@ -191,25 +196,13 @@ def test_ctrl_c_keeps_the_best_protocol_so_far(monkeypatch, phase):
     assert math.isfinite(res.value) and res.value == pytest.approx(history["J"].min(), rel=1e-9)
 
 
-
 def test_ctrl_c_at_the_first_step_after_the_grid_keeps_the_grids_best(monkeypatch):
     """A Ctrl-C on the first evaluation of the refinement that follows the constant grid: that search has no point
     of its own yet, and the grid's best is returned (it was lost: the interrupt escaped optimal_protocol)."""
-    import theory.control.protocol as P
     from theory.control.baselines import CONSTANT_GRID
 
     after = len(CONSTANT_GRID)  # one control: the grid's points, then the refinement's first evaluation
-    calls = {"n": 0}
-    real = P.flow
-
-    def interrupted(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == after + 1:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(P, "flow", interrupted)
-    res = theory.optimal_protocol(ERF2, "bp", 10.0, {"eta": (0.1, 2.0)}, pieces=3)
+    res = _interrupted_after(monkeypatch, after)
     assert res.status == 1 and "interrupted" in res.message
     history = res.record["history"]
     assert len(history) == after and set(history["phase"]) == {"constant"}
