@@ -76,15 +76,18 @@ def _module_level(body: list) -> list:
     return found
 
 
-def _imports(path: Path, root: Path = _ROOT) -> tuple[Path, ...]:
-    """The package modules a source file imports at module level (the names its compiled functions see as
-    globals): for ``from a.b import n``, the module a.b and, when n is a submodule, a/b/n.py. Parent packages'
-    ``__init__`` files are not followed, nor imports inside functions (what a factory imports and closes over,
-    numba hashes into the cache key itself)."""
+def _imports(path: Path, root: Path = _ROOT, everywhere: bool = False) -> tuple[Path, ...]:
+    """The package modules a source file imports: at module level (the names its compiled functions see as
+    globals), or ``everywhere`` (inside functions too: what its Python code may run). For ``from a.b import n``:
+    a/b/n.py when n is a submodule, else the module a.b. Parent packages' ``__init__`` files are not followed
+    (what a factory imports inside a function and closes over, numba hashes into the cache key itself)."""
     package = ".".join(path.relative_to(root).with_suffix("").parts)
     here = package.rsplit(".", 1)[0]  # the package a relative import starts from (for __init__: itself)
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    nodes = ([n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] if everywhere
+             else _module_level(tree.body))
     found = []
-    for node in _module_level(ast.parse(path.read_bytes(), filename=str(path)).body):
+    for node in nodes:
         if isinstance(node, ast.Import):
             found += [_module_file(a.name, root) for a in node.names]
             continue
@@ -94,29 +97,37 @@ def _imports(path: Path, root: Path = _ROOT) -> tuple[Path, ...]:
             module = f"{base}.{node.module}" if node.module else base
         else:
             module = node.module or ""
-        found.append(_module_file(module, root))
-        found += [_module_file(f"{module}.{a.name}", root) for a in node.names]
+        submodules = [_module_file(f"{module}.{a.name}", root) for a in node.names]
+        found += submodules
+        if not all(submodules):
+            found.append(_module_file(module, root))
     return tuple(sorted({p for p in found if p is not None and p != path}))
 
 
-def dependencies(path: Path, root: Path = _ROOT) -> set[Path]:
-    """``path`` and every package module (under ``root``) it imports at module level, directly or not."""
-    seen, todo = set(), [path]
+def dependencies(paths, root: Path = _ROOT, everywhere: bool = False) -> set[Path]:
+    """``paths`` (a source file or several) and every package module under ``root`` they import
+    (:func:`_imports`), directly or not."""
+    seen, todo = set(), [paths] if isinstance(paths, Path) else list(paths)
     while todo:
         p = todo.pop()
         if p not in seen:
             seen.add(p)
-            todo += _imports(p, root)
+            todo += _imports(p, root, everywhere)
     return seen
+
+
+def stamp(files, root: Path = _ROOT) -> str:
+    """A hash of the contents of ``files`` (package source files; their paths relative to ``root`` included)."""
+    h = hashlib.sha256()
+    for p in sorted(files):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 @functools.cache
 def source_stamp(path: Path, root: Path = _ROOT) -> str:
-    """A hash of the contents of :func:`dependencies` (their paths relative to ``root`` included)."""
-    h = hashlib.sha256()
-    for p in sorted(dependencies(path, root)):
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+    """The stamp of a kernel's file: :func:`stamp` of its module-level :func:`dependencies`."""
+    return stamp(dependencies(path, root), root)
 
 
 try:

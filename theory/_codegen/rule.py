@@ -12,8 +12,9 @@ Nothing here knows any rule; the tests hold every generated function against ``R
 for every registered rule and variant.
 
 The cache (:func:`cache_dir`) is keyed by :func:`_rule_key`: the sources of the rule's classes and of
-the user modules they use (a helper imported from another file included), every source of this
-package, its version, the rule's options, K and M. It is kept under ``$PEPITA_DYNAMICS_CACHE_MAX``
+the modules they use (a helper imported from another file included, this package's among them), the
+package sources that generation reads or the generated code calls (:func:`generation_sources`), the
+package's version, the rule's options, K and M. It is kept under ``$PEPITA_DYNAMICS_CACHE_MAX``
 bytes (:func:`cache_max`, default 200M): writing a new module removes the least recently used ones
 with numba's files beside them (:func:`prune_cache`), never one this process has loaded.
 
@@ -56,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._diskcache import cache_dir
+from .._diskcache import _PACKAGES, _ROOT, cache_dir, dependencies, stamp
 from ..ode.layout import HEADER, PARAM, header
 
 try:
@@ -416,16 +417,26 @@ def _kink_args(traced):
     return [(dep, a) for dep, _, a in found]
 
 
+def generation_sources(root: Path | None = None) -> set[Path]:
+    """The package sources a generated rule module depends on: this module (tracing, assembly), the modules of
+    the rule and activation registries, and every package module they import, inside functions too
+    (:func:`theory._diskcache.dependencies`): the templates and kernels the module is spliced from and calls
+    (closed forms, quadrature, relu's integrals), the layout and the derived facts that shape it. ``root``: the
+    folder holding the package (default: this copy's). tests/theory/codegen/test_diskcache.py holds every
+    package file that generation runs, and every one the generated modules' compiled code reaches, to this set."""
+    root = _ROOT if root is None else Path(root)
+    seeds = [root / "theory" / "_codegen" / "rule.py"]
+    for registry in ("rules", "activations"):
+        seeds += sorted((root / "theory" / registry).glob("*.py"))
+    return dependencies(seeds, root, everywhere=True)
+
+
 @functools.lru_cache(maxsize=1)
 def _kernel_version() -> str:
-    """A hash of every source file of the package (generated code calls into the kernels, the layout,
-    the activations' integrals, and is shaped by the derived facts): any change regenerates every rule module."""
-    package = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        h.update(str(path.relative_to(package)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+    """A hash of :func:`generation_sources`: a change to any of them regenerates every rule module (and so
+    recompiles it: the hash is in the module's header); a change elsewhere in the package (the solvers, the
+    simulations, the analysis, ...) keeps them."""
+    return stamp(generation_sources(), _ROOT)[:12]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -581,8 +592,9 @@ _MAX_DEPENDENCIES = 256
 @functools.lru_cache(maxsize=1)
 def _library_roots() -> tuple:
     """Folders whose files never enter a rule's key: the standard library and site-packages (they change
-    with the installation, not with the user's code), and this package (every source of which is hashed
-    by :func:`_kernel_version`)."""
+    with the installation, not with the user's code). This package's own files are not among them, wherever it
+    is installed: a rule that uses one of its helpers is keyed by that helper's file (the files generation
+    itself reads are hashed by :func:`_kernel_version`)."""
     import site
     import sysconfig
 
@@ -591,12 +603,25 @@ def _library_roots() -> tuple:
         roots.update(site.getsitepackages())
     with contextlib.suppress(Exception):
         roots.add(site.getusersitepackages())
-    roots.add(str(Path(__file__).resolve().parents[1]))
     return tuple(sorted(os.path.join(os.path.realpath(r), "") for r in roots if r))
 
 
+@functools.lru_cache(maxsize=1)
+def _package_dirs() -> tuple:
+    return tuple(os.path.join(os.path.realpath(_ROOT / name), "") for name in _PACKAGES)
+
+
+@functools.lru_cache(maxsize=1)
+def _generation_files() -> frozenset:
+    return frozenset(os.path.realpath(p) for p in generation_sources())
+
+
 def _is_library(path: str) -> bool:
+    """Whether a file stays out of a rule's own dependency files: the standard library and site-packages, and
+    the package files that :func:`_kernel_version` hashes already (any other file of this package enters)."""
     real = os.path.realpath(path)
+    if real.startswith(_package_dirs()):
+        return real in _generation_files()
     return real.startswith(_library_roots()) or bool({"site-packages", "dist-packages"} & set(Path(real).parts))
 
 
@@ -639,12 +664,13 @@ def _where(obj):
 
 
 def _dependency_files(rule) -> list | None:
-    """The source files the generated code of ``rule`` depends on beyond this package: the files of the
-    rule's classes (always), and, transitively, every file outside the standard library and site-packages
-    that holds a function, class or module reachable from the globals of those classes' modules, their
-    methods' globals and closures, and the rule's own attributes (at most :data:`_MAX_DEPENDENCIES` files).
-    Generated code (a dataclass's ``__init__``: a ``<string>`` file) is covered by the class's file. None
-    when a class's source is unknown (defined interactively) or a dependency's file cannot be read."""
+    """The source files the generated code of ``rule`` depends on through the rule itself: the files of the
+    rule's classes (always), and, transitively, every file outside the standard library and site-packages (this
+    package's included) that holds a function, class or module reachable from the globals of those classes'
+    modules, their methods' globals and closures, and the rule's own attributes. Generated code (a dataclass's
+    ``__init__``: a ``<string>`` file) is covered by the class's file. None when a class's source is unknown
+    (defined interactively), a dependency's file cannot be read or there are more than
+    :data:`_MAX_DEPENDENCIES` of them."""
     import inspect
 
     files: dict = {}
@@ -672,9 +698,7 @@ def _dependency_files(rule) -> list | None:
                 continue
             real = os.path.realpath(file)
             if real not in files:
-                if len(files) >= _MAX_DEPENDENCIES:
-                    continue
-                if not os.path.isfile(real):
+                if len(files) >= _MAX_DEPENDENCIES or not os.path.isfile(real):
                     return None
                 files[real] = None
             queue.extend(more)
@@ -687,9 +711,10 @@ def _dependency_files(rule) -> list | None:
 def _rule_key(rule, K: int, M: int) -> str | None:
     """A fingerprint of what the generated code of ``rule`` at (K, M) depends on, computed without
     tracing: the source files of the rule's classes and of the user modules they use
-    (:func:`_dependency_files`; any edit re-traces), the rule's class and options (its repr), K, M,
-    every source of this package (:func:`_kernel_version`) and its version. None when a source is
-    unknown (a class defined interactively): such rules are traced in every process."""
+    (:func:`_dependency_files`; any edit re-traces), the rule's class and options (its repr), K, M, the
+    package sources generation depends on (:func:`_kernel_version`) and the package's version. None when a
+    source is unknown (a class defined interactively) or there are more than :data:`_MAX_DEPENDENCIES` of them:
+    such rules are traced in every process."""
     files = _dependency_files(rule)
     if not files:
         return None

@@ -5,7 +5,13 @@
 - the stamp follows the kernel's file and the package modules it imports at module level (a constant it reads
   from theory.ode.layout, a kernel it calls in theory.activations.relu): a change there compiles it again, a
   change elsewhere does not;
-- files outside the package (a user's module, the generated rule modules) keep numba's own locators.
+- files outside the package (a user's module, the generated rule modules) keep numba's own locators;
+- a generated rule module is keyed by the package sources generation depends on
+  (theory._codegen.rule.generation_sources), not by every source: every package file that runs while a rule is
+  traced, assembled and its facts derived (every registered rule and variant, and the conformance twins), and every
+  one the generated module's compiled code reaches through its imports, is among them or among the rule's own
+  dependency files; an edit elsewhere (the solvers, the simulations) keeps the key, an edit to a kernel that
+  generated code calls changes it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from theory import _diskcache
+from theory._codegen import rule as codegen
 
 ROOT = Path(_diskcache.__file__).resolve().parents[1]
 
@@ -113,3 +120,76 @@ def test_files_outside_the_package_keep_numbas_own_locators(tmp_path):
     assert _diskcache.PackageCacheLocator.from_function(user_kernels.f, str(user)) is None
     assert _diskcache.PackageCacheLocator in _diskcache._caching.CacheImpl._locator_classes
     assert _diskcache._caching.CacheImpl._locator_classes[0] is _diskcache.PackageCacheLocator
+
+
+def _executed_package_files(fn) -> set[Path]:
+    """The package source files whose code runs while ``fn()`` runs (this thread)."""
+    roots = tuple(str(ROOT / name) + os.sep for name in _diskcache._PACKAGES)
+    seen: set[str] = set()
+
+    def profile(frame, event, arg):
+        if frame.f_code.co_filename.startswith(roots):
+            seen.add(frame.f_code.co_filename)
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return {Path(f) for f in seen}
+
+
+def _imported_modules(source: str) -> list[Path]:
+    import ast
+
+    names = [n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.module]
+    files = [_diskcache._module_file(n, ROOT) for n in names if n.split(".")[0] in _diskcache._PACKAGES]
+    assert None not in files, names
+    return files
+
+
+@pytest.mark.filterwarnings("ignore::theory.rules._facts.UntraceableRuleWarning")
+def test_generation_reads_and_calls_only_what_the_rule_key_hashes():
+    from tests.conformance.helpers import RULES
+    from theory.rules import _facts
+
+    hashed = codegen.generation_sources()
+    assert ROOT / "theory" / "_codegen" / "closed.py" in hashed
+    assert not any(p.is_relative_to(ROOT / "simulate") for p in hashed)  # can fail: the set is not everything
+    generated = 0
+    for rule in RULES:
+        own = {Path(f) for f in codegen._dependency_files(rule)}
+        for K, M in ((2, 2), (3, 1)):
+            sources = []
+
+            def generate(rule=rule, K=K, M=M, sources=sources):
+                _facts._trace_facts(rule, K, M)
+                try:
+                    traced, feedback = codegen.trace(rule, K, M)
+                except Exception:  # an untraceable twin: its tracing still ran package code
+                    return
+                sources.append(codegen._source(rule, K, M, traced, feedback))
+
+            ran = _executed_package_files(generate)
+            assert ran - hashed - own == set(), f"{rule.label} K={K} M={M}: generation ran unhashed sources"
+            for src in sources:
+                generated += 1
+                reached = _diskcache.dependencies(_imported_modules(src), ROOT)
+                assert reached - hashed == set(), f"{rule.label}: its compiled code reaches unhashed sources"
+    assert generated >= 16
+
+
+def test_the_rule_key_follows_generation_sources_and_nothing_else(tmp_path):
+    copy = _copy_package(tmp_path / "pkg")
+
+    def key():
+        return _diskcache.stamp(codegen.generation_sources(copy), copy)
+
+    before = key()
+    assert before == _diskcache.stamp(codegen.generation_sources(), ROOT)  # the same sources: the same stamp
+    for unrelated in ("simulate/_run.py", "theory/solver/integrate.py", "theory/analysis/fixed_points.py"):
+        (copy / unrelated).write_text((copy / unrelated).read_text() + "\n# unrelated\n")
+    assert key() == before
+    relu = copy / "theory" / "activations" / "relu.py"  # a kernel the generated closed forms call
+    relu.write_text(relu.read_text() + "\n# a called kernel changed\n")
+    assert key() != before
