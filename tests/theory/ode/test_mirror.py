@@ -156,7 +156,7 @@ def test_pre_mirroring_then_learning():
 
 # ----------------------------------------------------------------------------- 3. eta_F = 0, compiled against numpy
 def test_eta_F_zero_reproduces_today_exactly():
-    st = _state(3)
+    st = _state(4)  # (seed 3's pepita curve runs away, eg 1e4 by t = 5: 4000 evaluations, 2 x 54 s)
     t = np.linspace(0.0, 5.0, 6)
     for rule in ("afa", "pepita"):
         a = theory.integrate(st, rule, t, eta=0.7)
