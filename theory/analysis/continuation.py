@@ -28,7 +28,10 @@ Measured (K = M = 2, erf, T = I, U = 0, v_star = 1; tests/theory/analysis/test_f
 - bp, v frozen: the specialised solution loses stability at eta_c = 2.30683 (a branch point: a real exponent
   crosses 0; integrated perturbations at a sweep of eta around it agree to 2e-3);
 - afa, eta = 0.5: the symmetric plateau branch has a fold at sigma_F = 3.23159 (eps_g = 0.02224), beyond which
-  the symmetric plateau does not exist (direct solves at fixed sigma_F stop between 3.230 and 3.232).
+  the symmetric plateau does not exist (direct solves at fixed sigma_F stop between 3.230 and 3.232);
+- afa, sigma_F = 1, v frozen: on the symmetric plateau a slow complex pair (Im ~ 1.1e-4; the students' feedback
+  turning against each other) crosses the imaginary axis at eta = 1.10359, a Hopf point (3 -> 1 unstable
+  directions; a central-difference Jacobian at direct solves along a sweep of eta puts it at 1.10351).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
 - predicted escape times against integrated ODEs from x* + D^-1/2 d (slope ln D / (2 lambda_u)), from a
   Trajectory's plateau (random_state), and (slow) from a symmetric start;
 - continuation locates bp's critical learning rate at the specialised solution (a sweep of integrated
-  perturbations locates it independently) and the fold of afa's plateau in sigma_F (a sweep of direct solves);
+  perturbations locates it independently), the fold of afa's plateau in sigma_F (a sweep of direct solves) and a
+  Hopf point of afa's plateau in eta (central-difference Jacobians at a sweep of direct solves);
 - the bifurcation plot; bad input: errors that name the parameter; a failed solve raises or reports.
 """
 
@@ -387,6 +388,41 @@ def test_continuation_locates_the_fold_of_the_afa_plateau_in_sigma_F():
     grid = np.concatenate([np.arange(1.05, 3.2001, 0.05), np.arange(3.202, 3.25, 0.002)])
     last = _direct_solves_up_to_the_fold(fp, "afa", grid, eta=0.5)
     assert last is not None and last < sf_c <= last + 0.002 + 1e-12
+
+
+def test_continuation_locates_a_hopf_point_of_the_afa_plateau_in_eta():
+    """afa, K = M = 2, erf, sigma_F = 1, frozen v: on the symmetric plateau a slow complex pair (a rotation of
+    the students' feedback against each other: antisymmetric in Q, R and S) crosses the imaginary axis as eta
+    grows, at eta ~ 1.104 (measured; |Re| ~ 1e-7 about it, Im ~ 1.1e-4): a Hopf point, two fewer unstable
+    directions past it. Independently: direct solves at a sweep of eta and the eigenvalues of a central-difference
+    Jacobian of the right-hand side (not the derived one) put the pair's sign change at the same eta."""
+    from theory.analysis.fixed_points import _Coordinates
+
+    kw = dict(sigma_F=1.0, train_second_layer=False)
+    fp = symmetric_plateau("afa", eta=0.5, **kw)
+    br = continuation(fp, "eta", (0.5, 1.5), direction="up")
+    assert [b.kind for b in br.bifurcations] == ["hopf"], br
+    hopf = br.bifurcations[0]
+    assert abs(hopf.eigenvalue.real) < 1e-12 and abs(hopf.eigenvalue.imag) > 1e-5
+    i = hopf.index
+    assert br.n_unstable[i] == br.n_unstable[i + 1] + 2
+    etas = np.array([1.04, 1.07, 1.10, 1.13, 1.16])
+    real_parts = []
+    for eta in etas:
+        r = fixed_point(hopf.state, "afa", eta=float(eta), **kw)
+        assert r.success and r.residual <= 1e-10
+        co = _Coordinates.of(r.dynamics, r.state)
+        h = 1e-6
+        J = np.stack([(co.f(r.x + h * e) - co.f(r.x - h * e)) / (2 * h) for e in np.eye(r.x.size)], axis=1)
+        w = np.linalg.eigvals(J)
+        pair = w[np.abs(w.imag) > 1e-6]
+        assert pair.size == 2
+        real_parts.append(pair[0].real)
+    real_parts = np.array(real_parts)
+    assert real_parts[0] > 0 > real_parts[-1]
+    j = int(np.flatnonzero(np.diff(np.sign(real_parts)))[0])
+    eta_sweep = etas[j] - real_parts[j] * (etas[j + 1] - etas[j]) / (real_parts[j + 1] - real_parts[j])
+    assert eta_sweep == pytest.approx(hopf.value, abs=2e-3)
 
 
 @pytest.mark.slow
