@@ -79,8 +79,9 @@ def _module_level(body: list) -> list:
 def _imports(path: Path, root: Path = _ROOT, everywhere: bool = False) -> tuple[Path, ...]:
     """The package modules a source file imports: at module level (the names its compiled functions see as
     globals), or ``everywhere`` (inside functions too: what its Python code may run). For ``from a.b import n``:
-    a/b/n.py when n is a submodule, else the module a.b. Parent packages' ``__init__`` files are not followed
-    (what a factory imports inside a function and closes over, numba hashes into the cache key itself)."""
+    a/b/n.py when n is a submodule, else the module a.b. Parent packages' ``__init__`` files are not followed.
+    Module level suffices for numba's stamps: what a factory imports inside a function and closes over, numba
+    hashes into the cache key itself."""
     package = ".".join(path.relative_to(root).with_suffix("").parts)
     here = package.rsplit(".", 1)[0]  # the package a relative import starts from (for __init__: itself)
     tree = ast.parse(path.read_bytes(), filename=str(path))

@@ -417,18 +417,20 @@ def _kink_args(traced):
     return [(dep, a) for dep, _, a in found]
 
 
-def generation_sources(root: Path | None = None) -> set[Path]:
+@functools.lru_cache(maxsize=8)
+def generation_sources(root: Path | None = None) -> frozenset[Path]:
     """The package sources a generated rule module depends on: this module (tracing, assembly), the modules of
     the rule and activation registries, and every package module they import, inside functions too
     (:func:`theory._diskcache.dependencies`): the templates and kernels the module is spliced from and calls
     (closed forms, quadrature, relu's integrals), the layout and the derived facts that shape it. ``root``: the
     folder holding the package (default: this copy's). tests/theory/codegen/test_diskcache.py holds every
-    package file that generation runs, and every one the generated modules' compiled code reaches, to this set."""
+    package file that generation runs, and every one the generated modules' compiled code reaches, to this set.
+    Computed once per process (parsing the 23 files takes ~0.1 s; the key and :func:`_is_library` share it)."""
     root = _ROOT if root is None else Path(root)
     seeds = [root / "theory" / "_codegen" / "rule.py"]
     for registry in ("rules", "activations"):
         seeds += sorted((root / "theory" / registry).glob("*.py"))
-    return dependencies(seeds, root, everywhere=True)
+    return frozenset(dependencies(seeds, root, everywhere=True))
 
 
 @functools.lru_cache(maxsize=1)
@@ -666,11 +668,11 @@ def _where(obj):
 def _dependency_files(rule) -> list | None:
     """The source files the generated code of ``rule`` depends on through the rule itself: the files of the
     rule's classes (always), and, transitively, every file outside the standard library and site-packages (this
-    package's included) that holds a function, class or module reachable from the globals of those classes'
-    modules, their methods' globals and closures, and the rule's own attributes. Generated code (a dataclass's
-    ``__init__``: a ``<string>`` file) is covered by the class's file. None when a class's source is unknown
-    (defined interactively), a dependency's file cannot be read or there are more than
-    :data:`_MAX_DEPENDENCIES` of them."""
+    package's included, but for the ones :func:`_kernel_version` hashes already) that holds a function, class
+    or module reachable from the globals of those classes' modules, their methods' globals and closures, and
+    the rule's own attributes. Generated code (a dataclass's ``__init__``: a ``<string>`` file) is covered by
+    the class's file. None when a class's source is unknown (defined interactively), a dependency's file cannot
+    be read or there are more than :data:`_MAX_DEPENDENCIES` of them."""
     import inspect
 
     files: dict = {}
