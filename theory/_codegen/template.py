@@ -12,16 +12,18 @@ linter reads:
 
 :func:`module_source` makes the generated module from them by three substitutions, and only these:
 
-1. **The rule's code.** A template that depends on the rule holds one statement ``GENERATED(a, b, ...)``;
-   :func:`specialise` replaces it by the rule's straight-line code (ast statements: sympy's expressions
-   with common subexpressions eliminated). Its arguments name everything that code may read or write
-   besides its own temporaries, and :func:`specialise` checks that the code reads nothing else.
+1. **The rule's code.** A template that depends on the rule holds a statement ``GENERATED(a, b, ...)`` (or
+   one per case of a loop specialised by cases); :func:`specialise` replaces each by the rule's straight-line
+   code (ast statements: sympy's expressions with common subexpressions eliminated). Its arguments name
+   everything that code may read or write besides its own temporaries, and :func:`specialise` checks that the
+   code reads nothing else; a keyword ``name=other`` makes that copy read ``other`` for ``name``.
 2. **The placeholders** (:data:`PLACEHOLDERS`): ``K``, ``M``, ``KINK_DEPTH`` (module constants) and
    ``update``, ``kinks``, ``coefficient`` (the templates above) are real names here, so the templates
    are valid Python whose every name is defined; the generated module binds each of them to the
    rule's own (the constants assigned at its top, the functions defined in it). numba then compiles
    a direct call to the rule's ``update`` inside the kernels, inlined and cached, exactly as if they
    had been written for that rule.
+   The switches (:data:`SWITCHES`, here ``ERF_LOOP``) are resolved instead: a branch on one is kept or dropped.
 3. **Compilation.** A template's ``@jit(signature, **options)`` (here a no-op: a template is never
    compiled) becomes ``@numba.njit(signature, cache=True, **options)``.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import functools
 import importlib
 import importlib.util
@@ -46,10 +49,10 @@ import numpy as np
 
 from ..ode.layout import HEADER, PARAM
 from .closed import closed_form_rhs_c
-from .rule import COEF_SIG, RHS_SIG, ROWS_SIG, UPDATE_SIG, dg_scalar, g_scalar
+from .rule import COEF_SIG, RHS_SIG, ROWS_SIG, UPDATE_SIG, dg_erf, dg_scalar, g_erf, g_scalar
 
-__all__ = ["GENERATED", "KINK_DEPTH", "PLACEHOLDERS", "K", "M", "coefficient", "closed_rhs", "closed_rhs_rows", "jit",
-           "kinks", "module_source", "specialise", "update"]
+__all__ = ["GENERATED", "KINK_DEPTH", "PLACEHOLDERS", "SWITCHES", "K", "M", "coefficient", "closed_rhs",
+           "closed_rhs_rows", "jit", "kinks", "module_source", "specialise", "update"]
 
 # ====================================================================== the template's own vocabulary
 #: placeholders: the number of student / teacher units (module constants of the generated module)
@@ -57,9 +60,15 @@ K = 1
 M = 1
 #: placeholder: the depth of each of the rule's kink arguments (the rows of ``kinks``' output)
 KINK_DEPTH: tuple = ()
-
 #: the names every generated module defines itself (the values above and the functions below, or the rule's)
 PLACEHOLDERS = ("K", "M", "KINK_DEPTH", "update", "kinks", "coefficient")
+
+#: switches, resolved when a module is generated: the branch ``if SWITCH [and ...]:`` keeps its body (and the
+#: rest of its test) or is replaced by its ``else``, so a generated module compiles only what it can run. Here:
+#: whether ``update`` has its erf quadrature loop (rules whose erf expectations have no closed form). The values
+#: are what a module gets when :func:`module_source` is given none.
+SWITCHES = {"ERF_LOOP": False}
+ERF_LOOP = SWITCHES["ERF_LOOP"]
 
 
 def jit(signature=None, **options):
@@ -82,9 +91,21 @@ def GENERATED(*names):
 @jit(UPDATE_SIG, error_model="numpy")
 def update(lam, nu, zeta, v, v_star, S, b, n, sv, sigma, sigma_F, gk, delta, h, out):
     """The rule's update on the samples t < n (the ABI: theory._codegen.rule): delta[:, t], h[:, t] and
-    out[:, t] = (alpha, e_out, e) from the fields lam[:, t], nu[:, t], zeta[t] and the state at s = t * sv."""
-    for t in range(n):
-        GENERATED(math, g_scalar, dg_scalar, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, gk, delta, h, out, t, sv)
+    out[:, t] = (alpha, e_out, e) from the fields lam[:, t], nu[:, t], zeta[t] and the state at s = t * sv.
+
+    The quadrature's case (one state for all nodes, erf) has a loop of its own where the rule's erf expectations
+    have no closed form (``ERF_LOOP``; elsewhere the quadrature is a cross-check, not worth the ~0.6 s the loop
+    adds to the rule's compile): there sv and gk are constants, so the state's loads leave the loop, g is the
+    compiled erf alone (:func:`theory._codegen.rule.g_erf`) and the loop vectorises. A pepita node then takes
+    half the time: its six erf are no longer one dependent chain after another."""
+    if ERF_LOOP and sv == 0 and gk == 0:
+        for t in range(n):
+            GENERATED(math, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, gk, delta, h, out, t, sv,
+                      g_scalar=g_erf, dg_scalar=dg_erf)
+    else:
+        for t in range(n):
+            GENERATED(math, g_scalar, dg_scalar, lam, nu, zeta, v, v_star, S, b, sigma, sigma_F, gk, delta, h, out, t,
+                      sv)
 
 
 @jit(error_model="numpy")
@@ -151,17 +172,34 @@ def free_names(node: ast.FunctionDef) -> set:
     return (loaded - bound) | deco
 
 
+class _Rename(ast.NodeTransformer):
+    """Renames the names of ``mapping``'s keys to its values (``GENERATED(..., g_scalar=g_erf)``)."""
+
+    def __init__(self, mapping):
+        self.mapping = mapping
+
+    def visit_Name(self, node):
+        if node.id in self.mapping:
+            return ast.copy_location(ast.Name(id=self.mapping[node.id], ctx=node.ctx), node)
+        return node
+
+
 def _replace_generated(body, code, where):
-    """``body`` with its GENERATED statement (searched in nested blocks) replaced by ``code``: (new body, count)."""
+    """``body`` with its GENERATED statements (searched in nested blocks) replaced by ``code``: (new body, count).
+    A keyword ``GENERATED(..., a=b)`` makes that copy of the code read ``b`` where it reads ``a``."""
     out, count = [], 0
     for stmt in body:
         if _is_generated(stmt):
-            allowed = {a.id for a in stmt.value.args if isinstance(a, ast.Name)}
-            bound, loaded = _bound_and_loaded(code)
+            rename = {k.arg: k.value.id for k in stmt.value.keywords if isinstance(k.value, ast.Name)}
+            if len(rename) != len(stmt.value.keywords):
+                raise ValueError(f"template {where}: a GENERATED keyword must bind a name to a name")
+            allowed = {a.id for a in stmt.value.args if isinstance(a, ast.Name)} | set(rename.values())
+            new = [_Rename(rename).visit(s) for s in copy.deepcopy(list(code))]
+            bound, loaded = _bound_and_loaded(new)
             stray = sorted(loaded - bound - allowed - set(dir(builtins)))
             if stray:
                 raise ValueError(f"template {where}: the generated code reads {stray}, which GENERATED does not name")
-            out += list(code) or [ast.Pass()]
+            out += new or [ast.Pass()]
             count += 1
             continue
         for field in ("body", "orelse"):
@@ -174,14 +212,44 @@ def _replace_generated(body, code, where):
     return out, count
 
 
-def specialise(fn, code=None) -> ast.FunctionDef:
-    """The generated-module definition of the template function ``fn``: its ``GENERATED`` statement replaced
-    by the statements ``code`` (the template must have exactly one when ``code`` is given, none otherwise)
-    and its ``@jit(...)`` by ``@numba.njit(..., cache=True)``."""
+def _resolve_switches(body, switches):
+    """``body`` with each ``if SWITCH [and rest]:`` (searched in nested blocks) resolved by ``switches``."""
+    out = []
+    for stmt in body:
+        if isinstance(stmt, ast.If):
+            test = stmt.test
+            terms = test.values if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And) else [test]
+            if isinstance(terms[0], ast.Name) and terms[0].id in switches:
+                if not switches[terms[0].id]:
+                    out += _resolve_switches(stmt.orelse, switches)
+                    continue
+                if len(terms) == 1:
+                    out += _resolve_switches(stmt.body, switches)
+                    continue
+                stmt.test = terms[1] if len(terms) == 2 else ast.BoolOp(op=ast.And(), values=terms[1:])
+        for field in ("body", "orelse"):
+            inner = getattr(stmt, field, None)
+            if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+                setattr(stmt, field, _resolve_switches(inner, switches))
+        out.append(stmt)
+    return out
+
+
+def specialise(fn, code=None, switches=None) -> ast.FunctionDef:
+    """The generated-module definition of the template function ``fn``: its ``GENERATED`` statements replaced
+    by the statements ``code`` (the template must have at least one when ``code`` is given, none otherwise;
+    each gets the same code: one loop per case of a specialised loop) and its ``@jit(...)`` by
+    ``@numba.njit(..., cache=True)``; its branches on :data:`SWITCHES` resolved by ``switches`` (names of
+    SWITCHES to booleans; the rest take SWITCHES' values)."""
+    switches = {**SWITCHES, **(switches or {})}
+    if set(switches) - set(SWITCHES) or not all(isinstance(x, bool) for x in switches.values()):
+        raise ValueError(f"switches: booleans for names of {sorted(SWITCHES)}, got {switches}")
     node = _function_node(fn)
+    node.body = _resolve_switches(node.body, switches)
     node.body, count = _replace_generated(node.body, list(code or ()), fn.__qualname__)
-    if count != (code is not None):
-        raise ValueError(f"template {fn.__qualname__}: {count} GENERATED statements, expected {int(code is not None)}")
+    if bool(count) != (code is not None):
+        raise ValueError(f"template {fn.__qualname__}: {count} GENERATED statements, expected "
+                         f"{'at least one' if code is not None else 'none'}")
     decos = [
         d
         for d in node.decorator_list
@@ -264,8 +332,11 @@ def module_source(parts, constants: dict, comments=()) -> str:
     """The source of a generated module: ``comments`` (lines, without the ``#``), the imports its
     functions need, the module constants ``constants`` (placeholders, e.g. K, M, KINK_DEPTH) and
     :func:`specialise` of each ``(template, code)`` of ``parts``, in order (a function compiled eagerly,
-    with a signature, must come after the functions it calls)."""
-    nodes = [(fn, specialise(fn, code)) for fn, code in parts]
+    with a signature, must come after the functions it calls). The entries of ``constants`` named in
+    :data:`SWITCHES` are switches, resolved in the functions, not module constants."""
+    switches = {name: value for name, value in constants.items() if name in SWITCHES}
+    constants = {name: value for name, value in constants.items() if name not in SWITCHES}
+    nodes = [(fn, specialise(fn, code, switches)) for fn, code in parts]
     defined = {node.name for _, node in nodes} | set(constants)
     imports = {"numba": ("import", "numba", None)}  # the decorators (specialise)
     for fn, node in nodes:
