@@ -89,24 +89,37 @@ def one_rhs_seconds(state, rule, repeats=20, **kw):
     return best, int(p[len(afa)])
 
 
-def erf_seconds(n=2_000_000):
-    """One math.erf in a compiled loop (libm's, scalar: numba does not vectorise it)."""
+def erf_seconds(n=2_000_000, repeats=5):
+    """One erf in a compiled loop that stores its values (best of ``repeats``): (libm's math.erf, the package's
+    theory._codegen.special.erf, which the quadrature's node loop of a rule without closed forms uses)."""
     import math
 
     import numba
 
+    from theory._codegen.special import erf
+
     @numba.njit
-    def total(x):
-        s = 0.0
+    def libm(x, out):
         for i in range(x.size):
-            s += math.erf(x[i])
-        return s
+            out[i] = math.erf(x[i])
+
+    @numba.njit
+    def ours(x, out):
+        for i in range(x.size):
+            out[i] = erf(x[i])
 
     x = np.random.default_rng(0).standard_normal(n)
-    total(x[:10])
-    t0 = time.perf_counter()
-    total(x)
-    return (time.perf_counter() - t0) / n
+    out = np.empty_like(x)
+    best = []
+    for f in (libm, ours):
+        f(x[:10], out[:10])
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(x, out)
+            times.append(time.perf_counter() - t0)
+        best.append(min(times) / n)
+    return tuple(best)
 
 
 def exploration(quick=False):
@@ -120,7 +133,7 @@ def exploration(quick=False):
     tr_afa, dt_afa = timed_integrate(st, "afa", t, **kw)
     t_rhs, nodes = one_rhs_seconds(st, "pepita", **kw)
     floor = t_rhs * tr.nfev
-    erf_ns = erf_seconds() * 1e9
+    libm_ns, erf_ns = (1e9 * x for x in erf_seconds())
     print("== issue 25: one K = M = 2 pepita curve to t = 1000, eta = 1, sigma_F = 1, D = 500 initial state ==")
     print(f"  pepita: {dt:.2f} s, nfev {tr.nfev}, {tr.params['quadrature']}, expectation error "
           f"{tr.params['expectation_error']:.1e}, eg(1000) = {tr.eg[-1]:.6f}")
@@ -128,7 +141,8 @@ def exploration(quick=False):
     print(f"  floor: {nodes} nodes x {1e9 * t_rhs / nodes:.1f} ns per node = {1e3 * t_rhs:.2f} ms per evaluation x "
           f"{tr.nfev} evaluations = {floor:.2f} s (the curve: {dt:.2f} s; target 2 s)")
     print(f"  of a node's {1e9 * t_rhs / nodes:.0f} ns: its 6 erf (g of the K student, M teacher and K modulated "
-          f"fields) at {erf_ns:.1f} ns each (libm's erf in a compiled loop, timed alone) = {6 * erf_ns:.0f} ns")
+          f"fields) at {erf_ns:.1f} ns each = {6 * erf_ns:.0f} ns (theory._codegen.special.erf in a compiled loop, "
+          f"timed alone; libm's: {libm_ns:.1f} ns each = {6 * libm_ns:.0f} ns, {libm_ns / erf_ns:.1f}x)")
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     grid = dict(sigma_F=[0.3, 1.0, 2.0, 3.0], eta=[0.25, 0.5, 1.0, 2.0]) if not quick else dict(sigma_F=[1.0, 3.0],
                                                                                                eta=[0.5, 1.0])

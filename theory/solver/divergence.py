@@ -74,16 +74,44 @@ def why_replicas(Qd, S, v) -> str | None:
     )
 
 
+def _shifted_cholesky_succeeds(om, shift) -> np.ndarray:
+    """Per matrix of om (B, n, n), symmetric: whether om + shift I has a Cholesky factor, i.e. its smallest
+    eigenvalue exceeds -shift (B,). Vectorised over the batch, one column at a time (n is K + M + 1)."""
+    B, n, _ = om.shape
+    L = np.zeros_like(om)
+    ok = np.ones(B, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for j in range(n):
+            d = om[:, j, j] + shift - np.einsum("bk,bk->b", L[:, j, :j], L[:, j, :j])
+            ok &= d > 0.0
+            dj = np.sqrt(np.where(d > 0.0, d, 1.0))
+            L[:, j, j] = dj
+            if j + 1 < n:
+                L[:, j + 1 :, j] = (om[:, j + 1 :, j] - np.einsum("bik,bk->bi", L[:, j + 1 :, :j], L[:, j, :j])) / dj[
+                    :, None
+                ]
+    return ok
+
+
 def omega_check(omega, tol) -> list[str | None]:
     """Per leading index of omega (..., n, n): None, or the message that Omega is not positive
-    semi-definite (smallest eigenvalue below -tol times the largest diagonal entry, at least 1)."""
+    semi-definite (smallest eigenvalue below -tol times the largest diagonal entry, at least 1).
+
+    A Cholesky factor of Omega + tol scale I clears a matrix (its smallest eigenvalue is above -tol scale);
+    only the others get their eigenvalues (numpy's eigvalsh took 11 us a matrix: at the outputs of 1,000
+    sweep points, a tenth of the sweep)."""
     om = np.asarray(omega, float)
     om = 0.5 * (om + np.swapaxes(om, -1, -2))
+    om = om.reshape((-1,) + om.shape[-2:])
     scale = np.maximum(1.0, np.abs(np.diagonal(om, axis1=-2, axis2=-1)).max(-1))
-    lo = np.linalg.eigvalsh(om)[..., 0]
-    lo, scale = np.atleast_1d(lo), np.atleast_1d(scale)
-    return [f"Omega is no longer positive semi-definite (smallest eigenvalue {l_:.3g})" if l_ < -tol * s_ else None
-            for l_, s_ in zip(lo, scale)]
+    out: list[str | None] = [None] * len(om)
+    doubt = np.nonzero(~_shifted_cholesky_succeeds(om, tol * scale))[0]
+    if doubt.size:
+        lo = np.linalg.eigvalsh(om[doubt])[..., 0]
+        for j, l_ in zip(doubt, lo):
+            if l_ < -tol * scale[j]:
+                out[j] = f"Omega is no longer positive semi-definite (smallest eigenvalue {l_:.3g})"
+    return out
 
 
 def omega_tolerance(rtol: float, atol: float) -> float:
