@@ -124,6 +124,8 @@ class HyperParams:
             p = r.piece(a, b)
             return p.a if p.constant else p
 
+        if self.t_pre == 0 and not any(isinstance(r, Schedule) for r in (self.eta, self.eta_v, self.eta_F)):
+            return self  # nothing to resolve (frozen: the same values)
         before = self.t_pre > 0 and (b <= self.t_pre if b > a else a < self.t_pre)
         eta, eta_v = (0.0, 0.0) if before else (piece(self.eta), piece(self.eta_v))
         return dataclasses.replace(self, eta=eta, eta_v=eta_v, eta_F=piece(self.eta_F), t_pre=0.0)

@@ -833,6 +833,7 @@ def _parameter_columns(points: _Points) -> dict[str, Any]:
     """The table's first columns: point, state, K, M, the rule and its options, the HyperParams fields."""
     rules, hypers, sidx = points.rules, points.hypers, points.sidx
     option_names = list(dict.fromkeys(["error"] + [k for r in rules for k in r.options() if k != "presynaptic"]))
+    values = [h.as_dict() for h in hypers]
     return {
         "point": np.arange(len(points)), "state": sidx,
         "K": np.array([points.states[s].K for s in sidx]), "M": np.array([points.states[s].M for s in sidx]),
@@ -840,7 +841,7 @@ def _parameter_columns(points: _Points) -> dict[str, Any]:
         **{k: np.array([getattr(r, k, "") for r in rules]) for k in option_names},
         "activation": np.array([h.g.name for h in hypers]),
         "train_second_layer": np.array([h.train_second_layer for h in hypers]),
-        **{k: np.array([h.as_dict()[k] for h in hypers]) for k in _HYPER_COLUMNS},
+        **{k: np.array([d[k] for d in values]) for k in _HYPER_COLUMNS},
     }
 
 
