@@ -118,11 +118,16 @@ def _stages(rhs, p, t, h, y, Ks, tmp, A, C, first, last):
     """Stages first..last-1 of the (extended) tableau: Ks[s] = rhs(t + C[s] h, y + h sum_{j<s} A[s, j] Ks[j])."""
     n = y.size
     for st in range(first, last):
+        # j outer, q inner: the same sums in the same order per q as one accumulator per q, but the inner loop runs
+        # along a row of Ks and vectorises
         for q in range(n):
-            acc = 0.0
-            for j in range(st):
-                acc += A[st, j] * Ks[j, q]
-            tmp[q] = y[q] + h * acc
+            tmp[q] = 0.0
+        for j in range(st):
+            a = A[st, j]
+            for q in range(n):
+                tmp[q] += a * Ks[j, q]
+        for q in range(n):
+            tmp[q] = y[q] + h * tmp[q]
         rhs(t + C[st] * h, tmp, p, Ks[st])
 
 
@@ -182,10 +187,13 @@ def _advance(rhs, Pm, Y, T, H, F, IOUT, STOP, NFEV, NSTEP, STATUS, Yout, t_out, 
                     Ks[0, q] = f[q]
                 _stages(rhs, p, t, h, y, Ks, tmp, A, C, 1, _NS)
                 for q in range(n):
-                    acc = 0.0
-                    for j in range(_NS):
-                        acc += B[j] * Ks[j, q]
-                    ynew[q] = y[q] + h * acc
+                    ynew[q] = 0.0
+                for j in range(_NS):
+                    bj = B[j]
+                    for q in range(n):
+                        ynew[q] += bj * Ks[j, q]
+                for q in range(n):
+                    ynew[q] = y[q] + h * ynew[q]
                 rhs(t_new, ynew, p, Ks[_NS])
                 NFEV[i] += _NS
                 e5 = 0.0
