@@ -138,3 +138,22 @@ def test_closed_form_rules_have_no_erf_loop(name):
     shared, per, ref = _shared_and_per_sample(rule)
     for a, p in zip(shared, per):
         np.testing.assert_array_equal(a, p)
+
+
+def test_switches_are_resolved_at_generation():
+    """``if ERF_LOOP and ...:`` keeps its body and the rest of its test, or becomes its else; unknown switches and
+    non-booleans are refused."""
+    from theory._codegen import template
+
+    code = ast.parse("delta[0, t] = g_scalar(lam[0, t], gk) * dg_scalar(nu[0, t], gk)").body
+    on = template.specialise(template.update, code, {"ERF_LOOP": True})
+    (branch,) = [s for s in on.body if isinstance(s, ast.If)]
+    assert ast.unparse(branch.test) == "sv == 0 and gk == 0"
+    assert "g_erf(lam[0, t], gk) * dg_erf(nu[0, t], gk)" in ast.unparse(branch.body[0])
+    assert "g_scalar(lam[0, t], gk)" in ast.unparse(branch.orelse[0])
+    off = template.specialise(template.update, code)  # the default: SWITCHES' value, False
+    assert [type(s) for s in off.body[1:]] == [ast.For] and "g_erf" not in ast.unparse(off.body[1])
+    with pytest.raises(ValueError, match="switches"):
+        template.specialise(template.update, code, {"FAST": True})
+    with pytest.raises(ValueError, match="switches"):
+        template.specialise(template.update, code, {"ERF_LOOP": 1})
