@@ -344,9 +344,10 @@ class CompiledStepper(Stepper):
     ``p`` holds the parameter row of each point (B, len(p)), or one row for all. Each point has its
     own time, step size and error control, exactly scipy's DOP853 steps with its dense output at the
     output times (the one stepper of single curves and of sweeps). A call of :meth:`advance` brings
-    every point ``SEGMENT`` output times further in one compiled call per thread (``pool``: a
-    ThreadPoolExecutor whose threads share the points; the compiled code releases the GIL and the
-    points are independent, so results do not depend on the thread count); Ctrl-C and the progress
+    every point ``SEGMENT`` output times further in compiled calls over blocks of points
+    (``BLOCKS_PER_THREAD`` per thread of ``pool``, a ThreadPoolExecutor whose threads take the blocks as they
+    free up; the compiled code releases the GIL and the points are independent, so results depend neither on
+    the thread count nor on the blocks); Ctrl-C and the progress
     bar act between calls. ``watch`` are the indices of y that the divergence policy bounds
     (|Q_kk|, |S_k|, |v_k|): checked after every step against theory.solver.divergence.BLOWUP.
     """
