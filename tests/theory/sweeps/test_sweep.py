@@ -149,6 +149,21 @@ def test_chunking_does_not_change_results(states):
     assert list(a.table["nfev"]) == list(b.table["nfev"])
 
 
+def test_threads_and_blocks_do_not_change_results(states, monkeypatch):
+    """The compiled stepper's points go to the threads in blocks (theory.solver.driver.BLOCKS_PER_THREAD): one
+    thread, two, and blocks of one point each give the same steps, bit for bit."""
+    import theory.solver.driver as driver
+
+    kw = dict(t=T_SHORT, grid=dict(eta=[0.2, 0.7, 1.5, 2.0]), progress=False, rtol=1e-8)
+    one = sweep(list(states), "bp", threads=1, **kw)
+    two = sweep(list(states), "bp", threads=2, **kw)
+    monkeypatch.setattr(driver, "BLOCKS_PER_THREAD", 64)  # more blocks than points: one point a block
+    many = sweep(list(states), "bp", threads=2, **kw)
+    for other in (two, many):
+        np.testing.assert_array_equal(one.eg, other.eg)
+        assert list(one.table["nfev"]) == list(other.table["nfev"])
+
+
 def _same_table(a, b):
     assert list(a.table.columns) == list(b.table.columns)
     for c in a.table.columns:
