@@ -114,20 +114,28 @@ EXPONENT = -1.0 / (DOP853.error_order + 1)
 DENSE_A, DENSE_C, DENSE_D = _dop.A, _dop.C, _dop.D
 
 
+def _ahead(y, h, coef, Ks, upto, out):
+    """out = y + h sum_{j<upto} coef[j] Ks[j]: j outer, q inner, so the same sums in the same order per q as one
+    accumulator per q, but the inner loop runs along a row of Ks and vectorises."""
+    n = y.size
+    for q in range(n):
+        out[q] = 0.0
+    for j in range(upto):
+        c = coef[j]
+        for q in range(n):
+            out[q] += c * Ks[j, q]
+    for q in range(n):
+        out[q] = y[q] + h * out[q]
+
+
+if HAVE_NUMBA:
+    _ahead = numba.njit(cache=True, inline="always", error_model="numpy")(_ahead)
+
+
 def _stages(rhs, p, t, h, y, Ks, tmp, A, C, first, last):
     """Stages first..last-1 of the (extended) tableau: Ks[s] = rhs(t + C[s] h, y + h sum_{j<s} A[s, j] Ks[j])."""
-    n = y.size
     for st in range(first, last):
-        # j outer, q inner: the same sums in the same order per q as one accumulator per q, but the inner loop runs
-        # along a row of Ks and vectorises
-        for q in range(n):
-            tmp[q] = 0.0
-        for j in range(st):
-            a = A[st, j]
-            for q in range(n):
-                tmp[q] += a * Ks[j, q]
-        for q in range(n):
-            tmp[q] = y[q] + h * tmp[q]
+        _ahead(y, h, A[st], Ks, st, tmp)
         rhs(t + C[st] * h, tmp, p, Ks[st])
 
 
@@ -186,14 +194,7 @@ def _advance(rhs, Pm, Y, T, H, F, IOUT, STOP, NFEV, NSTEP, STATUS, Yout, t_out, 
                 for q in range(n):
                     Ks[0, q] = f[q]
                 _stages(rhs, p, t, h, y, Ks, tmp, A, C, 1, _NS)
-                for q in range(n):
-                    ynew[q] = 0.0
-                for j in range(_NS):
-                    bj = B[j]
-                    for q in range(n):
-                        ynew[q] += bj * Ks[j, q]
-                for q in range(n):
-                    ynew[q] = y[q] + h * ynew[q]
+                _ahead(y, h, B, Ks, _NS, ynew)
                 rhs(t_new, ynew, p, Ks[_NS])
                 NFEV[i] += _NS
                 e5 = 0.0
