@@ -114,10 +114,16 @@ def g_scalar(z, gk):
 
 
 @_jit(inline="always")
+def dg_erf(z, gk):
+    """:func:`dg_scalar` for gk == 0 alone (see :func:`g_erf`)."""
+    return _SQRT_2_OVER_PI * math.exp(-0.5 * z * z)
+
+
+@_jit(inline="always")
 def dg_scalar(z, gk):
     """g'(z) for the codes of :func:`g_scalar` (relu: Heaviside with g'(0) = 0, as theory)."""
     if gk == 0:
-        return _SQRT_2_OVER_PI * math.exp(-0.5 * z * z)
+        return dg_erf(z, gk)
     if gk == 1:
         t = math.tanh(z)
         return 1.0 - t * t
@@ -132,12 +138,6 @@ def g_erf(z, gk):
     cost, and vectorisable): for a loop that knows its activation is erf (the update template's quadrature case).
     Only there: in a loop that branches on gk it would not vectorise, and would add to every rule's compile."""
     return _erf(z * _INV_SQRT2)
-
-
-@_jit(inline="always")
-def dg_erf(z, gk):
-    """:func:`dg_scalar` for gk == 0 alone (see :func:`g_erf`)."""
-    return _SQRT_2_OVER_PI * math.exp(-0.5 * z * z)
 
 
 if HAVE_NUMBA:

@@ -172,6 +172,14 @@ def free_names(node: ast.FunctionDef) -> set:
     return (loaded - bound) | deco
 
 
+def _blocks(stmt):
+    """The statement lists nested in ``stmt`` (its body and else, by field): where the walkers below descend."""
+    for field in ("body", "orelse"):
+        inner = getattr(stmt, field, None)
+        if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+            yield field, inner
+
+
 class _Rename(ast.NodeTransformer):
     """Renames the names of ``mapping``'s keys to its values (``GENERATED(..., g_scalar=g_erf)``)."""
 
@@ -202,12 +210,10 @@ def _replace_generated(body, code, where):
             out += new or [ast.Pass()]
             count += 1
             continue
-        for field in ("body", "orelse"):
-            inner = getattr(stmt, field, None)
-            if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
-                new, n = _replace_generated(inner, code, where)
-                setattr(stmt, field, new)
-                count += n
+        for field, inner in _blocks(stmt):
+            new, n = _replace_generated(inner, code, where)
+            setattr(stmt, field, new)
+            count += n
         out.append(stmt)
     return out, count
 
@@ -227,10 +233,8 @@ def _resolve_switches(body, switches):
                     out += _resolve_switches(stmt.body, switches)
                     continue
                 stmt.test = terms[1] if len(terms) == 2 else ast.BoolOp(op=ast.And(), values=terms[1:])
-        for field in ("body", "orelse"):
-            inner = getattr(stmt, field, None)
-            if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
-                setattr(stmt, field, _resolve_switches(inner, switches))
+        for field, inner in _blocks(stmt):
+            setattr(stmt, field, _resolve_switches(inner, switches))
         out.append(stmt)
     return out
 
